@@ -1,0 +1,73 @@
+// Package config loads YAML config files strictly (unknown keys are errors)
+// and prefixes validation problems with the file they came from.
+package config
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+
+	"go.yaml.in/yaml/v3"
+)
+
+// Load decodes the YAML file at path over dst (which holds the defaults).
+// Unknown keys and type errors name the file and line.
+func Load(path string, dst any) error {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return fmt.Errorf("config: %w", err)
+	}
+	return Decode(b, path, dst)
+}
+
+// Decode is Load on bytes; source names them in errors.
+func Decode(b []byte, source string, dst any) error {
+	dec := yaml.NewDecoder(bytes.NewReader(b))
+	dec.KnownFields(true)
+	if err := dec.Decode(dst); err != nil {
+		if errors.Is(err, io.EOF) {
+			return nil // empty file: defaults
+		}
+		return fmt.Errorf("%s: %w", source, err)
+	}
+	return nil
+}
+
+// Annotate prefixes each problem of a (joined) validation error with source.
+func Annotate(source string, err error) error {
+	if err == nil {
+		return nil
+	}
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		var out []error
+		for _, e := range j.Unwrap() {
+			out = append(out, Annotate(source, e))
+		}
+		return errors.Join(out...)
+	}
+	return fmt.Errorf("%s: %w", source, err)
+}
+
+// Secret resolves a secret from an env var or a file (exactly one may be
+// set). what names the secret in errors; the value itself never appears.
+func Secret(what, env, file string) (string, error) {
+	switch {
+	case env != "" && file != "":
+		return "", fmt.Errorf("%s: set only one of the env var and the file", what)
+	case env != "":
+		v, ok := os.LookupEnv(env)
+		if !ok || v == "" {
+			return "", fmt.Errorf("%s: env var %s is not set", what, env)
+		}
+		return v, nil
+	case file != "":
+		b, err := os.ReadFile(file)
+		if err != nil {
+			return "", fmt.Errorf("%s: %w", what, err)
+		}
+		return string(bytes.TrimSpace(b)), nil
+	}
+	return "", nil
+}
