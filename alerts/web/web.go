@@ -1,0 +1,69 @@
+// Package web serves the live page of megawatch alerts: site and hall power
+// against capacity, headroom, coverage, the last minute of 10 Hz site power,
+// ramp, oscillation and the active alerts, pushed to the browser with
+// server-sent events. It is the operators' fallback view when Grafana or
+// InfluxDB is down, so it needs nothing but the alerts process: every asset
+// is embedded and the page works with no internet.
+package web
+
+import (
+	"time"
+)
+
+// DomainView is one domain (site or hall) of the power hierarchy as the
+// page shows it. Power in MW; Coverage is nodes reporting / expected (0..1).
+type DomainView struct {
+	Level          string   `json:"level"`
+	Path           []string `json:"path"`
+	Key            string   `json:"key"`
+	PowerMW        float64  `json:"power_mw"`
+	PowerEstMW     float64  `json:"power_est_mw"`
+	PowerMaxMW     float64  `json:"power_max_mw"`
+	CapacityMW     float64  `json:"capacity_mw"`
+	HeadroomMW     float64  `json:"headroom_mw"`
+	NodesReporting int      `json:"nodes_reporting"`
+	NodesExpected  int      `json:"nodes_expected"`
+	Coverage       float64  `json:"coverage"`
+	RampMWPerS     float64  `json:"ramp_mw_per_s"`
+	SwingMW        float64  `json:"swing_mw"`
+	OscFreqHz      float64  `json:"osc_freq_hz"`
+	OscMW          float64  `json:"osc_mw"`
+	GPUTempMaxC    float64  `json:"gpu_temp_max_c"`
+	ThrottledGPUs  int      `json:"throttled_gpus"`
+}
+
+// Point is one slot of a power series: T in unix milliseconds, MW.
+type Point struct {
+	T  int64   `json:"t"`
+	MW float64 `json:"mw"`
+}
+
+// AlertView is one active (pending or firing) alert.
+type AlertView struct {
+	Rule        string    `json:"rule"`
+	Severity    string    `json:"severity"`
+	Level       string    `json:"level"`
+	Domain      string    `json:"domain"`
+	State       string    `json:"state"`
+	Value       float64   `json:"value"`
+	Threshold   float64   `json:"threshold"`
+	Summary     string    `json:"summary"`
+	ActiveSince time.Time `json:"active_since"`
+}
+
+// Snapshot is everything the page shows at one instant.
+type Snapshot struct {
+	At         time.Time          `json:"at"`
+	WindowMs   int                `json:"window_ms"`
+	Sites      []DomainView       `json:"sites"`
+	Halls      []DomainView       `json:"halls"`
+	SiteSeries map[string][]Point `json:"site_series"` // site key → last 60 s at slot resolution
+	Alerts     []AlertView        `json:"alerts"`
+}
+
+// Source gives the current snapshot. It is called from one goroutine per
+// Handler at the SSE interval (and once per page load or /api/snapshot
+// request); it must be safe for concurrent use and must not block for long.
+type Source interface {
+	Snapshot() Snapshot
+}
