@@ -120,7 +120,16 @@ func (p *Proc) Output() string { return p.out.String() }
 // WaitHTTP polls url until it answers with status want, or fails the test.
 func (p *Proc) WaitHTTP(url string, want int, timeout time.Duration) {
 	p.t.Helper()
-	if err := WaitHTTP(url, want, timeout); err != nil {
+	deadline := time.Now().Add(timeout)
+	for time.Now().Before(deadline) && p.Running() {
+		if WaitHTTP(url, want, 200*time.Millisecond) == nil {
+			return
+		}
+	}
+	if !p.Running() {
+		p.t.Fatalf("%s exited before it was ready\n%s output:\n%s", p.name, p.name, p.Output())
+	}
+	if err := WaitHTTP(url, want, time.Millisecond); err != nil {
 		p.t.Fatalf("%s not ready: %v\n%s output:\n%s", p.name, err, p.name, p.Output())
 	}
 }
