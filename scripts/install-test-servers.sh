@@ -29,8 +29,7 @@ if [ ${#need_apt[@]} -gt 0 ]; then
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
   else
-    echo "please install with apt-get (as root): ${need_apt[*]}" >&2
-    exit 1
+    echo "warning: not root, cannot apt-get install ${need_apt[*]}; the tests that need them skip (and fail under CI=true)" >&2
   fi
 fi
 echo "test servers ready in $GOBIN"
