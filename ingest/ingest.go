@@ -1,0 +1,280 @@
+package ingest
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/megawatch/megawatch/configs"
+	"github.com/megawatch/megawatch/internal/natsx"
+	"github.com/megawatch/megawatch/internal/telemetry"
+	"github.com/megawatch/megawatch/internal/topology"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/time/rate"
+)
+
+// Ingester runs the consumers and workers of one ingest process.
+type Ingester struct {
+	cfg     Config
+	nc      *nats.Conn
+	js      jetstream.JetStream
+	log     *slog.Logger
+	m       *metrics
+	targets []*target
+	levels  []string
+	down    *downsampler
+	now     func() time.Time
+
+	tw        atomic.Pointer[timeWindow]
+	lastWrite atomic.Int32 // 0 nothing yet, 1 ok, 2 failing
+	inflight  atomic.Int64
+
+	logLimit   *rate.Limiter
+	suppressed atomic.Int64
+}
+
+const (
+	writeNone int32 = iota
+	writeOK
+	writeFailing
+)
+
+// New checks the config, resolves target tokens and loads the topology
+// levels. Nothing is contacted until Run.
+func New(cfg Config, nc *nats.Conn, logger *slog.Logger, reg prometheus.Registerer) (*Ingester, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return nil, fmt.Errorf("jetstream: %w", err)
+	}
+	levels, err := loadLevels(cfg.TopologyFile)
+	if err != nil {
+		return nil, err
+	}
+	m, err := newMetrics(reg)
+	if err != nil {
+		return nil, err
+	}
+	in := &Ingester{cfg: cfg, nc: nc, js: js, log: logger, m: m, levels: levels, now: time.Now,
+		logLimit: rate.NewLimiter(rate.Every(time.Second), 10)}
+	if cfg.GPUEvery > 1 {
+		in.down = newDownsampler(cfg.GPUEvery)
+	}
+	in.tw.Store(&timeWindow{maxAge: cfg.Streams.MaxAge, skew: cfg.FutureSkew})
+	for _, t := range cfg.Targets {
+		tg, err := newTarget(t, cfg)
+		if err != nil {
+			in.closeTargets()
+			return nil, err
+		}
+		in.targets = append(in.targets, tg)
+	}
+	return in, nil
+}
+
+func loadLevels(path string) ([]string, error) {
+	var topo *topology.Topology
+	var err error
+	if path == "" {
+		b, rerr := configs.FS.ReadFile("topology.yaml")
+		if rerr != nil {
+			return nil, fmt.Errorf("embedded topology: %w", rerr)
+		}
+		topo, err = topology.Parse(b, "configs/topology.yaml")
+	} else {
+		topo, err = topology.Load(path)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("topology_file: %w", err)
+	}
+	return topo.Levels(), nil
+}
+
+// Ready is nil when NATS is connected and the last write succeeded (or
+// nothing has been written yet).
+func (in *Ingester) Ready() error {
+	if !in.nc.IsConnected() {
+		return errors.New("nats not connected")
+	}
+	if in.lastWrite.Load() == writeFailing {
+		return errors.New("last influxdb write failed")
+	}
+	return nil
+}
+
+// Run sets up streams and consumers, optionally ensures the databases, and
+// runs the workers until ctx ends. Messages not yet written stay unacked
+// and are redelivered, to this or another process.
+func (in *Ingester) Run(ctx context.Context) error {
+	defer in.closeTargets()
+	if in.cfg.EnsureDB {
+		for _, t := range in.targets {
+			if err := t.sink.ensure(ctx); err != nil {
+				return fmt.Errorf("target %s: ensure_db: %w", t.Name, err)
+			}
+		}
+	}
+	streams := []jetstream.StreamConfig{in.cfg.Streams.PowerStream(), in.cfg.Streams.DeadLetterStream()}
+	if in.cfg.Rollups {
+		streams = append(streams, in.cfg.Streams.RollupStream())
+	}
+	type job struct {
+		cons   jetstream.Consumer
+		stream string
+	}
+	var jobs []job
+	for _, sc := range streams {
+		s, err := ensureStreamRetry(ctx, in.js, sc, in.log)
+		if err != nil {
+			return err
+		}
+		if sc.Name == telemetry.StreamDeadLetter {
+			continue
+		}
+		if sc.Name == telemetry.StreamPower {
+			if info, err := s.Info(ctx); err == nil && info.Config.MaxAge > 0 {
+				in.tw.Store(&timeWindow{maxAge: info.Config.MaxAge, skew: in.cfg.FutureSkew})
+			}
+		}
+		name := in.cfg.Consumer
+		if sc.Name == telemetry.StreamRollup {
+			name += "_rollup"
+		}
+		cons, err := s.CreateOrUpdateConsumer(ctx, jetstream.ConsumerConfig{
+			Durable:       name,
+			Description:   "megawatch ingest → InfluxDB",
+			AckPolicy:     jetstream.AckExplicitPolicy,
+			AckWait:       in.cfg.AckWait,
+			MaxAckPending: in.cfg.MaxAckPending,
+			MaxDeliver:    -1,
+			DeliverPolicy: jetstream.DeliverAllPolicy,
+		})
+		if err != nil {
+			return fmt.Errorf("consumer %s on %s: %w", name, sc.Name, err)
+		}
+		jobs = append(jobs, job{cons, sc.Name})
+	}
+	in.log.Info("ingest running", "workers", in.cfg.Workers, "targets", len(in.targets), "consumer", in.cfg.Consumer, "gpu_every", in.cfg.GPUEvery)
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var wg sync.WaitGroup
+	budget := in.cfg.MaxInflightBytes / (in.cfg.Workers * len(jobs))
+	for _, j := range jobs {
+		for w := 0; w < in.cfg.Workers; w++ {
+			wk := newWorker(in, j.cons, j.stream, budget)
+			wg.Go(func() { wk.run(ctx) })
+		}
+		wg.Go(func() { in.pollPending(ctx, j.cons) })
+	}
+	wg.Wait()
+	return nil
+}
+
+func ensureStreamRetry(ctx context.Context, js jetstream.JetStream, sc jetstream.StreamConfig, log *slog.Logger) (jetstream.Stream, error) {
+	for attempt := 0; ; attempt++ {
+		sctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		s, err := natsx.EnsureStream(sctx, js, sc)
+		cancel()
+		if err == nil {
+			return s, nil
+		}
+		if ctx.Err() != nil {
+			return nil, err
+		}
+		if attempt%10 == 0 {
+			log.Warn("waiting for jetstream", "stream", sc.Name, "err", err)
+		}
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(500 * time.Millisecond):
+		}
+	}
+}
+
+func (in *Ingester) pollPending(ctx context.Context, cons jetstream.Consumer) {
+	t := time.NewTicker(5 * time.Second)
+	defer t.Stop()
+	name := cons.CachedInfo().Name
+	for {
+		qctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		info, err := cons.Info(qctx)
+		cancel()
+		if err == nil {
+			in.m.pending.WithLabelValues(name).Set(float64(info.NumPending))
+			in.m.ackPending.WithLabelValues(name).Set(float64(info.NumAckPending))
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+func (in *Ingester) closeTargets() {
+	for _, t := range in.targets {
+		_ = t.sink.close()
+	}
+	in.targets = nil
+}
+
+// route returns the first target whose filter matches subject.
+func (in *Ingester) route(subject string) *target {
+	for _, t := range in.targets {
+		if t.matches(subject) {
+			return t
+		}
+	}
+	return nil
+}
+
+// deadLetter publishes msg to megawatch.v1.deadletter.<reason> with the
+// reason and error in headers and waits for the stream to store it.
+func (in *Ingester) deadLetter(ctx context.Context, msg jetstream.Msg, reason string, cause error) error {
+	subj, err := telemetry.DeadLetterSubject(reason)
+	if err != nil {
+		return err
+	}
+	errText := cause.Error()
+	if len(errText) > 1024 {
+		errText = errText[:1024]
+	}
+	out := nats.NewMsg(subj)
+	out.Data = msg.Data()
+	out.Header.Set(telemetry.HeaderDeadReason, reason)
+	out.Header.Set(telemetry.HeaderDeadError, errText)
+	out.Header.Set(telemetry.HeaderDeadFrom, msg.Subject())
+	pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	if _, err := in.js.PublishMsg(pctx, out); err != nil {
+		return fmt.Errorf("dead-letter %s: %w", subj, err)
+	}
+	in.m.deadLetter.WithLabelValues(reason).Inc()
+	if in.logLimit.Allow() {
+		in.log.Warn("message dead-lettered", "reason", reason, "subject", msg.Subject(), "err", errText, "suppressed", in.suppressed.Swap(0))
+	} else {
+		in.suppressed.Add(1)
+	}
+	return nil
+}
+
+// logf logs at a bounded rate (write failures during an outage).
+func (in *Ingester) warnLimited(msg string, args ...any) {
+	if in.logLimit.Allow() {
+		in.log.Warn(msg, append(args, "suppressed", in.suppressed.Swap(0))...)
+	} else {
+		in.suppressed.Add(1)
+	}
+}

@@ -1,0 +1,361 @@
+package ingest
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/klauspost/compress/gzip"
+	"github.com/megawatch/megawatch/internal/telemetry"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+	"google.golang.org/protobuf/proto"
+)
+
+// worker is one fetch → decode → check → encode → batch → write → ack loop.
+type worker struct {
+	in      *Ingester
+	cons    jetstream.Consumer
+	stream  string
+	budget  int // message bytes this worker may hold (prefetch + batches)
+	batches []*batch
+	report  telemetry.NodeReport
+	rollup  telemetry.Rollup
+	alert   telemetry.AlertEvent
+	unmarsh proto.UnmarshalOptions
+	gz      *gzip.Writer
+	gzBuf   bytes.Buffer
+	counted prometheus.Counter
+}
+
+// batch holds one target's encoded lines and the messages they came from.
+type batch struct {
+	t        *target
+	enc      *lpEncoder
+	msgs     []jetstream.Msg
+	ends     []int // ends[i]: end offset in the buffer of msgs[i]'s lines
+	lines    []int // lines of msgs[i]
+	nlines   int
+	msgBytes int
+	started  time.Time
+}
+
+func newWorker(in *Ingester, cons jetstream.Consumer, stream string, budget int) *worker {
+	w := &worker{in: in, cons: cons, stream: stream, budget: budget, counted: in.m.consumed.WithLabelValues(stream)}
+	for _, t := range in.targets {
+		w.batches = append(w.batches, &batch{t: t, enc: newLPEncoder(in.levels)})
+	}
+	level := in.cfg.GzipLevel
+	if level > 0 {
+		w.gz, _ = gzip.NewWriterLevel(nil, level)
+	}
+	return w
+}
+
+func (w *worker) run(ctx context.Context) {
+	prefetchMsgs := max(64, w.in.cfg.BatchLines/2)
+	for ctx.Err() == nil {
+		it, err := w.cons.Messages(jetstream.PullMaxMessagesWithBytesLimit(prefetchMsgs, max(4096, w.budget/2)))
+		if err != nil {
+			w.in.warnLimited("consume", "stream", w.stream, "err", err)
+			sleepCtx(ctx, time.Second)
+			continue
+		}
+		stop := context.AfterFunc(ctx, it.Stop)
+		w.loop(ctx, it)
+		stop()
+		it.Stop()
+	}
+	// Batches not written stay unacked: JetStream redelivers them.
+}
+
+func (w *worker) loop(ctx context.Context, it jetstream.MessagesContext) {
+	for ctx.Err() == nil {
+		wait := w.in.cfg.BatchWait
+		now := time.Now()
+		for _, b := range w.batches {
+			if len(b.msgs) > 0 {
+				wait = min(wait, b.started.Add(w.in.cfg.BatchWait).Sub(now))
+			}
+		}
+		var msg jetstream.Msg
+		var err error
+		if wait > 0 {
+			msg, err = it.Next(jetstream.NextMaxWait(wait))
+		} else {
+			err = nats.ErrTimeout
+		}
+		switch {
+		case err == nil:
+			w.counted.Inc()
+			w.handle(ctx, msg)
+		case errors.Is(err, jetstream.ErrMsgIteratorClosed):
+			w.flushDue(ctx, true)
+			return
+		case errors.Is(err, nats.ErrTimeout) || errors.Is(err, context.DeadlineExceeded):
+		default:
+			w.in.warnLimited("next message", "stream", w.stream, "err", err)
+		}
+		w.flushDue(ctx, false)
+	}
+}
+
+// flushDue writes the batches whose wait is over (all non-empty ones when all is set).
+func (w *worker) flushDue(ctx context.Context, all bool) {
+	now := time.Now()
+	for _, b := range w.batches {
+		if len(b.msgs) > 0 && (all || now.Sub(b.started) >= w.in.cfg.BatchWait) {
+			w.flush(ctx, b)
+		}
+	}
+}
+
+// handle decodes, checks and encodes one message into its target's batch.
+func (w *worker) handle(ctx context.Context, msg jetstream.Msg) {
+	subject := msg.Subject()
+	t := w.in.route(subject)
+	if t == nil {
+		w.reject(ctx, msg, poisonf(ReasonNoTarget, "no target matches %s", subject))
+		return
+	}
+	var b *batch
+	for _, bb := range w.batches {
+		if bb.t == t {
+			b = bb
+		}
+	}
+	now := w.in.now()
+	tw := *w.in.tw.Load()
+	var expect int
+	var encode func() (int, error)
+	switch {
+	case strings.HasPrefix(subject, telemetry.PowerPrefix+"."):
+		r := &w.report
+		if err := w.unmarsh.Unmarshal(msg.Data(), r); err != nil {
+			w.reject(ctx, msg, &poison{reason: ReasonDecode, err: err})
+			return
+		}
+		if err := checkReport(subject, r, now, tw); err != nil {
+			w.reject(ctx, msg, err)
+			return
+		}
+		expect = 1 + len(r.Gpus)
+		encode = func() (int, error) { return w.encodeReport(b, r) }
+	case strings.HasPrefix(subject, telemetry.RollupPrefix+"."):
+		level, path, err := telemetry.ParseRollupSubject(subject)
+		if err != nil {
+			w.reject(ctx, msg, &poison{reason: ReasonSubject, err: err})
+			return
+		}
+		r := &w.rollup
+		if err := w.unmarsh.Unmarshal(msg.Data(), r); err != nil {
+			w.reject(ctx, msg, &poison{reason: ReasonDecode, err: err})
+			return
+		}
+		if err := checkRollup(level, path, r, now, tw, len(w.in.levels)); err != nil {
+			w.reject(ctx, msg, err)
+			return
+		}
+		expect = 1
+		encode = func() (int, error) { return b.enc.rollup(level, path, r) }
+	case strings.HasPrefix(subject, telemetry.AlertPrefix+"."):
+		sev, rule, err := parseAlertSubject(subject)
+		if err != nil {
+			w.reject(ctx, msg, &poison{reason: ReasonSubject, err: err})
+			return
+		}
+		a := &w.alert
+		if err := w.unmarsh.Unmarshal(msg.Data(), a); err != nil {
+			w.reject(ctx, msg, &poison{reason: ReasonDecode, err: err})
+			return
+		}
+		if err := checkAlert(sev, rule, a, now, tw); err != nil {
+			w.reject(ctx, msg, err)
+			return
+		}
+		expect = 1
+		encode = func() (int, error) { return b.enc.alert(sev, rule, a) }
+	default:
+		w.reject(ctx, msg, poisonf(ReasonSubject, "subject %s is not a power, rollup or alert subject", subject))
+		return
+	}
+	if len(b.msgs) > 0 && b.nlines+expect > w.in.cfg.BatchLines {
+		w.flush(ctx, b)
+	}
+	n, err := encode()
+	if err != nil {
+		w.reject(ctx, msg, &poison{reason: ReasonEncode, err: err})
+		return
+	}
+	if n == 0 { // nothing to write (cannot happen: a node point is always written)
+		_ = msg.Ack()
+		return
+	}
+	if len(b.msgs) == 0 {
+		b.started = time.Now()
+	}
+	b.msgs = append(b.msgs, msg)
+	b.ends = append(b.ends, len(b.enc.buf()))
+	b.lines = append(b.lines, n)
+	b.nlines += n
+	b.msgBytes += len(msg.Data())
+	w.in.m.inflight.Set(float64(w.in.inflight.Add(int64(len(msg.Data())))))
+	if b.nlines >= w.in.cfg.BatchLines || b.msgBytes >= w.budget/2 {
+		w.flush(ctx, b)
+	}
+}
+
+// encodeReport writes a node report's points (GPU points downsampled when gpu_every > 1).
+func (w *worker) encodeReport(b *batch, r *telemetry.NodeReport) (int, error) {
+	if w.in.down == nil {
+		return b.enc.report(r, true)
+	}
+	start := len(b.enc.buf())
+	n, err := b.enc.report(r, false)
+	if err != nil {
+		return 0, err
+	}
+	var gerr error
+	w.in.down.add(r, func(gs []*telemetry.Gpu) {
+		var k int
+		k, gerr = b.enc.gpuLines(r, gs, time.Unix(0, r.WindowEndUnixNs))
+		n += k
+	})
+	if gerr != nil {
+		b.enc.truncate(start)
+		return 0, gerr
+	}
+	return n, nil
+}
+
+// reject dead-letters a message and acks it; if the dead letter cannot be
+// stored the message stays unacked and comes back.
+func (w *worker) reject(ctx context.Context, msg jetstream.Msg, err error) {
+	reason, ok := asPoison(err)
+	if !ok {
+		reason = ReasonDecode
+	}
+	if dlErr := w.in.deadLetter(ctx, msg, reason, err); dlErr != nil {
+		w.in.warnLimited("dead-letter failed; message left for redelivery", "subject", msg.Subject(), "err", dlErr)
+		_ = msg.NakWithDelay(5 * time.Second)
+		return
+	}
+	_ = msg.Ack()
+}
+
+// flush writes b (splitting it on 400/422) and resets it. Messages are
+// acked only once InfluxDB accepted their points.
+func (w *worker) flush(ctx context.Context, b *batch) {
+	w.writeRange(ctx, b, 0, len(b.msgs))
+	w.in.m.inflight.Set(float64(w.in.inflight.Add(-int64(b.msgBytes))))
+	clear(b.msgs)
+	b.msgs, b.ends, b.lines = b.msgs[:0], b.ends[:0], b.lines[:0]
+	b.nlines, b.msgBytes = 0, 0
+	b.enc.reset(b.enc.buf())
+}
+
+func (b *batch) span(lo, hi int) []byte {
+	start := 0
+	if lo > 0 {
+		start = b.ends[lo-1]
+	}
+	return b.enc.buf()[start:b.ends[hi-1]]
+}
+
+// writeRange writes messages [lo, hi) of b until InfluxDB accepts them or
+// ctx ends, then acks them. Rejected ranges are halved down to single
+// messages, which are dead-lettered with InfluxDB's error text.
+func (w *worker) writeRange(ctx context.Context, b *batch, lo, hi int) {
+	t := b.t
+	lines := 0
+	for _, n := range b.lines[lo:hi] {
+		lines += n
+	}
+	lastTouch := time.Now()
+	for attempt := 0; ; attempt++ {
+		body, gz := b.span(lo, hi), false
+		if t.sink.compresses() && w.gz != nil {
+			w.gzBuf.Reset()
+			w.gz.Reset(&w.gzBuf)
+			_, _ = w.gz.Write(body)
+			_ = w.gz.Close()
+			body, gz = w.gzBuf.Bytes(), true
+		}
+		start := time.Now()
+		err := t.sink.write(ctx, body, gz)
+		w.in.m.latency.WithLabelValues(t.Name).Observe(time.Since(start).Seconds())
+		if err == nil {
+			for _, m := range b.msgs[lo:hi] {
+				_ = m.Ack()
+			}
+			w.in.m.points.WithLabelValues(t.Name).Add(float64(lines))
+			w.in.m.batches.WithLabelValues(t.Name).Inc()
+			w.in.lastWrite.Store(writeOK)
+			return
+		}
+		if ctx.Err() != nil {
+			return // unacked: redelivered
+		}
+		var we *WriteError
+		if errors.As(err, &we) && we.Rejected {
+			if hi-lo == 1 {
+				w.reject(ctx, b.msgs[lo], &poison{reason: ReasonRejected, err: fmt.Errorf("%s", we.Message)})
+				return
+			}
+			mid := lo + (hi-lo)/2
+			w.writeRange(ctx, b, lo, mid)
+			w.writeRange(ctx, b, mid, hi)
+			return
+		}
+		w.in.lastWrite.Store(writeFailing)
+		w.in.m.retries.WithLabelValues(t.Name).Inc()
+		wait := backoff(attempt, w.in.cfg.RetryMin, w.in.cfg.RetryMax)
+		if we != nil && we.RetryAfter > 0 {
+			wait = we.RetryAfter
+		}
+		w.in.warnLimited("influxdb write failed; retrying", "target", t.Name, "lines", lines, "attempt", attempt+1, "retry_in", wait, "err", err)
+		// Keep the messages ours while we wait (the backlog stays in the
+		// stream; these few stay with this worker), in steps shorter than ack_wait.
+		for until := time.Now().Add(wait); ; {
+			if time.Since(lastTouch) > w.in.cfg.AckWait/3 {
+				for _, m := range b.msgs[lo:hi] {
+					_ = m.InProgress()
+				}
+				lastTouch = time.Now()
+			}
+			left := time.Until(until)
+			if left <= 0 {
+				break
+			}
+			if !sleepCtx(ctx, min(left, w.in.cfg.AckWait/3)) {
+				return
+			}
+		}
+	}
+}
+
+// backoff is exponential from lo to hi with ±25% jitter.
+func backoff(attempt int, lo, hi time.Duration) time.Duration {
+	d := lo << min(attempt, 20)
+	if d > hi || d <= 0 {
+		d = hi
+	}
+	j := time.Duration(time.Now().UnixNano() % int64(d/2+1))
+	return d*3/4 + j
+}
+
+// sleepCtx sleeps d; false if ctx ended first.
+func sleepCtx(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
+}
