@@ -178,3 +178,7 @@ func waitFor(t testing.TB, timeout time.Duration, what string, cond func() bool)
 		time.Sleep(100 * time.Millisecond)
 	}
 }
+
+func protoMarshal(m proto.Message) ([]byte, error) { return proto.Marshal(m) }
+
+func itoa(n int64) string { return fmt.Sprint(n) }
