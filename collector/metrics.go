@@ -1,0 +1,98 @@
+package collector
+
+import (
+	"strconv"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// NVML call names (the "call" label of the latency histogram).
+const (
+	callPowerInstant = iota
+	callPowerUsage
+	callThrottle
+	callEnergy
+	callTemp
+	callMemTemp
+	callLimit
+	callClock
+	callUtil
+	numCalls
+)
+
+var callNames = [numCalls]string{"power_instant", "power_usage", "clock_event_reasons", "energy", "temperature", "memory_temperature", "power_limit", "sm_clock", "utilization"}
+
+// metrics are one collector's Prometheus metrics. Every series carries a
+// constant node label, so several collectors (the demo) can share a registry.
+type metrics struct {
+	samples    prometheus.Counter
+	nvmlErrors *prometheus.CounterVec
+	nvmlCall   *prometheus.HistogramVec
+	windows    prometheus.Counter
+	published  prometheus.Counter
+	replayed   prometheus.Counter
+	buffered   prometheus.Gauge
+	dropped    prometheus.Counter
+	publishErr prometheus.Counter
+	publishLat prometheus.Histogram
+}
+
+func newMetrics(reg prometheus.Registerer, node string) *metrics {
+	cl := prometheus.Labels{"node": node}
+	m := &metrics{
+		samples: prometheus.NewCounter(prometheus.CounterOpts{Name: "megawatch_collector_samples_total",
+			Help: "Instantaneous GPU power samples read.", ConstLabels: cl}),
+		nvmlErrors: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "megawatch_collector_nvml_errors_total",
+			Help: "NVML errors by GPU and kind (lost, timeout, error); NOT_SUPPORTED is not counted.", ConstLabels: cl}, []string{"gpu", "kind"}),
+		nvmlCall: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "megawatch_collector_nvml_call_seconds",
+			Help: "Latency of NVML calls.", ConstLabels: cl,
+			Buckets: []float64{10e-6, 25e-6, 50e-6, 100e-6, 250e-6, 500e-6, 1e-3, 2.5e-3, 5e-3, 10e-3, 50e-3, 0.1, 0.5}}, []string{"call"}),
+		windows: prometheus.NewCounter(prometheus.CounterOpts{Name: "megawatch_collector_windows_total",
+			Help: "Windows summarised into reports.", ConstLabels: cl}),
+		published: prometheus.NewCounter(prometheus.CounterOpts{Name: "megawatch_collector_reports_published_total",
+			Help: "Reports acknowledged by JetStream.", ConstLabels: cl}),
+		replayed: prometheus.NewCounter(prometheus.CounterOpts{Name: "megawatch_collector_reports_replayed_total",
+			Help: "Reports acknowledged after waiting in the offline buffer.", ConstLabels: cl}),
+		buffered: prometheus.NewGauge(prometheus.GaugeOpts{Name: "megawatch_collector_reports_buffered",
+			Help: "Reports waiting in the buffer, including those awaiting an ack.", ConstLabels: cl}),
+		dropped: prometheus.NewCounter(prometheus.CounterOpts{Name: "megawatch_collector_reports_dropped_total",
+			Help: "Oldest reports dropped because the buffer was full.", ConstLabels: cl}),
+		publishErr: prometheus.NewCounter(prometheus.CounterOpts{Name: "megawatch_collector_publish_errors_total",
+			Help: "Publishes that failed or were not acknowledged in time (retried from the buffer).", ConstLabels: cl}),
+		publishLat: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "megawatch_collector_publish_seconds",
+			Help: "Time from publish to JetStream ack.", ConstLabels: cl,
+			Buckets: []float64{250e-6, 500e-6, 1e-3, 2.5e-3, 5e-3, 10e-3, 25e-3, 50e-3, 0.1, 0.25, 0.5, 1, 2.5, 5}}),
+	}
+	if reg != nil {
+		reg.MustRegister(m.samples, m.nvmlErrors, m.nvmlCall, m.windows, m.published, m.replayed,
+			m.buffered, m.dropped, m.publishErr, m.publishLat)
+	}
+	return m
+}
+
+// gpuMetrics are the series of one GPU, resolved once so that sampling does
+// not look labels up.
+type gpuMetrics struct {
+	samples                      prometheus.Counter
+	errLost, errTimeout, errOther prometheus.Counter
+	calls                        [numCalls]prometheus.Observer
+}
+
+func (m *metrics) forGPU(i int) *gpuMetrics {
+	gpu := strconv.Itoa(i)
+	g := &gpuMetrics{
+		samples:    m.samples,
+		errLost:    m.nvmlErrors.WithLabelValues(gpu, "lost"),
+		errTimeout: m.nvmlErrors.WithLabelValues(gpu, "timeout"),
+		errOther:   m.nvmlErrors.WithLabelValues(gpu, "error"),
+	}
+	for c := range numCalls {
+		g.calls[c] = m.nvmlCall.WithLabelValues(callNames[c])
+	}
+	return g
+}
+
+func (g *gpuMetrics) call(c int, start time.Time) {
+	g.calls[c].Observe(time.Since(start).Seconds())
+}
