@@ -341,7 +341,8 @@ func optU32(pp **uint32, ok bool, v uint32) {
 	case !ok:
 		*pp = nil
 	case *pp == nil:
-		*pp = &v
+		*pp = new(uint32)
+		**pp = v
 	default:
 		**pp = v
 	}
@@ -352,7 +353,8 @@ func optU64(pp **uint64, ok bool, v uint64) {
 	case !ok:
 		*pp = nil
 	case *pp == nil:
-		*pp = &v
+		*pp = new(uint64)
+		**pp = v
 	default:
 		**pp = v
 	}
@@ -363,7 +365,8 @@ func optI32(pp **int32, ok bool, v int32) {
 	case !ok:
 		*pp = nil
 	case *pp == nil:
-		*pp = &v
+		*pp = new(int32)
+		**pp = v
 	default:
 		**pp = v
 	}
