@@ -3,10 +3,164 @@ package main
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
+	"strings"
+	"time"
+
+	"github.com/megawatch/megawatch/collector/sim"
+	"github.com/megawatch/megawatch/configs"
+	"github.com/megawatch/megawatch/internal/natsx"
+	"github.com/megawatch/megawatch/internal/telemetry"
+	"github.com/megawatch/megawatch/internal/topology"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"google.golang.org/protobuf/proto"
 )
 
-// runLoadgen is a placeholder until its issue lands.
-func runLoadgen(_ context.Context, _ []string, _, _ io.Writer) error {
-	return errors.New("not implemented yet")
+// runLoadgen publishes the reports of N simulated nodes to NATS: at their
+// real rate (one window per node per window length, aligned to the wall
+// clock) or as fast as possible for a fixed number of windows.
+func runLoadgen(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := newFlagSet("loadgen", stderr)
+	natsURL := fs.String("nats", "nats://127.0.0.1:4222", "NATS server URLs, comma-separated")
+	nodes := fs.Int("nodes", 100, "simulated nodes")
+	rateMode := fs.String("rate", "real", "real: one report per node per window on the wall clock; max: as fast as possible")
+	count := fs.Int("count", 0, "windows per node (0 = until interrupted; required with --rate max)")
+	topoPath := fs.String("topology", "", "topology file for node locations (default: embedded configs/topology.yaml); extra nodes get lg-… names")
+	model := fs.String("gpu-model", "dgxh100", "simulated node model: dgxh100 or dgxb200")
+	window := fs.Duration("window", time.Second, "window length")
+	inflight := fs.Int("inflight", 4096, "async publishes awaiting their ack")
+	back := fs.Duration("backfill", 0, "with --rate max: window ends start this far in the past (default count×window)")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	if *nodes < 1 {
+		return fmt.Errorf("%w: --nodes must be positive", errUsage)
+	}
+	if *rateMode != "real" && *rateMode != "max" {
+		return fmt.Errorf("%w: --rate must be real or max", errUsage)
+	}
+	if *rateMode == "max" && *count < 1 {
+		return fmt.Errorf("%w: --rate max needs --count", errUsage)
+	}
+	locs, err := loadgenLocations(*topoPath, *nodes)
+	if err != nil {
+		return err
+	}
+	scfg := sim.DefaultConfig()
+	scfg.Model = *model
+	fleet, err := sim.NewFleet(scfg, locs)
+	if err != nil {
+		return err
+	}
+	subjects := make([]string, len(locs))
+	for i, l := range locs {
+		if subjects[i], err = telemetry.PowerSubject(l); err != nil {
+			return fmt.Errorf("node %d: %w", i, err)
+		}
+	}
+	ncfg := natsx.DefaultConfig()
+	ncfg.Servers = strings.Split(*natsURL, ",")
+	ncfg.Name = "megawatch-loadgen"
+	nc, err := natsx.Connect(ncfg, nil)
+	if err != nil {
+		return err
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc, jetstream.WithPublishAsyncMaxPending(*inflight))
+	if err != nil {
+		return err
+	}
+	sctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	err = natsx.EnsureStreams(sctx, js, natsx.DefaultStreamsConfig())
+	cancel()
+	if err != nil {
+		return err
+	}
+	var rep telemetry.NodeReport
+	var buf []byte
+	sent := 0
+	start := time.Now()
+	publishWindow := func(end time.Time) error {
+		for i := range locs {
+			fleet.Report(&rep, i, end, *window, *window/10)
+			buf, err = proto.MarshalOptions{}.MarshalAppend(buf[:0], &rep)
+			if err != nil {
+				return err
+			}
+			msg := nats.NewMsg(subjects[i])
+			msg.Data = append([]byte(nil), buf...)
+			msg.Header.Set(telemetry.HeaderMsgID, telemetry.MsgID(rep.Node, rep.WindowEndUnixNs))
+			msg.Header.Set(telemetry.HeaderSchema, telemetry.SchemaVersion)
+			if _, err := js.PublishMsgAsync(msg); err != nil {
+				return fmt.Errorf("publish: %w", err)
+			}
+			sent++
+		}
+		return nil
+	}
+	if *rateMode == "max" {
+		first := time.Now().Truncate(*window).Add(-time.Duration(*count) * *window)
+		if *back > 0 {
+			first = time.Now().Truncate(*window).Add(-*back)
+		}
+		for w := 1; w <= *count && ctx.Err() == nil; w++ {
+			if err := publishWindow(first.Add(time.Duration(w) * *window)); err != nil {
+				return err
+			}
+		}
+	} else {
+		next := time.Now().Truncate(*window).Add(*window)
+		for w := 0; (*count == 0 || w < *count) && ctx.Err() == nil; w++ {
+			select {
+			case <-ctx.Done():
+			case <-time.After(time.Until(next)):
+				if err := publishWindow(next); err != nil {
+					return err
+				}
+				next = next.Add(*window)
+			}
+		}
+	}
+	select {
+	case <-js.PublishAsyncComplete():
+	case <-time.After(30 * time.Second):
+		return errors.New("publish acks not complete after 30s")
+	}
+	el := time.Since(start)
+	fmt.Fprintf(stdout, "published %d reports of %d nodes in %s: %.0f reports/s\n", sent, len(locs), el.Round(time.Millisecond), float64(sent)/el.Seconds())
+	return nil
+}
+
+// loadgenLocations takes the first n nodes of the topology and names the
+// rest lg-<hall>-<rack>-nNNNNN in generated halls of 18-node racks.
+func loadgenLocations(path string, n int) ([]telemetry.Location, error) {
+	var topo *topology.Topology
+	var err error
+	if path == "" {
+		b, rerr := configs.FS.ReadFile("topology.yaml")
+		if rerr != nil {
+			return nil, rerr
+		}
+		topo, err = topology.Parse(b, "configs/topology.yaml")
+	} else {
+		topo, err = topology.Load(path)
+	}
+	if err != nil {
+		return nil, err
+	}
+	var out []telemetry.Location
+	for _, nd := range topo.Nodes() {
+		if len(out) == n {
+			break
+		}
+		out = append(out, nd.Location)
+	}
+	for i := 0; len(out) < n; i++ {
+		rack := i / 18
+		out = append(out, telemetry.Location{Site: "lg", Hall: fmt.Sprintf("lg-h%d", rack/1000), Row: fmt.Sprintf("lg-r%d", rack/40),
+			Rack: fmt.Sprintf("lg-k%d", rack), Node: fmt.Sprintf("lg-n%06d", i)})
+	}
+	return out, nil
 }
