@@ -8,6 +8,7 @@ import (
 	"math/rand/v2"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/NVIDIA/go-nvml/pkg/nvml"
 	"github.com/megawatch/megawatch/internal/natsx"
@@ -56,24 +57,9 @@ func New(cfg Config, dev nvml.Interface, loc telemetry.Location, nc *nats.Conn, 
 	logger = logger.With("node", loc.Node)
 	m := newMetrics(reg, loc.Node)
 
-	count, ret := dev.DeviceGetCount()
-	if ret != nvml.SUCCESS {
-		return nil, fmt.Errorf("nvml device count: %w", ret)
-	}
-	gpus := make([]*gpuReader, count)
-	for i := range count {
-		d, ret := dev.DeviceGetHandleByIndex(i)
-		if ret != nvml.SUCCESS {
-			return nil, fmt.Errorf("nvml device %d: %w", i, ret)
-		}
-		g := &gpuReader{index: i, dev: d, useField: true, m: m.forGPU(i)}
-		if u, ret := d.GetUUID(); ret == nvml.SUCCESS {
-			g.uuid = u
-		}
-		if n, ret := d.GetName(); ret == nvml.SUCCESS {
-			g.model = n
-		}
-		gpus[i] = g
+	gpus, err := openGPUs(dev, m)
+	if err != nil {
+		return nil, err
 	}
 
 	js, err := jetstream.New(nc, jetstream.WithPublishAsyncTimeout(cfg.AckTimeout))
@@ -96,7 +82,7 @@ func New(cfg Config, dev nvml.Interface, loc telemetry.Location, nc *nats.Conn, 
 	c := &Collector{cfg: cfg, loc: loc, nc: nc, js: js, logger: logger, m: m}
 	c.pub = newPublisher(nc, js, q, cfg.MaxPending, m, logger)
 	c.sampler = newSampler(cfg, loc, subject, gpus, rand.Uint64(), m, logger, nil)
-	logger.Info("collector ready", "subject", subject, "gpus", count, "window", cfg.Window, "slot", cfg.Slot)
+	logger.Info("collector ready", "subject", subject, "gpus", len(gpus), "window", cfg.Window, "slot", cfg.Slot)
 	return c, nil
 }
 
@@ -145,4 +131,28 @@ func (c *Collector) Ready() error {
 		return fmt.Errorf("nats not connected (%s); reports are buffered", c.nc.Status())
 	}
 	return nil
+}
+
+// openGPUs gets a handle and the inventory of every GPU of dev.
+func openGPUs(dev nvml.Interface, m *metrics) ([]*gpuReader, error) {
+	count, ret := dev.DeviceGetCount()
+	if ret != nvml.SUCCESS {
+		return nil, fmt.Errorf("nvml device count: %w", ret)
+	}
+	gpus := make([]*gpuReader, count)
+	for i := range count {
+		d, ret := dev.DeviceGetHandleByIndex(i)
+		if ret != nvml.SUCCESS {
+			return nil, fmt.Errorf("nvml device %d: %w", i, ret)
+		}
+		g := &gpuReader{index: i, dev: d, useField: true, m: m.forGPU(i), now: time.Now}
+		if u, ret := d.GetUUID(); ret == nvml.SUCCESS {
+			g.uuid = u
+		}
+		if n, ret := d.GetName(); ret == nvml.SUCCESS {
+			g.model = n
+		}
+		gpus[i] = g
+	}
+	return gpus, nil
 }

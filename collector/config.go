@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/megawatch/megawatch/collector/sim"
 	"github.com/megawatch/megawatch/internal/config"
 	"github.com/megawatch/megawatch/internal/natsx"
 	"github.com/megawatch/megawatch/internal/telemetry"
@@ -59,6 +60,8 @@ type Config struct {
 	FlushTimeout time.Duration `yaml:"flush_timeout"`
 	MetricsAddr  string        `yaml:"metrics_addr"`
 	LogLevel     string        `yaml:"log_level"`
+	// Sim configures the simulated GPUs of `megawatch collector --sim`.
+	Sim sim.Config `yaml:"sim"`
 
 	// Version goes into the inventory reports; set by the binary.
 	Version string `yaml:"-"`
@@ -81,6 +84,7 @@ func DefaultConfig() Config {
 		FlushTimeout:   2 * time.Second,
 		MetricsAddr:    ":9401",
 		LogLevel:       "info",
+		Sim:            sim.DefaultConfig(),
 	}
 }
 
@@ -109,6 +113,9 @@ func (c Config) Validate() error {
 		if err := c.Streams.Validate("streams"); err != nil {
 			errs = append(errs, err)
 		}
+	}
+	if err := c.Sim.Validate(); err != nil {
+		errs = append(errs, err)
 	}
 	if c.Node != "" {
 		if err := telemetry.ValidateToken(c.Node); err != nil {

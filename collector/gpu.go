@@ -54,6 +54,7 @@ type gpuReader struct {
 	useField bool // NVML_FI_DEV_POWER_INSTANT works (until NOT_SUPPORTED)
 	fv       [1]nvml.FieldValue
 	m        *gpuMetrics
+	now      func() time.Time // time.Now; tests drive a virtual clock
 }
 
 // run serves requests until ctx ends. Requests are only sent while the
@@ -99,9 +100,10 @@ func (g *gpuReader) read(req request) result {
 	}
 
 	e := &r.endReadings
-	e.at = time.Now()
+	t0 = time.Now()
+	e.at = g.now()
 	e.energyMJ, ret = g.dev.GetTotalEnergyConsumption()
-	g.m.call(callEnergy, e.at)
+	g.m.call(callEnergy, t0)
 	e.energyOK = ret == nvml.SUCCESS
 	if !g.note(&r, "energy", ret) {
 		r.elapsed = time.Since(start)

@@ -74,9 +74,9 @@ func newMetrics(reg prometheus.Registerer, node string) *metrics {
 // gpuMetrics are the series of one GPU, resolved once so that sampling does
 // not look labels up.
 type gpuMetrics struct {
-	samples                      prometheus.Counter
+	samples                       prometheus.Counter
 	errLost, errTimeout, errOther prometheus.Counter
-	calls                        [numCalls]prometheus.Observer
+	calls                         [numCalls]prometheus.Observer
 }
 
 func (m *metrics) forGPU(i int) *gpuMetrics {
