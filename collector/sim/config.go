@@ -152,6 +152,9 @@ func (c Config) Validate() error {
 	bad := func(key, format string, a ...any) {
 		errs = append(errs, fmt.Errorf("sim.%s: %s", key, fmt.Sprintf(format, a...)))
 	}
+	if !c.Epoch.IsZero() && (c.Epoch.Year() < 1970 || c.Epoch.Year() > 2200) {
+		bad("epoch", "must be unset or in the years 1970..2200")
+	}
 	if _, ok := lookupSpec(c.Model); !ok {
 		bad("model", "must be dgxh100 or dgxb200, got %q", c.Model)
 	}

@@ -112,14 +112,8 @@ func (fn *fleetNode) reach(st *[gpusPerNode]gpuState, initDone bool, step int64)
 			n.initState(&st[g], g, step*stepNs)
 		}
 	case (step-st[0].step)*stepNs > maxCatchUpNs:
-		// Skip the gap: energy grows by the mean demand, temperature settles.
 		for g := range st {
-			e := st[g].energyMJ + n.meanDemand(step*stepNs)*n.gpus[g].scale*float64(step-st[g].step)*stepS*1000
-			ep := st[g].epoch
-			n.initState(&st[g], g, step*stepNs)
-			if st[g].epoch == ep {
-				st[g].energyMJ = e
-			}
+			n.skipState(&st[g], g, step)
 		}
 	default:
 		fn.run(st, step, nil)

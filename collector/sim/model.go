@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/NVIDIA/go-nvml/pkg/nvml"
+	"github.com/NVIDIA/go-nvml/pkg/nvml/mock/gpus"
 
 	"github.com/megawatch/megawatch/internal/telemetry"
 )
@@ -37,10 +38,10 @@ type spec struct {
 func lookupSpec(model string) (spec, bool) {
 	switch model {
 	case "dgxh100":
-		return spec{name: "NVIDIA H100 80GB HBM3", tdpW: 700, idleW: 70, rCPerW: 0.06,
+		return spec{name: gpus.H100_SXM5_80GB.Name, tdpW: 700, idleW: 70, rCPerW: 0.06,
 			maxClockMHz: 1980, idleClockMHz: 345, ckptClockFrac: 0.7}, true
 	case "dgxb200":
-		return spec{name: "NVIDIA B200", tdpW: 1000, idleW: 140, rCPerW: 0.042,
+		return spec{name: gpus.B200_SXM5_180GB.Name, tdpW: 1000, idleW: 140, rCPerW: 0.042,
 			maxClockMHz: 1965, idleClockMHz: 345, ckptClockFrac: 0.7}, true
 	}
 	return spec{tdpW: 700}, false
@@ -345,6 +346,18 @@ func (n *node) initState(st *gpuState, g int, s int64) {
 			st.energyMJ = 0
 			st.epoch++
 		}
+	}
+}
+
+// skipState jumps st forward to step without integrating: the counter grows
+// by the mean demand over the gap (unless it was reset in the gap) and the
+// temperature is the steady state.
+func (n *node) skipState(st *gpuState, g int, step int64) {
+	e := st.energyMJ + n.meanDemand(step*stepNs)*n.gpus[g].scale*float64(step-st.step)*stepS*1000
+	ep := st.epoch
+	n.initState(st, g, step*stepNs)
+	if st.epoch == ep {
+		st.energyMJ = e
 	}
 }
 

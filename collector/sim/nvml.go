@@ -162,6 +162,11 @@ func (d *Device) now() int64 {
 		d.recordSlot()
 		return s
 	}
+	if (to-d.st.step)*stepNs > maxCatchUpNs { // a long pause: skip it, not integrate it
+		n.skipState(&d.st, d.g, to)
+		d.ring = [16]slotEnergy{}
+		d.recordSlot()
+	}
 	const slotSteps = noiseSlotNs / stepNs
 	for d.st.step < to {
 		next := min(to, (floorDiv(d.st.step, slotSteps)+1)*slotSteps)
