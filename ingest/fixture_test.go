@@ -182,3 +182,14 @@ func waitFor(t testing.TB, timeout time.Duration, what string, cond func() bool)
 func protoMarshal(m proto.Message) ([]byte, error) { return proto.Marshal(m) }
 
 func itoa(n int64) string { return fmt.Sprint(n) }
+
+func publishRollup(t testing.TB, js jetstream.JetStream, path []string, end time.Time) {
+	t.Helper()
+	level := []string{"site", "hall", "row", "rack"}[len(path)-1]
+	ro := &telemetry.Rollup{Level: level, Path: path, WindowEndUnixNs: end.UnixNano(), PowerW: 1e6, PowerEstW: 1e6, PowerMaxW: 1.2e6, CapacityW: 2e6, NodesReporting: 1, NodesExpected: 1}
+	subj, err := telemetry.RollupSubject(level, path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	publishRaw(t, js, subj, ro, "")
+}
