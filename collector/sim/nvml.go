@@ -185,9 +185,22 @@ func (d *Device) recordSlot() {
 	d.ring[uint64(slot)%uint64(len(d.ring))] = slotEnergy{slot: slot, energyMJ: d.st.energyMJ, epoch: d.st.epoch, ok: true}
 }
 
-// gate applies lost and hang faults for a call reading any of fds, then
-// not_supported for fds[0]. It blocks (without holding mu) for a hang.
-func (d *Device) gate(fds ...field) nvml.Return {
+// gate applies lost and hang faults, then not_supported, for a call that
+// reads fd.
+func (d *Device) gate(fd field) nvml.Return {
+	if r := d.lostOrHang(fd); r != nvml.SUCCESS {
+		return r
+	}
+	if fd != fAll && len(d.drv.n.faults) > 0 &&
+		d.drv.n.faultAt(FaultNotSupported, d.g, fd, d.drv.n.p.scenarioNs(d.drv.clock())) != nil {
+		return nvml.ERROR_NOT_SUPPORTED
+	}
+	return nvml.SUCCESS
+}
+
+// lostOrHang returns ERROR_GPU_IS_LOST for a lost GPU and blocks (without
+// holding mu) when a hang fault covers any of fds.
+func (d *Device) lostOrHang(fds ...field) nvml.Return {
 	n := d.drv.n
 	if len(n.faults) == 0 {
 		return nvml.SUCCESS
@@ -201,9 +214,6 @@ func (d *Device) gate(fds ...field) nvml.Return {
 			d.hang(f.hang)
 			break
 		}
-	}
-	if len(fds) == 1 && fds[0] != fAll && n.faultAt(FaultNotSupported, d.g, fds[0], s) != nil {
-		return nvml.ERROR_NOT_SUPPORTED
 	}
 	return nvml.SUCCESS
 }
@@ -370,20 +380,24 @@ func (d *Device) GetFieldValues(values []nvml.FieldValue) nvml.Return {
 		return nvml.ERROR_INVALID_ARGUMENT
 	}
 	n := d.drv.n
-	fds := make([]field, len(values))
+	var buf [8]field
+	fds := buf[:0]
+	if len(values) > len(buf) {
+		fds = make([]field, 0, len(values))
+	}
 	for i := range values {
+		fd := fieldCount // not simulated
 		switch values[i].FieldId {
 		case nvml.FI_DEV_POWER_INSTANT:
-			fds[i] = fPowerInstant
+			fd = fPowerInstant
 		case nvml.FI_DEV_MEMORY_TEMP:
-			fds[i] = fMemTemp
+			fd = fMemTemp
 		case nvml.FI_DEV_TOTAL_ENERGY_CONSUMPTION:
-			fds[i] = fEnergy
-		default:
-			fds[i] = fieldCount // not simulated
+			fd = fEnergy
 		}
+		fds = append(fds, fd)
 	}
-	if r := d.gate(append(fds, fAll)...); r != nvml.SUCCESS {
+	if r := d.lostOrHang(fds...); r != nvml.SUCCESS {
 		return r
 	}
 	d.mu.Lock()
