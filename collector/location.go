@@ -39,18 +39,7 @@ func Locate(cfg Config, node string) (telemetry.Location, error) {
 		}
 		return loc, nil
 	}
-	var topo *topology.Topology
-	var err error
-	source := cfg.TopologyFile
-	if source == "" {
-		source = embeddedTopology
-		var b []byte
-		if b, err = configs.FS.ReadFile("topology.yaml"); err == nil {
-			topo, err = topology.Parse(b, source)
-		}
-	} else {
-		topo, err = topology.Load(source)
-	}
+	topo, source, err := loadTopology(cfg)
 	if err != nil {
 		return telemetry.Location{}, err
 	}
@@ -59,4 +48,31 @@ func Locate(cfg Config, node string) (telemetry.Location, error) {
 		return telemetry.Location{}, fmt.Errorf("node %q is not in topology %s: add it there, pass --node, or set location: {site, hall, row, rack} in the collector config", node, source)
 	}
 	return n.Location, nil
+}
+
+// FirstNode is the first node of the topology: the default node of
+// `megawatch collector --sim`, so that it runs anywhere.
+func FirstNode(cfg Config) (string, error) {
+	topo, source, err := loadTopology(cfg)
+	if err != nil {
+		return "", err
+	}
+	if topo.NumNodes() == 0 {
+		return "", fmt.Errorf("topology %s lists no nodes", source)
+	}
+	return topo.Nodes()[0].Name, nil
+}
+
+// loadTopology reads cfg.TopologyFile, or the embedded configs/topology.yaml.
+func loadTopology(cfg Config) (*topology.Topology, string, error) {
+	if cfg.TopologyFile != "" {
+		t, err := topology.Load(cfg.TopologyFile)
+		return t, cfg.TopologyFile, err
+	}
+	b, err := configs.FS.ReadFile("topology.yaml")
+	if err != nil {
+		return nil, embeddedTopology, fmt.Errorf("topology: %w", err)
+	}
+	t, err := topology.Parse(b, embeddedTopology)
+	return t, embeddedTopology, err
 }
