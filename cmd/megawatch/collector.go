@@ -23,7 +23,7 @@ var errNoNVML = errors.New("NVML library not found (libnvidia-ml.so.1): this hos
 // the config file.
 type collectorFlags struct {
 	config, node, nats, simModel, bufferDir, metricsAddr, logLevel string
-	sim                                                           bool
+	sim                                                            bool
 }
 
 func (f *collectorFlags) register(fs *flag.FlagSet) {
