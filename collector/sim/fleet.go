@@ -63,7 +63,7 @@ type winAcc struct {
 	healthy          [gpusPerNode]bool
 	energy           [gpusPerNode]float64
 	reasons          [gpusPerNode]uint64
-	minW, maxW       [gpusPerNode]float64
+	minW, maxW, sumW [gpusPerNode]float64
 	slotW            [maxSlots]float64
 	noInstant        [gpusPerNode]bool
 }
@@ -82,6 +82,7 @@ func (fn *fleetNode) run(st *[gpusPerNode]gpuState, to int64, w *winAcc) {
 				dw, act, _ := n.demand(ts)
 				for g := range st {
 					p, _ := n.power(g, ts, dw, act, st[g].tempC)
+					w.sumW[g] += p
 					w.minW[g] = min(w.minW[g], p)
 					w.maxW[g] = max(w.maxW[g], p)
 					if w.healthy[g] && !w.noInstant[g] {
@@ -224,9 +225,11 @@ func (f *Fleet) Report(dst *telemetry.NodeReport, i int, windowEnd time.Time, wi
 			mean = w.energy[g] / 1000 / secs
 		}
 		if !n.supported(g, fEnergy, last) && !w.noInstant[g] && nSlots > 0 {
-			mean = (w.minW[g] + w.maxW[g]) / 2 // no counter: the collector averages instants
+			mean = w.sumW[g] / float64(nSlots) // no counter: the collector averages instants
 		}
-		nodeW += mean
+		if secs > 0 {
+			nodeW += w.energy[g] / 1000 / secs // the truth, for NodePowerW
+		}
 		optU32(&gpu.PowerMw, true, telemetry.WToMilliwatts(mean))
 		if w.noInstant[g] || w.minW[g] > w.maxW[g] {
 			optU32(&gpu.PowerMinMw, true, telemetry.WToMilliwatts(mean))
