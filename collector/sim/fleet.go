@@ -108,9 +108,15 @@ func (fn *fleetNode) run(st *[gpusPerNode]gpuState, to int64, w *winAcc) {
 func (fn *fleetNode) reach(st *[gpusPerNode]gpuState, initDone bool, step int64) {
 	n := fn.n
 	switch {
-	case !initDone || st[0].step > step:
+	case !initDone:
 		for g := range st {
 			n.initState(&st[g], g, step*stepNs)
+		}
+	case st[0].step > step: // time went back: start again there, counters kept
+		for g := range st {
+			e, ep := st[g].energyMJ, st[g].epoch
+			n.initState(&st[g], g, step*stepNs)
+			st[g].energyMJ, st[g].epoch = e, ep
 		}
 	case (step-st[0].step)*stepNs > maxCatchUpNs:
 		for g := range st {
@@ -163,8 +169,9 @@ func (fn *fleetNode) simulate(st *[gpusPerNode]gpuState, initDone bool, w *winAc
 // limit, clock, utilisation, throttle reasons OR-ed over the window, health
 // (lost and hang faults at the window end), seq (+1 per call for that node),
 // uuid/model on the first report and every 60th. Version, boot_id and
-// replayed are left for the caller. Windows must advance; a window before
-// the previous one restarts the node's state.
+// replayed are left for the caller. Windows should advance: a window before
+// the previous one restarts the node's state there (its energy counters
+// pause), and a gap over 10 minutes is skipped rather than integrated.
 func (f *Fleet) Report(dst *telemetry.NodeReport, i int, windowEnd time.Time, window, slot time.Duration) {
 	fn := &f.nodes[i]
 	n := fn.n

@@ -156,8 +156,10 @@ func (d *Device) now() int64 {
 	n := d.drv.n
 	s := n.p.scenarioNs(d.drv.clock())
 	to := floorDiv(s, stepNs)
-	if to < d.st.step { // the clock went back: start again there
+	if to < d.st.step { // the clock went back: start again there, counter kept
+		e, ep := d.st.energyMJ, d.st.epoch
 		n.initState(&d.st, d.g, s)
+		d.st.energyMJ, d.st.epoch = e, ep
 		d.ring = [16]slotEnergy{}
 		d.recordSlot()
 		return s

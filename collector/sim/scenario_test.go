@@ -79,8 +79,8 @@ func TestClockGaps(t *testing.T) {
 		t.Errorf("an hour's gap: counter %d → %d (%.0f W mean)", e1, e2, gained)
 	}
 	f.Report(&rep, 0, t0.Add(time.Minute), time.Second, 100*time.Millisecond) // back in time
-	if p := rep.Gpus[0].GetPowerMw(); p < 100_000 || p > 700_000 {
-		t.Errorf("after stepping back: %d mW", p)
+	if p, e3 := rep.Gpus[0].GetPowerMw(), rep.Gpus[0].GetEnergyMj(); p < 100_000 || p > 700_000 || e3 < e2 {
+		t.Errorf("after stepping back: %d mW, counter %d → %d", p, e2, e3)
 	}
 
 	clk := newFakeClock(t0)
@@ -93,5 +93,9 @@ func TestClockGaps(t *testing.T) {
 	}
 	if temp, _ := d.GetTemperature(nvml.TEMPERATURE_GPU); temp < 40 || temp > 80 {
 		t.Errorf("temperature after the gap: %d", temp)
+	}
+	clk.add(-time.Minute)
+	if c, _ := d.GetTotalEnergyConsumption(); c < b {
+		t.Errorf("NVML clock stepped back: counter %d → %d", b, c)
 	}
 }
