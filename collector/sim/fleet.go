@@ -181,7 +181,10 @@ func (f *Fleet) Report(dst *telemetry.NodeReport, i int, windowEnd time.Time, wi
 	if slot <= 0 || slot > window {
 		slot = window
 	}
-	nSlots := min(int(window/slot), maxSlots)
+	if window/slot > maxSlots {
+		slot = (window + maxSlots - 1) / maxSlots
+	}
+	nSlots := int(window / slot)
 	var w winAcc
 	w.endNs = n.p.scenarioNs(windowEnd)
 	w.startNs = w.endNs - int64(window)
