@@ -31,10 +31,10 @@
     const t = Date.parse(iso);
     if (!isFinite(t) || t <= 0) return "—";
     let s = Math.max(0, Math.round((now - t) / 1000));
-    if (s < 60) return s + " s ago";
+    if (s < 60) return s + "s ago";
     const m = Math.floor(s / 60); s %= 60;
-    if (m < 60) return m + " min " + s + " s ago";
-    return Math.floor(m / 60) + " h " + (m % 60) + " min ago";
+    if (m < 60) return m + "m " + s + "s ago";
+    return Math.floor(m / 60) + "h " + (m % 60) + "m ago";
   }
 
   function campus(sites) {

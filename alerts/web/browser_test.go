@@ -1,0 +1,80 @@
+package web_test
+
+import (
+	"log/slog"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/megawatch/megawatch/alerts/web"
+	"github.com/megawatch/megawatch/internal/browsertest"
+	"github.com/megawatch/megawatch/internal/testenv"
+)
+
+// TestLivePageInChromium loads the page in headless Chromium: it must show
+// non-zero campus MW, the halls, the chart and the active alerts, update
+// over SSE, and throw no script errors. The screenshot is kept under the
+// test's temp dir (MEGAWATCH_SCREENSHOT_DIR keeps a copy elsewhere).
+func TestLivePageInChromium(t *testing.T) {
+	testenv.Short(t)
+	src := newFakeSource()
+	srv := httptest.NewServer(web.Handler(src, slog.New(slog.DiscardHandler), 200*time.Millisecond))
+	t.Cleanup(srv.Close) // after the browser's cleanup, which closes the SSE stream
+
+	p := browsertest.Open(t, srv.URL+"/")
+	mw := p.WaitText("#site-mw", func(s string) bool {
+		v, err := strconv.ParseFloat(strings.ReplaceAll(s, ",", ""), 64)
+		return err == nil && v > 0
+	}, 20*time.Second)
+	if mw != "41.2" {
+		t.Errorf("#site-mw = %q, want 41.2", mw)
+	}
+	if got := p.Text("#site-capacity"); got != "55.0" {
+		t.Errorf("#site-capacity = %q", got)
+	}
+	if got := p.Text("#site-headroom"); got != "13.8" {
+		t.Errorf("#site-headroom = %q", got)
+	}
+	if got := p.Text("#osc-freq"); got != "0.50" {
+		t.Errorf("#osc-freq = %q", got)
+	}
+	p.WaitCount(".alert-row", 2, 10*time.Second)
+	rows := p.Texts(".alert-row")
+	if !strings.Contains(rows[0], "hall_capacity") || !strings.Contains(rows[0], "dc1/h1") || !strings.Contains(rows[0], "critical") {
+		t.Errorf("first alert row %q, want the critical hall_capacity alert on dc1/h1", rows[0])
+	}
+	if got := p.Count(".hall-row"); got != 2 {
+		t.Errorf("%d hall rows, want 2", got)
+	}
+	if got := p.Count("#chart path.series"); got != 1 {
+		t.Errorf("%d chart series, want 1", got)
+	}
+	if got := p.Text("#conn"); got != "live" {
+		t.Errorf("#conn = %q, want live", got)
+	}
+	// Live: the update time moves with the snapshots pushed over SSE.
+	first := p.Text("#updated")
+	p.WaitText("#updated", func(s string) bool { return s != first }, 10*time.Second)
+	if !strings.Contains(p.Text("footer"), "Grafana or InfluxDB is down") {
+		t.Error("footer does not say the page is the fallback view")
+	}
+
+	shot := p.Screenshot(filepath.Join(t.TempDir(), "live-page.png"))
+	t.Logf("screenshot: %s", shot)
+	if dir := os.Getenv("MEGAWATCH_SCREENSHOT_DIR"); dir != "" {
+		b, err := os.ReadFile(shot)
+		if err == nil {
+			err = os.WriteFile(filepath.Join(dir, "live-page.png"), b, 0o644)
+		}
+		if err != nil {
+			t.Errorf("copy screenshot: %v", err)
+		}
+	}
+	if errs := p.JSErrors(); len(errs) > 0 {
+		t.Errorf("page script errors: %q", errs)
+	}
+}
