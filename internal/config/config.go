@@ -71,3 +71,31 @@ func Secret(what, env, file string) (string, error) {
 	}
 	return "", nil
 }
+
+// LoadAndValidate reads path over dst (which holds the defaults) and runs
+// validate, returning every problem at once: unknown keys and type errors
+// (each with its line) together with the validation problems (each with its
+// key), all prefixed with the file. A file that is not YAML at all stops at
+// the syntax error.
+func LoadAndValidate(path string, dst any, validate func() error) error {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return fmt.Errorf("config: %w", err)
+	}
+	var errs []error
+	dec := yaml.NewDecoder(bytes.NewReader(b))
+	dec.KnownFields(true)
+	if err := dec.Decode(dst); err != nil && !errors.Is(err, io.EOF) {
+		var te *yaml.TypeError
+		if !errors.As(err, &te) {
+			return fmt.Errorf("%s: %w", path, err)
+		}
+		for _, e := range te.Errors {
+			errs = append(errs, fmt.Errorf("%s: %s", path, e))
+		}
+	}
+	if err := Annotate(path, validate()); err != nil {
+		errs = append(errs, err)
+	}
+	return errors.Join(errs...)
+}

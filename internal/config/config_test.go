@@ -1,0 +1,90 @@
+package config
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+type sample struct {
+	Window time.Duration `yaml:"window"`
+	Name   string        `yaml:"name"`
+	Count  int           `yaml:"count"`
+}
+
+func (s sample) validate() error {
+	var errs []error
+	if s.Window <= 0 {
+		errs = append(errs, errors.New("window: must be positive"))
+	}
+	if s.Count > 10 {
+		errs = append(errs, errors.New("count: at most 10"))
+	}
+	return errors.Join(errs...)
+}
+
+func write(t *testing.T, content string) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), "c.yaml")
+	if err := os.WriteFile(p, []byte(content), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func TestLoadAndValidateReportsEveryProblem(t *testing.T) {
+	p := write(t, "window: -1s\ncount: 11\nbogus: 1\nname: [1]\n")
+	s := sample{Window: time.Second}
+	err := LoadAndValidate(p, &s, func() error { return s.validate() })
+	if err == nil {
+		t.Fatal("accepted")
+	}
+	msg := err.Error()
+	for _, want := range []string{
+		p + ": line 3: field bogus not found",
+		p + ": line 4: cannot unmarshal",
+		p + ": window: must be positive",
+		p + ": count: at most 10",
+	} {
+		if !strings.Contains(msg, want) {
+			t.Errorf("missing %q in:\n%s", want, msg)
+		}
+	}
+}
+
+func TestLoadKeepsDefaults(t *testing.T) {
+	p := write(t, "name: x\n")
+	s := sample{Window: time.Second, Count: 3}
+	if err := LoadAndValidate(p, &s, func() error { return s.validate() }); err != nil {
+		t.Fatal(err)
+	}
+	if s.Window != time.Second || s.Count != 3 || s.Name != "x" {
+		t.Fatalf("got %+v", s)
+	}
+	if err := Load(write(t, ""), &s); err != nil {
+		t.Fatalf("empty file: %v", err)
+	}
+	if err := Load(write(t, "name: [\n"), &s); err == nil {
+		t.Fatal("syntax error accepted")
+	}
+}
+
+func TestSecret(t *testing.T) {
+	t.Setenv("MW_SECRET_TEST", "tok")
+	if v, err := Secret("token", "MW_SECRET_TEST", ""); err != nil || v != "tok" {
+		t.Fatalf("env: %q %v", v, err)
+	}
+	p := write(t, "  filetok\n")
+	if v, err := Secret("token", "", p); err != nil || v != "filetok" {
+		t.Fatalf("file: %q %v", v, err)
+	}
+	if _, err := Secret("token", "MW_UNSET_VAR_X", ""); err == nil || !strings.Contains(err.Error(), "MW_UNSET_VAR_X is not set") {
+		t.Fatalf("unset: %v", err)
+	}
+	if _, err := Secret("token", "A", "B"); err == nil {
+		t.Fatal("both accepted")
+	}
+}
