@@ -255,3 +255,12 @@ func (b *builder) rackNodes(rack *Domain, patterns []string, key string, names m
 		n.Location = loc
 	}
 }
+
+// Build validates the file and builds the topology; source names it in errors.
+func (f File) Build(source string) (*Topology, error) {
+	t, err := f.build(source)
+	if err != nil {
+		return nil, config.Annotate(source, err)
+	}
+	return t, nil
+}
