@@ -194,6 +194,15 @@ func (d *diskLog) append(e entry) error {
 	binary.LittleEndian.PutUint32(b[4:], crc32.Checksum(body, crcTable))
 	d.buf = b
 	if _, err := d.f.Write(b); err != nil {
+		// A partial frame may be on disk: close this segment (its valid
+		// frames stay readable) and start the next append in a new one.
+		last := d.segs[len(d.segs)-1]
+		d.f.Close()
+		d.f = nil
+		if last.n == 0 {
+			os.Remove(d.segPath(last.first))
+			d.segs = d.segs[:len(d.segs)-1]
+		}
 		return fmt.Errorf("buffer_dir: write: %w", err)
 	}
 	d.segs[len(d.segs)-1].n++

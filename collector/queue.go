@@ -6,6 +6,7 @@ type entry struct {
 	msgID   string
 	data    []byte // encoded NodeReport
 	replay  bool   // data carries replayed=true
+	onDisk  bool   // written to the disk log
 }
 
 // replayedField is NodeReport field 12 (replayed), varint, true. Appending
@@ -46,6 +47,7 @@ func newQueue(maxN int, maxBytes int64, disk *diskLog) *queue {
 func (q *queue) load(es []entry) {
 	for _, e := range es {
 		e.markReplayed()
+		e.onDisk = true
 		q.items = append(q.items, e)
 		q.bytes += int64(len(e.data))
 	}
@@ -63,6 +65,7 @@ func (q *queue) unsent() int { return q.len() - q.sent }
 func (q *queue) push(e entry) (dropped int, err error) {
 	if q.disk != nil {
 		err = q.disk.append(e) // memory still holds it; only a restart would lose it
+		e.onDisk = err == nil
 	}
 	q.items = append(q.items, e)
 	q.bytes += int64(len(e.data))
@@ -72,18 +75,22 @@ func (q *queue) push(e entry) (dropped int, err error) {
 // trim drops the oldest waiting entries beyond the bounds (never the
 // newest, never one in flight).
 func (q *queue) trim() int {
-	n := 0
+	n, onDisk := 0, 0
 	for q.sent == 0 && q.len() > 1 && (q.len() > q.maxN || q.bytes > q.maxBytes) {
-		q.popHead()
+		if q.popHead() {
+			onDisk++
+		}
 		n++
 	}
-	if n > 0 && q.disk != nil {
-		q.disk.advance(n)
+	if onDisk > 0 {
+		q.disk.advance(onDisk)
 	}
 	return n
 }
 
-func (q *queue) popHead() {
+// popHead removes the oldest entry and reports whether it was on disk.
+func (q *queue) popHead() bool {
+	onDisk := q.items[q.head].onDisk
 	q.bytes -= int64(len(q.items[q.head].data))
 	q.items[q.head] = entry{}
 	q.head++
@@ -93,6 +100,7 @@ func (q *queue) popHead() {
 		q.items = q.items[:n]
 		q.head = 0
 	}
+	return onDisk
 }
 
 // next returns the oldest waiting entry and counts it as in flight.
@@ -125,8 +133,7 @@ func (q *queue) commit() {
 		return
 	}
 	q.sent--
-	q.popHead()
-	if q.disk != nil {
+	if q.popHead() {
 		q.disk.advance(1)
 	}
 }
