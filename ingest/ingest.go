@@ -169,11 +169,29 @@ func (in *Ingester) Run(ctx context.Context) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var wg sync.WaitGroup
-	budget := in.cfg.MaxInflightBytes / (in.cfg.Workers * len(jobs))
+	// Half the in-flight budget prefetches, half sits in the workers' batches.
+	prefetch := in.cfg.MaxInflightBytes / 2 / len(jobs)
+	budget := in.cfg.MaxInflightBytes / 2 / (in.cfg.Workers * len(jobs))
 	for _, j := range jobs {
+		msgs := make(chan jetstream.Msg, 64)
+		cc, err := j.cons.Consume(func(m jetstream.Msg) {
+			select {
+			case msgs <- m:
+			case <-ctx.Done(): // left unacked: redelivered
+			}
+		}, jetstream.PullMaxMessagesWithBytesLimit(max(64, in.cfg.BatchLines*in.cfg.Workers/4), max(4096, prefetch)),
+			jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
+				in.warnLimited("consume", "stream", j.stream, "err", err)
+			}))
+		if err != nil {
+			cancel()
+			wg.Wait()
+			return fmt.Errorf("consume %s: %w", j.stream, err)
+		}
+		defer cc.Stop()
 		for w := 0; w < in.cfg.Workers; w++ {
 			wk := newWorker(in, j.cons, j.stream, budget)
-			wg.Go(func() { wk.run(ctx) })
+			wg.Go(func() { wk.run(ctx, msgs) })
 		}
 		wg.Go(func() { in.pollPending(ctx, j.cons) })
 	}

@@ -10,7 +10,6 @@ import (
 
 	"github.com/klauspost/compress/gzip"
 	"github.com/megawatch/megawatch/internal/telemetry"
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/protobuf/proto"
@@ -56,24 +55,11 @@ func newWorker(in *Ingester, cons jetstream.Consumer, stream string, budget int)
 	return w
 }
 
-func (w *worker) run(ctx context.Context) {
-	prefetchMsgs := max(64, w.in.cfg.BatchLines/2)
-	for ctx.Err() == nil {
-		it, err := w.cons.Messages(jetstream.PullMaxMessagesWithBytesLimit(prefetchMsgs, max(4096, w.budget/2)))
-		if err != nil {
-			w.in.warnLimited("consume", "stream", w.stream, "err", err)
-			sleepCtx(ctx, time.Second)
-			continue
-		}
-		stop := context.AfterFunc(ctx, it.Stop)
-		w.loop(ctx, it)
-		stop()
-		it.Stop()
-	}
-	// Batches not written stay unacked: JetStream redelivers them.
-}
-
-func (w *worker) loop(ctx context.Context, it jetstream.MessagesContext) {
+// run takes messages from in until ctx ends. Batches not written by then
+// stay unacked: JetStream redelivers them.
+func (w *worker) run(ctx context.Context, in <-chan jetstream.Msg) {
+	timer := time.NewTimer(time.Hour)
+	defer timer.Stop()
 	for ctx.Err() == nil {
 		wait := w.in.cfg.BatchWait
 		now := time.Now()
@@ -82,23 +68,17 @@ func (w *worker) loop(ctx context.Context, it jetstream.MessagesContext) {
 				wait = min(wait, b.started.Add(w.in.cfg.BatchWait).Sub(now))
 			}
 		}
-		var msg jetstream.Msg
-		var err error
 		if wait > 0 {
-			msg, err = it.Next(jetstream.NextMaxWait(wait))
-		} else {
-			err = nats.ErrTimeout
-		}
-		switch {
-		case err == nil:
-			w.counted.Inc()
-			w.handle(ctx, msg)
-		case errors.Is(err, jetstream.ErrMsgIteratorClosed):
-			w.flushDue(ctx, true)
-			return
-		case errors.Is(err, nats.ErrTimeout) || errors.Is(err, context.DeadlineExceeded):
-		default:
-			w.in.warnLimited("next message", "stream", w.stream, "err", err)
+			timer.Reset(wait)
+			select {
+			case msg := <-in:
+				w.counted.Inc()
+				w.handle(ctx, msg)
+			case <-timer.C:
+			case <-ctx.Done():
+				return
+			}
+			timer.Stop()
 		}
 		w.flushDue(ctx, false)
 	}

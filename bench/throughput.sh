@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# NATS → InfluxDB throughput, all measured in one run on one machine:
+#   ceiling   — the same points pre-encoded, 4 concurrent HTTP writers,
+#               5,000-line batches, gzip level 1, straight to influxd
+#   megawatch — `ingest` consuming the reports from a nats-server process
+#   telegraf  — Telegraf 1.37.2 (nats_consumer → influxdb_v2) fed the same
+#               line protocol on a JetStream subject, best settings
+# Each is timed to the last accepted write (influxd's /debug/vars
+# pointsWrittenOK), then the count is verified once. CPU µs/point is the
+# writer's own process (the ingest, the direct writer, telegraf) from /proc.
+#
+# Needs the test servers (scripts/install-test-servers.sh) and Telegraf:
+#   GOBIN=$HOME/.cache/megawatch/tools/bin go install \
+#     -tags "custom,inputs.nats_consumer,outputs.influxdb_v2,parsers.influx" \
+#     github.com/influxdata/telegraf/cmd/telegraf@v1.37.2     # ~40 s
+# Size: BENCH_NODES (1000) × BENCH_WINDOWS (125) × 8 GPUs = 1M gpu points
+# (+125k node points). Not part of CI. Also runs the encode benchmark.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export CGO_ENABLED=1 CGO_CFLAGS="-O2 -g -Wno-deprecated-declarations"
+if [ -z "${TELEGRAF:-}" ]; then
+  for c in "${MEGAWATCH_TOOLS:-$HOME/.cache/megawatch/tools}/bin/telegraf" /root/tools/bin/telegraf "$(command -v telegraf || true)"; do
+    if [ -n "$c" ] && [ -x "$c" ]; then export TELEGRAF="$c"; break; fi
+  done
+fi
+echo "telegraf: ${TELEGRAF:-not found, skipped}"
+go test -run '^$' -bench 'BenchmarkEncode$' -benchtime 200000x -count 3 ./ingest
+go test -run '^$' -bench 'BenchmarkThroughput$' -benchtime 1x -timeout 20m ./ingest

@@ -1,0 +1,280 @@
+package ingest
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/klauspost/compress/gzip"
+	"github.com/megawatch/megawatch/collector/sim"
+	"github.com/megawatch/megawatch/internal/telemetry"
+	"github.com/megawatch/megawatch/internal/testenv"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"google.golang.org/protobuf/proto"
+)
+
+// Throughput NATS → InfluxDB, all in one run against one real influxd:
+//
+//	ceiling:   the same lines pre-encoded, 4 concurrent HTTP writers, 5,000-line gzip-1 batches
+//	megawatch: an Ingester consuming the reports from a nats-server process
+//	telegraf:  Telegraf 1.37.2 (nats_consumer → influxdb_v2) fed the same lines on a JetStream subject
+//
+// Each phase is timed to the last accepted write (influxd's pointsWrittenOK),
+// then the count is verified once. BENCH_NODES/BENCH_WINDOWS resize it
+// (default 1,000 × 125 = 1M gpu points + 125k node points). Run with
+// bench/throughput.sh; not part of CI.
+func BenchmarkThroughput(b *testing.B) {
+	nodes, windows := envInt("BENCH_NODES", 1000), envInt("BENCH_WINDOWS", 125)
+	influx := testenv.StartInfluxd(b)
+	ns := testenv.StartNATSServer(b)
+	nc := connect(b, ns.URL)
+	js, _ := jetstream.New(nc, jetstream.WithPublishAsyncMaxPending(4096))
+	ensureStreams(b, js)
+
+	// The reports of a simulated fleet, and their lines as ingest encodes them.
+	locs := make([]telemetry.Location, nodes)
+	for i := range locs {
+		locs[i] = telemetry.Location{Site: "dc1", Hall: fmt.Sprintf("h%d", i/500), Row: fmt.Sprintf("r%02d", i/72), Rack: fmt.Sprintf("k%03d", i/18), Node: fmt.Sprintf("n%05d", i)}
+	}
+	fleet, err := sim.NewFleet(sim.DefaultConfig(), locs)
+	if err != nil {
+		b.Fatal(err)
+	}
+	base := time.Now().Truncate(time.Second).Add(-time.Duration(windows+60) * time.Second)
+	var payloads [][]byte // line protocol per report
+	var rep telemetry.NodeReport
+	enc := newLPEncoder(defaultLevels)
+	var lines int64
+	for w := 1; w <= windows; w++ {
+		for i := range locs {
+			fleet.Report(&rep, i, base.Add(time.Duration(w)*time.Second), time.Second, 100*time.Millisecond)
+			data, _ := proto.Marshal(&rep)
+			subj, _ := telemetry.PowerSubject(locs[i])
+			msg := nats.NewMsg(subj)
+			msg.Data = data
+			msg.Header.Set(telemetry.HeaderMsgID, telemetry.MsgID(rep.Node, rep.WindowEndUnixNs))
+			if _, err := js.PublishMsgAsync(msg); err != nil {
+				b.Fatal(err)
+			}
+			enc.reset(nil)
+			n, err := enc.report(&rep, true)
+			if err != nil {
+				b.Fatal(err)
+			}
+			lines += int64(n)
+			payloads = append(payloads, append([]byte(nil), enc.buf()...))
+		}
+	}
+	<-js.PublishAsyncComplete()
+	b.Logf("%d reports, %d lines (%d gpu points)", len(payloads), lines, int64(nodes*windows*8))
+
+	b.Run("ceiling", func(b *testing.B) {
+		influx.CreateDB(b, "ceiling")
+		for b.Loop() {
+			cpu0 := selfCPU()
+			el := timeToWritten(b, influx, lines, func() {
+				directWrite(b, influx.URL+"/api/v2/write?bucket=ceiling/autogen&precision=ns", payloads, 4, 5000, 1)
+			})
+			report(b, lines, el, selfCPU()-cpu0)
+		}
+		verify(b, influx, "ceiling", lines)
+	})
+	b.Run("megawatch", func(b *testing.B) {
+		influx.CreateDB(b, "megawatch")
+		for b.Loop() {
+			cfg := testConfig(influx.URL, "megawatch")
+			cfg.Workers, cfg.BatchWait, cfg.Rollups, cfg.AckWait = 4, time.Second, false, time.Minute
+			cpu0 := selfCPU()
+			var stop func()
+			var logs io.Writer
+			if os.Getenv("BENCH_LOG") != "" {
+				logs = os.Stderr
+			}
+			el := timeToWritten(b, influx, lines, func() { _, stop, _ = startIngest(b, cfg, ns.URL, logs) })
+			cpu := selfCPU() - cpu0
+			stop()
+			report(b, lines, el, cpu)
+		}
+		verify(b, influx, "megawatch", lines)
+	})
+	b.Run("telegraf", func(b *testing.B) {
+		bin := os.Getenv("TELEGRAF")
+		if bin == "" {
+			var err error
+			if bin, err = testenv.LookPath("telegraf"); err != nil {
+				b.Skipf("%v; set TELEGRAF=/path/to/telegraf (see bench/throughput.sh)", err)
+			}
+		}
+		influx.CreateDB(b, "telegraf")
+		js2, _ := nc.JetStream(nats.PublishAsyncMaxPending(4096))
+		if _, err := js2.AddStream(&nats.StreamConfig{Name: "BENCH_LP", Subjects: []string{"bench.lp"}, Storage: nats.FileStorage}); err != nil {
+			b.Fatal(err)
+		}
+		for _, p := range payloads {
+			if _, err := js2.PublishAsync("bench.lp", p); err != nil {
+				b.Fatal(err)
+			}
+		}
+		<-js2.PublishAsyncComplete()
+		// Telegraf subscribes with queue group "telegraf_consumers"; a pre-created
+		// durable with max_ack_pending 10000 (the server default of 1000 stalls it).
+		if _, err := js2.AddConsumer("BENCH_LP", &nats.ConsumerConfig{Durable: "telegraf_consumers", DeliverSubject: nats.NewInbox(), DeliverGroup: "telegraf_consumers",
+			AckPolicy: nats.AckExplicitPolicy, MaxAckPending: 10000, AckWait: time.Minute, FilterSubject: "bench.lp"}); err != nil {
+			b.Fatal(err)
+		}
+		conf := filepath.Join(b.TempDir(), "telegraf.conf")
+		os.WriteFile(conf, []byte(fmt.Sprintf(`[agent]
+  interval = "10s"
+  flush_interval = "100ms"
+  metric_batch_size = 5000
+  metric_buffer_limit = 200000
+  omit_hostname = true
+  quiet = true
+[[inputs.nats_consumer]]
+  servers = [%q]
+  jetstream_subjects = ["bench.lp"]
+  queue_group = "telegraf_consumers"
+  max_undelivered_messages = 10000
+  data_format = "influx"
+  tagexclude = ["subject"]
+[[outputs.influxdb_v2]]
+  urls = [%q]
+  bucket = "telegraf/autogen"
+  organization = ""
+  token = ""
+  content_encoding = "gzip"
+  concurrent_writes = 4
+`, ns.URL, influx.URL)), 0o600)
+		for b.Loop() {
+			cmd := exec.Command(bin, "--config", conf)
+			var out strings.Builder
+			cmd.Stdout, cmd.Stderr = &out, &out
+			el := timeToWritten(b, influx, lines, func() {
+				if err := cmd.Start(); err != nil {
+					b.Fatal(err)
+				}
+			})
+			cpu := statCPU(fmt.Sprintf("/proc/%d/stat", cmd.Process.Pid))
+			_ = cmd.Process.Kill()
+			_ = cmd.Wait()
+			report(b, lines, el, cpu)
+		}
+		verify(b, influx, "telegraf", lines)
+	})
+}
+
+func envInt(k string, def int) int {
+	if v, err := strconv.Atoi(os.Getenv(k)); err == nil && v > 0 {
+		return v
+	}
+	return def
+}
+
+func report(b *testing.B, lines int64, el, cpu time.Duration) {
+	b.ReportMetric(float64(lines)/el.Seconds(), "points/s")
+	b.ReportMetric(float64(cpu.Microseconds())/float64(lines), "cpu-µs/point")
+	b.ReportMetric(el.Seconds(), "s")
+	b.ReportMetric(0, "ns/op")
+}
+
+// timeToWritten runs start and returns the time until influxd has accepted
+// `lines` more points (polling /debug/vars, not count() queries).
+func timeToWritten(b *testing.B, influx *testenv.Influxd, lines int64, start func()) time.Duration {
+	b.Helper()
+	before, err := influx.PointsWrittenOK()
+	if err != nil {
+		b.Fatal(err)
+	}
+	t0 := time.Now()
+	start()
+	last, lastAt := before, time.Now()
+	for {
+		n, err := influx.PointsWrittenOK()
+		if err == nil && n != last {
+			last, lastAt = n, time.Now()
+		}
+		if last-before >= lines {
+			return lastAt.Sub(t0)
+		}
+		if time.Since(lastAt) > 60*time.Second {
+			b.Fatalf("stalled at %d of %d points", last-before, lines)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func verify(b *testing.B, influx *testenv.Influxd, db string, lines int64) {
+	b.Helper()
+	n := influx.Count(b, db, `SELECT count(gpus) FROM node`) + influx.Count(b, db, `SELECT count(healthy) FROM gpu`)
+	if n != lines {
+		b.Errorf("%s holds %d points, want %d", db, n, lines)
+	}
+}
+
+// directWrite posts the payloads with `writers` concurrent HTTP writers in
+// batches of batchLines lines, gzip at level.
+func directWrite(b *testing.B, url string, payloads [][]byte, writers, batchLines, level int) {
+	work := make(chan []byte, writers)
+	var wg sync.WaitGroup
+	for range writers {
+		wg.Go(func() {
+			var buf strings.Builder
+			zw, _ := gzip.NewWriterLevel(nil, level)
+			for body := range work {
+				buf.Reset()
+				zw.Reset(&buf)
+				zw.Write(body)
+				zw.Close()
+				req, _ := http.NewRequestWithContext(context.Background(), http.MethodPost, url, strings.NewReader(buf.String()))
+				req.Header.Set("Content-Encoding", "gzip")
+				resp, err := http.DefaultClient.Do(req)
+				if err != nil || resp.StatusCode != http.StatusNoContent {
+					b.Errorf("direct write: %v %v", err, resp)
+					return
+				}
+				resp.Body.Close()
+			}
+		})
+	}
+	var batch []byte
+	n := 0
+	for _, p := range payloads {
+		lines := strings.Count(string(p), "\n")
+		if n+lines > batchLines && n > 0 {
+			work <- batch
+			batch, n = nil, 0
+		}
+		batch = append(batch, p...)
+		n += lines
+	}
+	if n > 0 {
+		work <- batch
+	}
+	close(work)
+	wg.Wait()
+}
+
+// selfCPU is this process's user+system CPU time from /proc.
+func selfCPU() time.Duration { return statCPU("/proc/self/stat") }
+
+func statCPU(path string) time.Duration {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return 0
+	}
+	s := string(b)
+	f := strings.Fields(s[strings.LastIndexByte(s, ')')+2:])
+	ut, _ := strconv.ParseInt(f[11], 10, 64)
+	st, _ := strconv.ParseInt(f[12], 10, 64)
+	return time.Duration(ut+st) * time.Second / 100 // USER_HZ
+}
