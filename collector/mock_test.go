@@ -33,6 +33,8 @@ type mockNode struct {
 	hang  [8]chan struct{}       // non-nil: power reads of that GPU block on it
 	// energyBase is subtracted (a counter reset) when set per GPU.
 	energyBase [8]atomic.Int64
+	// powerCalls counts power-instant reads per GPU.
+	powerCalls [8]atomic.Int64
 }
 
 const (
@@ -88,6 +90,7 @@ func (n *mockNode) wire(i int, d *server.Device) {
 			var val uint32
 			switch f.FieldId {
 			case nvml.FI_DEV_POWER_INSTANT:
+				n.powerCalls[i].Add(1)
 				if ch := n.hangCh(i); ch != nil {
 					<-ch
 				}

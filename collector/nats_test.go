@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/megawatch/megawatch/collector/sim"
 	"github.com/megawatch/megawatch/internal/natsx"
 	"github.com/megawatch/megawatch/internal/natsx/natstest"
 	"github.com/megawatch/megawatch/internal/telemetry"
@@ -319,10 +320,15 @@ func TestHungGPUOthersReportOnTime(t *testing.T) {
 	dev.hang[3] = hang
 	dev.mu.Unlock()
 	hungFrom := time.Now()
+	callsAtHang := dev.powerCalls[3].Load()
 	waitFor(t, "reports during the hang", 30*time.Second, func() bool {
 		return counterValue(t, run.c.m.published) >= 10
 	})
 	run.stop(t)
+	// No new call went to the hung GPU while its call was stuck.
+	if n := dev.powerCalls[3].Load() - callsAtHang; n > 1 {
+		t.Errorf("%d power reads issued to the hung GPU, want 1 (the hung one)", n)
+	}
 	close(hang)
 
 	timeouts := 0
@@ -345,5 +351,65 @@ func TestHungGPUOthersReportOnTime(t *testing.T) {
 	}
 	if timeouts < 5 {
 		t.Errorf("%d reports with the hung GPU, want >= 5", timeouts)
+	}
+}
+
+// TestCollectorOnSimulator runs the collector on collector/sim with faults
+// injected by the simulator: a lost GPU and an unsupported field.
+func TestCollectorOnSimulator(t *testing.T) {
+	testenv.Short(t)
+	srv := setupStream(t)
+	cfg := fastConfig()
+	cfg.Sim.Faults = []sim.Fault{
+		{Kind: sim.FaultLost, GPU: 2},
+		{Kind: sim.FaultNotSupported, GPU: 4, Field: sim.FieldMemTemp},
+	}
+	dev, err := sim.New(cfg.Sim, testLoc, time.Now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := New(cfg, dev, testLoc, collectorConn(t, srv.URL()), testLogger(t), prometheus.NewRegistry())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- c.Run(ctx) }()
+	waitFor(t, "reports", 20*time.Second, func() bool { return counterValue(t, c.m.published) >= 5 })
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	reps := streamReports(t, srv.URL())
+	checkExactlyOnce(t, reps)
+	for _, r := range reps {
+		var sumMW uint64
+		for _, g := range r.Gpus {
+			switch g.Index {
+			case 2:
+				if g.Health != telemetry.Health_HEALTH_LOST || g.PowerMw != nil {
+					t.Errorf("seq %d: lost GPU reported %v", r.Seq, g)
+				}
+				continue
+			case 4:
+				if g.MemTempC != nil || g.TempC == nil {
+					t.Errorf("seq %d: unsupported mem temp present or temp missing: %v", r.Seq, g)
+				}
+			}
+			if g.Health != telemetry.Health_HEALTH_OK || g.PowerMw == nil || g.EnergyMj == nil {
+				t.Errorf("seq %d gpu %d: %v", r.Seq, g.Index, g)
+			}
+			sumMW += uint64(g.GetPowerMw())
+		}
+		// The slot vector sums the seven healthy GPUs: its mean is close to
+		// the sum of their energy-derived means.
+		var slots uint64
+		for _, w := range r.SlotPowerW {
+			slots += uint64(w)
+		}
+		mean := float64(slots) / float64(len(r.SlotPowerW))
+		if sumW := float64(sumMW) / 1000; sumW < 100 || mean < 0.8*sumW || mean > 1.2*sumW {
+			t.Errorf("seq %d: slot mean %.0f W vs GPU sum %.0f W", r.Seq, mean, sumW)
+		}
 	}
 }
