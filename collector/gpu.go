@@ -79,12 +79,17 @@ func (g *gpuReader) run(ctx context.Context, reqs <-chan request, out chan<- res
 func (g *gpuReader) read(req request) result {
 	start := time.Now()
 	r := result{gpu: g.index, req: req}
+	g.readInto(&r)
+	r.elapsed = time.Since(start)
+	return r
+}
 
+// readInto makes the calls in order and stops at a lost GPU.
+func (g *gpuReader) readInto(r *result) {
 	r.powerMW, r.powerErr = g.readPower()
 	r.powerOK = r.powerErr == nvml.SUCCESS
-	if !g.note(&r, "power", r.powerErr) {
-		r.elapsed = time.Since(start)
-		return r
+	if !g.note(r, "power", r.powerErr) {
+		return
 	}
 	if r.powerOK {
 		g.m.samples.Inc()
@@ -92,62 +97,53 @@ func (g *gpuReader) read(req request) result {
 	var ret nvml.Return
 	t0 := time.Now()
 	r.throttle, ret = g.dev.GetCurrentClocksEventReasons()
-	g.m.call(callThrottle, t0)
 	r.throttleOK = ret == nvml.SUCCESS
-	if !g.note(&r, "clock_event_reasons", ret) || !req.end {
-		r.elapsed = time.Since(start)
-		return r
+	if !g.done(r, callThrottle, t0, ret) || !r.req.end {
+		return
 	}
 
 	e := &r.endReadings
 	t0 = time.Now()
 	e.at = g.now()
 	e.energyMJ, ret = g.dev.GetTotalEnergyConsumption()
-	g.m.call(callEnergy, t0)
 	e.energyOK = ret == nvml.SUCCESS
-	if !g.note(&r, "energy", ret) {
-		r.elapsed = time.Since(start)
-		return r
+	if !g.done(r, callEnergy, t0, ret) {
+		return
 	}
 	t0 = time.Now()
 	temp, ret := g.dev.GetTemperature(nvml.TEMPERATURE_GPU)
-	g.m.call(callTemp, t0)
 	e.tempC, e.tempOK = int32(temp), ret == nvml.SUCCESS
-	if !g.note(&r, "temperature", ret) {
-		r.elapsed = time.Since(start)
-		return r
+	if !g.done(r, callTemp, t0, ret) {
+		return
 	}
 	t0 = time.Now()
 	mem, ret := g.field(nvml.FI_DEV_MEMORY_TEMP)
-	g.m.call(callMemTemp, t0)
 	e.memTempC, e.memOK = int32(mem), ret == nvml.SUCCESS
-	if !g.note(&r, "memory_temperature", ret) {
-		r.elapsed = time.Since(start)
-		return r
+	if !g.done(r, callMemTemp, t0, ret) {
+		return
 	}
 	t0 = time.Now()
 	e.limitMW, ret = g.dev.GetEnforcedPowerLimit()
-	g.m.call(callLimit, t0)
 	e.limitOK = ret == nvml.SUCCESS
-	if !g.note(&r, "power_limit", ret) {
-		r.elapsed = time.Since(start)
-		return r
+	if !g.done(r, callLimit, t0, ret) {
+		return
 	}
 	t0 = time.Now()
-	sm, ret := g.dev.GetClockInfo(nvml.CLOCK_SM)
-	g.m.call(callClock, t0)
-	e.smMHz, e.smOK = sm, ret == nvml.SUCCESS
-	if !g.note(&r, "sm_clock", ret) {
-		r.elapsed = time.Since(start)
-		return r
+	e.smMHz, ret = g.dev.GetClockInfo(nvml.CLOCK_SM)
+	e.smOK = ret == nvml.SUCCESS
+	if !g.done(r, callClock, t0, ret) {
+		return
 	}
 	t0 = time.Now()
 	u, ret := g.dev.GetUtilizationRates()
-	g.m.call(callUtil, t0)
 	e.utilPct, e.utilOK = u.Gpu, ret == nvml.SUCCESS
-	g.note(&r, "utilization", ret)
-	r.elapsed = time.Since(start)
-	return r
+	g.done(r, callUtil, t0, ret)
+}
+
+// done records one call's latency and outcome; false: stop (GPU lost).
+func (g *gpuReader) done(r *result, c int, start time.Time, ret nvml.Return) bool {
+	g.m.call(c, start)
+	return g.note(r, callNames[c], ret)
 }
 
 // note records a call's outcome; it returns false when the GPU is lost and

@@ -2,14 +2,18 @@ package collector
 
 import (
 	"context"
+	"io"
 	"log/slog"
+	"net/http"
 	"os"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/megawatch/megawatch/collector/sim"
 	"github.com/megawatch/megawatch/internal/natsx"
 	"github.com/megawatch/megawatch/internal/natsx/natstest"
+	"github.com/megawatch/megawatch/internal/obs"
 	"github.com/megawatch/megawatch/internal/telemetry"
 	"github.com/megawatch/megawatch/internal/testenv"
 	"github.com/nats-io/nats.go"
@@ -368,14 +372,34 @@ func TestCollectorOnSimulator(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c, err := New(cfg, dev, testLoc, collectorConn(t, srv.URL()), testLogger(t), prometheus.NewRegistry())
+	reg := obs.NewRegistry()
+	c, err := New(cfg, dev, testLoc, collectorConn(t, srv.URL()), testLogger(t), reg)
 	if err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- c.Run(ctx) }()
+	addr, err := obs.Serve(ctx, "127.0.0.1:0", obs.Mux(reg, c.Ready), testLogger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
 	waitFor(t, "reports", 20*time.Second, func() bool { return counterValue(t, c.m.published) >= 5 })
+	if code, _ := httpGet(t, "http://"+addr+"/readyz"); code != http.StatusOK {
+		t.Errorf("/readyz: %d", code)
+	}
+	_, body := httpGet(t, "http://"+addr+"/metrics")
+	for _, want := range []string{
+		`megawatch_collector_samples_total{node="gpu-h1-r01-rk01-n01"}`,
+		`megawatch_collector_nvml_errors_total{gpu="2",kind="lost",node="gpu-h1-r01-rk01-n01"}`,
+		`megawatch_collector_nvml_call_seconds_bucket{call="power_instant"`,
+		`megawatch_collector_reports_published_total`, `megawatch_collector_reports_buffered`,
+		`megawatch_collector_reports_dropped_total`, `megawatch_collector_publish_seconds_bucket`,
+	} {
+		if !strings.Contains(body, want) {
+			t.Errorf("/metrics lacks %s", want)
+		}
+	}
 	cancel()
 	if err := <-done; err != nil {
 		t.Fatal(err)
@@ -412,4 +436,18 @@ func TestCollectorOnSimulator(t *testing.T) {
 			t.Errorf("seq %d: slot mean %.0f W vs GPU sum %.0f W", r.Seq, mean, sumW)
 		}
 	}
+}
+
+func httpGet(t *testing.T, url string) (int, string) {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return resp.StatusCode, string(b)
 }
