@@ -1,0 +1,391 @@
+// Package aggregate sums node power up the power hierarchy (rack → row →
+// hall → site, and extra levels such as pdu) once per window, with
+// coverage, an estimate that fills missing nodes with their last known
+// power, and per-domain ramp, swing and dominant oscillation over a
+// sliding window. All per-node and per-domain state lives in dense arrays
+// indexed by the topology's node index and domain ID: no maps on the tick.
+//
+// Time comes from the reports' window timestamps and the caller of Tick,
+// never from the wall clock, so tests drive it window by window.
+package aggregate
+
+import (
+	"errors"
+	"fmt"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/megawatch/megawatch/internal/telemetry"
+	"github.com/megawatch/megawatch/internal/topology"
+)
+
+// Config of an aggregator.
+type Config struct {
+	Window         time.Duration // report window (1s)
+	Slot           time.Duration // slot (100ms)
+	StaleAfter     int           // windows a silent node still counts with its last power (3)
+	Grace          time.Duration // how late a report may arrive and still land in its window
+	AnalysisWindow time.Duration // ramp / swing / oscillation window (60s)
+	// Scope limits the aggregator to one domain's subtree (nil: everything).
+	Scope *topology.Domain
+	// FromHalls makes a site aggregator: its inputs are hall rollups and it
+	// computes the domains above the hall level.
+	FromHalls bool
+}
+
+// Validate returns every problem.
+func (c Config) Validate() error {
+	var errs []error
+	if c.Window <= 0 || c.Slot <= 0 || c.Window%c.Slot != 0 {
+		errs = append(errs, fmt.Errorf("window %s must be a positive multiple of slot %s", c.Window, c.Slot))
+	}
+	if c.StaleAfter < 0 {
+		errs = append(errs, errors.New("stale_after must not be negative"))
+	}
+	if c.Grace < 0 {
+		errs = append(errs, errors.New("grace must not be negative"))
+	}
+	if c.Slot > 0 && (c.AnalysisWindow < 2*time.Second || c.AnalysisWindow%c.Slot != 0) {
+		errs = append(errs, errors.New("analysis_window must be at least 2s and a multiple of slot"))
+	}
+	return errors.Join(errs...)
+}
+
+// Aggregator is safe for concurrent HandleReport/HandleRollup and Tick.
+type Aggregator struct {
+	cfg  Config
+	topo *topology.Topology
+	doms []*topology.Domain
+
+	mu       sync.Mutex
+	windowNs int64
+	nSlots   int // slots per window
+	ring     int // windows kept per node (grace)
+
+	// nodes (dense by topology node index)
+	nodeIdx   map[string]int32 // host name → index (HandleReport only)
+	nodeRack  []int32
+	nodeSubj  []string
+	inScope   []int32 // node indices this aggregator sums
+	rWin      []int64 // [node*ring+r] window index held in ring slot r
+	rPowerW   []float64
+	rSlots    []uint32 // [(node*ring+r)*nSlots+s]
+	rTemp     []int16
+	rMem      []int16
+	rThrot    []uint16
+	rGPUs     []uint16
+	rHealthy  []uint16
+	lastWin   []int64 // last window the node counted fresh at a tick, -1 never
+	lastPower []float64
+
+	halls *hallInputs // FromHalls only
+
+	// domains (dense by ID)
+	compute []int // computed, ascending ID (parents first)
+	out     []int // published (in scope)
+	isOut   []bool
+	acc     []DomainState
+	accSlot []float64 // [id*nSlots+s]
+	ana     *analysis
+
+	lastTick int64 // window index of the last tick, -1 none
+	stats    Stats
+	scratch  report
+}
+
+// Stats counts reports by outcome.
+type Stats struct {
+	Accepted, Decode, Unknown, Mismatch, Late, Future, Shape uint64
+}
+
+// New sets up the arrays for topo.
+func New(cfg Config, topo *topology.Topology) (*Aggregator, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	a := &Aggregator{cfg: cfg, topo: topo, doms: topo.Domains(), windowNs: int64(cfg.Window),
+		nSlots: int(cfg.Window / cfg.Slot), ring: int((cfg.Grace+cfg.Window-1)/cfg.Window) + 2, lastTick: -1}
+	D := len(a.doms)
+	a.isOut = make([]bool, D)
+	hallDepth := -1
+	for i, l := range topo.Levels() {
+		if l == topology.LevelHall {
+			hallDepth = i
+		}
+	}
+	for _, d := range a.doms {
+		switch {
+		case cfg.FromHalls:
+			if d.Depth <= hallDepth && (cfg.Scope == nil || isUnder(d, cfg.Scope)) {
+				a.compute = append(a.compute, d.ID)
+				if d.Depth < hallDepth {
+					a.out = append(a.out, d.ID)
+				}
+			}
+		case cfg.Scope == nil || isUnder(d, cfg.Scope):
+			a.compute = append(a.compute, d.ID)
+			a.out = append(a.out, d.ID)
+		}
+	}
+	for _, id := range a.out {
+		a.isOut[id] = true
+	}
+	a.acc = make([]DomainState, D)
+	a.accSlot = make([]float64, D*a.nSlots)
+	a.ana = newAnalysis(D, int(cfg.AnalysisWindow/cfg.Slot), cfg.Slot, a.nSlots)
+	if cfg.FromHalls {
+		a.halls = newHallInputs(a, topo.DomainsAt(topology.LevelHall), hallDepth)
+		return a, nil
+	}
+	nodes := topo.Nodes()
+	N := len(nodes)
+	a.nodeIdx = make(map[string]int32, N)
+	a.nodeRack = make([]int32, N)
+	a.nodeSubj = make([]string, N)
+	for _, n := range nodes {
+		a.nodeIdx[n.Name] = int32(n.Index)
+		a.nodeRack[n.Index] = int32(n.Rack.ID)
+		a.nodeSubj[n.Index], _ = telemetry.PowerSubject(n.Location)
+		if cfg.Scope == nil || cfg.Scope.Contains(n) {
+			a.inScope = append(a.inScope, int32(n.Index))
+		}
+	}
+	R, S := a.ring, a.nSlots
+	a.rWin = make([]int64, N*R)
+	for i := range a.rWin {
+		a.rWin[i] = -1
+	}
+	a.rPowerW = make([]float64, N*R)
+	a.rSlots = make([]uint32, N*R*S)
+	a.rTemp = make([]int16, N*R)
+	a.rMem = make([]int16, N*R)
+	a.rThrot = make([]uint16, N*R)
+	a.rGPUs = make([]uint16, N*R)
+	a.rHealthy = make([]uint16, N*R)
+	a.lastWin = make([]int64, N)
+	for i := range a.lastWin {
+		a.lastWin[i] = -1
+	}
+	a.lastPower = make([]float64, N)
+	return a, nil
+}
+
+// isUnder reports whether d is s or below s.
+func isUnder(d, s *topology.Domain) bool {
+	for ; d != nil; d = d.Parent {
+		if d == s {
+			return true
+		}
+	}
+	return false
+}
+
+// Out lists the IDs of the domains this aggregator publishes, parents first.
+func (a *Aggregator) Out() []int { return a.out }
+
+// Topology is the topology the aggregator sums over.
+func (a *Aggregator) Topology() *topology.Topology { return a.topo }
+
+// SlotsPerWindow is window/slot.
+func (a *Aggregator) SlotsPerWindow() int { return a.nSlots }
+
+// Stats returns the report counters.
+func (a *Aggregator) Stats() Stats {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.stats
+}
+
+// Report errors, counted in Stats.
+var (
+	ErrUnknownNode = errors.New("node not in topology")
+	ErrMismatch    = errors.New("report location does not match its subject")
+	ErrLate        = errors.New("report for a window already aggregated")
+	ErrFuture      = errors.New("report too far in the future")
+	ErrShape       = errors.New("report window/slot does not match the aggregator")
+)
+
+// HandleReport decodes one NodeReport published on subject and stores it
+// in its window's slot. It allocates nothing on success.
+func (a *Aggregator) HandleReport(subject string, data []byte) error {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	r := &a.scratch
+	if err := decodeReport(data, r); err != nil {
+		a.stats.Decode++
+		return err
+	}
+	idx, ok := a.nodeIdx[string(r.node)]
+	if !ok {
+		a.stats.Unknown++
+		return ErrUnknownNode
+	}
+	if subject != a.nodeSubj[idx] {
+		a.stats.Mismatch++
+		return ErrMismatch
+	}
+	loc := &a.topo.Nodes()[idx].Location
+	if string(r.site) != loc.Site || string(r.hall) != loc.Hall || string(r.row) != loc.Row || string(r.rack) != loc.Rack {
+		a.stats.Mismatch++
+		return ErrMismatch
+	}
+	if int64(r.windowMs)*1e6 != a.windowNs || time.Duration(r.slotMs)*time.Millisecond != a.cfg.Slot || r.windowEndNs%a.windowNs != 0 {
+		a.stats.Shape++
+		return ErrShape
+	}
+	k := r.windowEndNs / a.windowNs
+	if a.lastTick >= 0 {
+		if k <= a.lastTick {
+			a.stats.Late++
+			return ErrLate
+		}
+		if k >= a.lastTick+int64(a.ring) {
+			a.stats.Future++
+			return ErrFuture
+		}
+	}
+	R, S := a.ring, a.nSlots
+	j := int(idx)*R + int(k%int64(R))
+	a.rWin[j] = k
+	var p float64
+	switch {
+	case r.hasPower:
+		p = float64(r.powerMW) / 1000
+	case len(r.slots) > 0:
+		var s uint64
+		for _, v := range r.slots {
+			s += uint64(v)
+		}
+		p = float64(s) / float64(len(r.slots))
+	}
+	a.rPowerW[j] = p
+	dst := a.rSlots[j*S : j*S+S]
+	if len(r.slots) == S {
+		copy(dst, r.slots)
+	} else {
+		for s := range dst {
+			dst[s] = uint32(p + 0.5)
+		}
+	}
+	a.rTemp[j] = clamp16(r.gpuTempMax)
+	a.rMem[j] = clamp16(r.memTempMax)
+	a.rThrot[j] = uint16(min(r.throttled, 65535))
+	a.rGPUs[j] = uint16(min(r.gpus, 65535))
+	a.rHealthy[j] = uint16(min(r.healthy, 65535))
+	a.stats.Accepted++
+	return nil
+}
+
+func clamp16(v int32) int16 {
+	if v == noTemp {
+		return -32768
+	}
+	return int16(max(-32767, min(32767, v)))
+}
+
+// Tick aggregates the window ending at windowEnd (wall-clock aligned) and
+// returns the domain states, indexed by domain ID (use Out for the list).
+// The returned slice is reused by the next Tick.
+func (a *Aggregator) Tick(windowEnd time.Time) []DomainState {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	k := windowEnd.UnixNano() / a.windowNs
+	S := a.nSlots
+	for _, id := range a.compute {
+		a.acc[id] = DomainState{GPUTempMaxC: noTemp, MemTempMaxC: noTemp}
+		clear(a.accSlot[id*S : id*S+S])
+	}
+	if a.halls != nil {
+		a.halls.accumulate(k)
+	} else {
+		a.accumulateNodes(k)
+	}
+	// Children after parents in ID order: walk backwards, adding each
+	// computed domain into its parent.
+	for i := len(a.compute) - 1; i >= 0; i-- {
+		id := a.compute[i]
+		p := a.doms[id].Parent
+		if p == nil || a.doms[id] == a.cfg.Scope {
+			continue
+		}
+		a.acc[p.ID].add(&a.acc[id])
+		ps, cs := a.accSlot[p.ID*S:p.ID*S+S], a.accSlot[id*S:id*S+S]
+		for s := range ps {
+			ps[s] += cs[s]
+		}
+	}
+	gap := a.lastTick >= 0 && k != a.lastTick+1
+	for _, id := range a.out {
+		d := &a.acc[id]
+		dom := a.doms[id]
+		d.ID = id
+		d.WindowEnd = windowEnd
+		d.NodesExpected = dom.NodesExpected
+		d.CapacityW = dom.CapacityW
+		d.Slots = a.accSlot[id*S : id*S+S]
+		d.PowerMaxW = slices.Max(d.Slots)
+		d.PowerEstW = d.PowerW + d.MissingEstW
+		d.HeadroomW = d.CapacityW - d.PowerW
+		d.Coverage = 1
+		if d.NodesExpected > 0 {
+			d.Coverage = float64(d.NodesReporting) / float64(d.NodesExpected)
+		}
+		a.ana.update(id, d, gap)
+	}
+	a.lastTick = k
+	return a.acc
+}
+
+func (a *Aggregator) accumulateNodes(k int64) {
+	R, S := int64(a.ring), a.nSlots
+	r := int(k % R)
+	stale := int64(a.cfg.StaleAfter)
+	for _, i32 := range a.inScope {
+		i := int(i32)
+		d := &a.acc[a.nodeRack[i]]
+		ds := a.accSlot[int(a.nodeRack[i])*S : int(a.nodeRack[i])*S+S]
+		j := i*int(R) + r
+		switch {
+		case a.rWin[j] == k:
+			p := a.rPowerW[j]
+			d.PowerW += p
+			d.NodesReporting++
+			src := a.rSlots[j*S : j*S+S]
+			for s := range ds {
+				ds[s] += float64(src[s])
+			}
+			if t := int32(a.rTemp[j]); t != -32768 && t > d.GPUTempMaxC {
+				d.GPUTempMaxC = t
+			}
+			if t := int32(a.rMem[j]); t != -32768 && t > d.MemTempMaxC {
+				d.MemTempMaxC = t
+			}
+			d.ThrottledGPUs += int(a.rThrot[j])
+			d.GPUs += int(a.rGPUs[j])
+			d.GPUsHealthy += int(a.rHealthy[j])
+			a.lastWin[i], a.lastPower[i] = k, p
+		case a.lastWin[i] >= 0 && k-a.lastWin[i] <= stale:
+			p := a.lastPower[i]
+			d.PowerW += p
+			d.NodesReporting++
+			d.NodesHeld++
+			for s := range ds {
+				ds[s] += p
+			}
+		default:
+			d.StaleNodes++
+			if a.lastWin[i] >= 0 {
+				d.MissingEstW += a.lastPower[i]
+			}
+		}
+	}
+}
+
+// History copies domain id's estimate series at slot resolution (the last
+// analysis window), oldest first, into dst.
+func (a *Aggregator) History(id int, dst []float64) []float64 {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.ana.history(id, dst)
+}

@@ -1,0 +1,133 @@
+package aggregate
+
+import (
+	"math"
+	"time"
+
+	"gonum.org/v1/gonum/dsp/fourier"
+)
+
+// Oscillation search band of the rollup's osc_freq_hz / osc_w.
+const (
+	OscMinHz = 0.1
+	OscMaxHz = 5.0
+)
+
+// analysis keeps each domain's estimate series at slot resolution over the
+// analysis window and derives ramp, swing and the amplitude spectrum.
+type analysis struct {
+	n      int // samples in the window
+	perSec int // samples per second (ramp span)
+	slot   time.Duration
+	hist   []float64 // [id*n + i] ring
+	pos    []int32   // next write index per domain
+	filled []int32   // samples held per domain
+	spec   []float64 // [id*(n/2+1) + k] peak-to-peak W per bin
+	binHz  float64
+	fft    *fourier.FFT
+	win    []float64 // Hann window
+	winSum float64
+	buf    []float64
+	coef   []complex128
+}
+
+func newAnalysis(domains, n int, slot time.Duration, _ int) *analysis {
+	a := &analysis{n: n, perSec: int(time.Second / slot), slot: slot,
+		hist: make([]float64, domains*n), pos: make([]int32, domains), filled: make([]int32, domains),
+		spec: make([]float64, domains*(n/2+1)), binHz: 1 / (float64(n) * slot.Seconds()),
+		fft: fourier.NewFFT(n), win: make([]float64, n), buf: make([]float64, n), coef: make([]complex128, n/2+1)}
+	for i := range a.win {
+		a.win[i] = 0.5 - 0.5*math.Cos(2*math.Pi*float64(i)/float64(n))
+		a.winSum += a.win[i]
+	}
+	if a.perSec < 1 {
+		a.perSec = 1
+	}
+	return a
+}
+
+// history copies domain id's series, oldest first, into dst.
+func (a *analysis) history(id int, dst []float64) []float64 {
+	f, p := int(a.filled[id]), int(a.pos[id])
+	h := a.hist[id*a.n : id*a.n+a.n]
+	dst = dst[:0]
+	for i := p - f; i < p; i++ {
+		dst = append(dst, h[(i+a.n)%a.n])
+	}
+	return dst
+}
+
+// update appends the window's estimate slots of d and fills its analysis
+// fields. gap resets the history (windows were skipped).
+func (a *analysis) update(id int, d *DomainState, gap bool) {
+	if gap {
+		a.filled[id], a.pos[id] = 0, 0
+	}
+	h := a.hist[id*a.n : id*a.n+a.n]
+	p := int(a.pos[id])
+	for _, v := range d.Slots {
+		h[p] = v + d.MissingEstW
+		p++
+		if p == a.n {
+			p = 0
+		}
+	}
+	a.pos[id] = int32(p)
+	a.filled[id] = int32(min(a.n, int(a.filled[id])+len(d.Slots)))
+	x := a.history(id, a.buf)
+	d.HasAnalysis, d.HasOsc = false, false
+	if len(x) <= a.perSec {
+		return
+	}
+	lo, hi := x[0], x[0]
+	ramp := 0.0
+	for i, v := range x {
+		lo, hi = min(lo, v), max(hi, v)
+		if i >= a.perSec {
+			ramp = max(ramp, math.Abs(v-x[i-a.perSec]))
+		}
+	}
+	d.HasAnalysis = true
+	d.SwingW = hi - lo
+	d.RampWPerS = ramp * float64(time.Second) / float64(time.Duration(a.perSec)*a.slot)
+	if len(x) < a.n {
+		return
+	}
+	detrend(x)
+	for i := range x {
+		x[i] *= a.win[i]
+	}
+	c := a.fft.Coefficients(a.coef, x)
+	spec := a.spec[id*len(c) : id*len(c)+len(c)]
+	// |X_k| * 2 / sum(w) is the sinusoid's amplitude; peak-to-peak is twice that.
+	scale := 4 / a.winSum
+	for k, v := range c {
+		spec[k] = math.Hypot(real(v), imag(v)) * scale
+	}
+	spec[0] = 0
+	d.HasOsc, d.Spectrum, d.BinHz = true, spec, a.binHz
+	d.OscFreqHz, d.OscW, _ = d.Band(OscMinHz, OscMaxHz)
+}
+
+// detrend removes the least-squares line, so that a ramp does not show up
+// as low-frequency oscillation.
+func detrend(x []float64) {
+	n := float64(len(x))
+	var sx, sy, sxx, sxy float64
+	for i, v := range x {
+		t := float64(i)
+		sx += t
+		sy += v
+		sxx += t * t
+		sxy += t * v
+	}
+	den := n*sxx - sx*sx
+	b := 0.0
+	if den != 0 {
+		b = (n*sxy - sx*sy) / den
+	}
+	a := (sy - b*sx) / n
+	for i := range x {
+		x[i] -= a + b*float64(i)
+	}
+}

@@ -1,0 +1,178 @@
+package alerts
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/megawatch/megawatch/alerts/notify"
+	"github.com/megawatch/megawatch/alerts/notify/alertmanager"
+	"github.com/megawatch/megawatch/alerts/notify/pagerduty"
+	"github.com/megawatch/megawatch/alerts/notify/webhook"
+	"github.com/megawatch/megawatch/alerts/rules"
+	"github.com/megawatch/megawatch/internal/config"
+	"github.com/megawatch/megawatch/internal/natsx"
+	"github.com/megawatch/megawatch/internal/telemetry"
+)
+
+// Config of `megawatch alerts` (configs/alerts.yaml equals DefaultConfig).
+type Config struct {
+	NATS    natsx.Config        `yaml:"nats"`
+	Streams natsx.StreamsConfig `yaml:"streams"`
+	// Topology is the topology file; "" means the embedded configs/topology.yaml.
+	Topology string `yaml:"topology"`
+	// Scope limits this aggregator to one domain, e.g. "dc1.h1" (a hall
+	// aggregator); "" aggregates everything.
+	Scope string `yaml:"scope"`
+	// SiteFromHalls makes this a site aggregator that consumes the hall
+	// aggregators' hall rollups instead of node reports.
+	SiteFromHalls bool `yaml:"site_from_halls"`
+
+	Window         time.Duration `yaml:"window"`          // report window, as the collectors use (1s)
+	Slot           time.Duration `yaml:"slot"`            // sample slot (100ms)
+	StaleAfter     int           `yaml:"stale_after"`     // windows a silent node still counts with its last power
+	Grace          time.Duration `yaml:"grace"`           // wait after a window's end for late reports
+	AnalysisWindow time.Duration `yaml:"analysis_window"` // ramp / swing / oscillation window
+
+	// RulesFile, when set, replaces Rules with the file's `rules:`.
+	RulesFile string       `yaml:"rules_file"`
+	Rules     []rules.Rule `yaml:"rules"`
+	// ResolvedRetention keeps resolved alerts (re-sent to Alertmanager)
+	// before they become inactive.
+	ResolvedRetention time.Duration `yaml:"resolved_retention"`
+
+	Notifiers NotifiersConfig `yaml:"notifiers"`
+	KVBucket  string          `yaml:"kv_bucket"` // alert state (MEGAWATCH_ALERTS)
+	HTTPAddr  string          `yaml:"http_addr"` // live page, /metrics, /healthz, /readyz; "" disables
+}
+
+// NotifiersConfig configures every notifier; unset ones are off.
+type NotifiersConfig struct {
+	Alertmanager alertmanager.Config     `yaml:"alertmanager"`
+	PagerDuty    pagerduty.Config        `yaml:"pagerduty"`
+	Webhook      webhook.Config          `yaml:"webhook"`
+	NATS         Toggle                  `yaml:"nats"`
+	Log          Toggle                  `yaml:"log"`
+	Dispatch     notify.DispatcherConfig `yaml:"dispatch"`
+}
+
+// Toggle switches a notifier without settings.
+type Toggle struct {
+	Enabled bool `yaml:"enabled"`
+}
+
+// DefaultKVBucket holds the (rule, domain) states.
+const DefaultKVBucket = "MEGAWATCH_ALERTS"
+
+// DefaultConfig is what configs/alerts.yaml says.
+func DefaultConfig() Config {
+	nc := natsx.DefaultConfig()
+	nc.Name = "megawatch-alerts"
+	return Config{
+		NATS:              nc,
+		Streams:           natsx.DefaultStreamsConfig(),
+		Window:            time.Second,
+		Slot:              100 * time.Millisecond,
+		StaleAfter:        3,
+		Grace:             250 * time.Millisecond,
+		AnalysisWindow:    60 * time.Second,
+		Rules:             DefaultRules(),
+		ResolvedRetention: 15 * time.Minute,
+		Notifiers: NotifiersConfig{
+			Alertmanager: alertmanager.DefaultConfig(),
+			PagerDuty:    pagerduty.DefaultConfig(),
+			NATS:         Toggle{Enabled: true},
+			Log:          Toggle{Enabled: true},
+			Dispatch:     notify.DefaultDispatcherConfig(),
+		},
+		KVBucket: DefaultKVBucket,
+		HTTPAddr: "127.0.0.1:8080",
+	}
+}
+
+// LoadConfig reads path over the defaults, loads rules_file if set, and
+// validates everything; every problem names the file and key.
+func LoadConfig(path string) (Config, error) {
+	cfg := DefaultConfig()
+	if path != "" {
+		if err := config.Load(path, &cfg); err != nil {
+			return cfg, err
+		}
+	}
+	if err := cfg.LoadRulesFile(); err != nil {
+		return cfg, err
+	}
+	return cfg, config.Annotate(path, cfg.Validate())
+}
+
+// LoadRulesFile replaces Rules with the rules of RulesFile, if set.
+func (c *Config) LoadRulesFile() error {
+	if c.RulesFile == "" {
+		return nil
+	}
+	var f rules.File
+	if err := config.Load(c.RulesFile, &f); err != nil {
+		return fmt.Errorf("rules_file: %w", err)
+	}
+	if err := rules.Validate(f.Rules, nil); err != nil {
+		return config.Annotate(c.RulesFile, err)
+	}
+	c.Rules = f.Rules
+	return nil
+}
+
+// Validate returns every problem at once with its key. It does not change c.
+func (c Config) Validate() error {
+	var errs []error
+	bad := func(key, f string, a ...any) { errs = append(errs, fmt.Errorf("%s: %s", key, fmt.Sprintf(f, a...))) }
+	if err := c.NATS.Validate("nats"); err != nil {
+		errs = append(errs, err)
+	}
+	if err := c.Streams.Validate("streams"); err != nil {
+		errs = append(errs, err)
+	}
+	if c.Scope != "" {
+		for _, p := range strings.FieldsFunc(c.Scope, func(r rune) bool { return r == '.' || r == '/' }) {
+			if err := telemetry.ValidateToken(p); err != nil {
+				bad("scope", "%v", err)
+			}
+		}
+	}
+	if c.Window <= 0 || c.Window%time.Millisecond != 0 {
+		bad("window", "must be a positive whole number of milliseconds, got %s", c.Window)
+	}
+	if c.Slot <= 0 || (c.Window > 0 && c.Window%c.Slot != 0) || c.Slot%time.Millisecond != 0 {
+		bad("slot", "must be positive, whole milliseconds and divide window %s, got %s", c.Window, c.Slot)
+	}
+	if c.StaleAfter < 0 || c.StaleAfter > 600 {
+		bad("stale_after", "must be 0..600 windows, got %d", c.StaleAfter)
+	}
+	if c.Grace < 0 || (c.Window > 0 && c.Grace > 10*c.Window) {
+		bad("grace", "must be 0..10 windows, got %s", c.Grace)
+	}
+	if c.AnalysisWindow < 2*time.Second || c.AnalysisWindow > 10*time.Minute || (c.Slot > 0 && c.AnalysisWindow%c.Slot != 0) {
+		bad("analysis_window", "must be 2s..10m and a multiple of slot, got %s", c.AnalysisWindow)
+	}
+	if len(c.Rules) == 0 {
+		bad("rules", "no rules (set rules or rules_file)")
+	}
+	if err := rules.Validate(c.Rules, nil); err != nil {
+		errs = append(errs, err)
+	}
+	if c.ResolvedRetention < 0 {
+		bad("resolved_retention", "must not be negative")
+	}
+	n := c.Notifiers
+	errs = append(errs, n.Alertmanager.Validate("notifiers.alertmanager")...)
+	errs = append(errs, n.PagerDuty.Validate("notifiers.pagerduty")...)
+	errs = append(errs, n.Webhook.Validate("notifiers.webhook")...)
+	d := n.Dispatch
+	if d.QueueSize <= 0 || d.Timeout <= 0 || d.MinBackoff <= 0 || d.MaxBackoff < d.MinBackoff || d.MaxAttempts <= 0 {
+		bad("notifiers.dispatch", "queue_size, timeout, min_backoff, max_attempts must be positive and max_backoff >= min_backoff")
+	}
+	if err := telemetry.ValidateToken(c.KVBucket); err != nil {
+		bad("kv_bucket", "%v", err)
+	}
+	return errors.Join(errs...)
+}

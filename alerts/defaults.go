@@ -1,0 +1,56 @@
+package alerts
+
+import (
+	"time"
+
+	"github.com/megawatch/megawatch/alerts/rules"
+)
+
+func f64(v float64) *float64 { return &v }
+
+// DefaultRules are the rules a campus starts with (configs/alerts.yaml).
+func DefaultRules() []rules.Rule {
+	powerNote := map[string]string{
+		"summary":     "{{ .Level }} {{ .Domain }} draws {{ mw .Value }}, above {{ mw .Threshold }} ({{ pct (div .Value .CapacityMW) }} of its {{ mw .CapacityMW }} capacity)",
+		"description": "Mean power over the last window is above the threshold; it resolves below {{ mw .Clear }}. Shed or cap load (power limits, job scheduler) before the breaker or the utility contract limit is reached.",
+	}
+	return []rules.Rule{
+		{Name: "hall_power_high", Level: "hall", Metric: rules.MetricPowerMW, OfCapacity: f64(0.90), ClearOfCapacity: f64(0.88),
+			For: time.Minute, Severity: "warning", Labels: map[string]string{"team": "facility"}, Annotations: powerNote},
+		{Name: "hall_power_critical", Level: "hall", Metric: rules.MetricPowerMW, OfCapacity: f64(0.95), ClearOfCapacity: f64(0.92),
+			For: 30 * time.Second, Severity: "critical", Labels: map[string]string{"team": "facility"}, Annotations: powerNote},
+		{Name: "site_power_high", Level: "site", Metric: rules.MetricPowerMW, OfCapacity: f64(0.90), ClearOfCapacity: f64(0.88),
+			For: time.Minute, Severity: "warning", Labels: map[string]string{"team": "facility"}, Annotations: powerNote},
+		{Name: "site_power_critical", Level: "site", Metric: rules.MetricPowerMW, OfCapacity: f64(0.95), ClearOfCapacity: f64(0.92),
+			For: 30 * time.Second, Severity: "critical", Labels: map[string]string{"team": "facility"}, Annotations: powerNote},
+		{Name: "site_ramp", Level: "site", Metric: rules.MetricRampMWPerS, Threshold: f64(20), Clear: f64(10),
+			KeepFiringFor: time.Minute, Severity: "critical", Labels: map[string]string{"team": "facility"},
+			Annotations: map[string]string{
+				"summary":     "site {{ .Domain }} power changed by {{ mw .Value }} within 1 s (ramp {{ f .Value }} MW/s, threshold {{ f .Threshold }} MW/s)",
+				"description": "A step this fast stresses the utility interconnect and on-site generation. Check for a job start/stop or a failure across many nodes.",
+			}},
+		{Name: "site_oscillation", Level: "site", Metric: rules.MetricOscillationMW, Band: []float64{0.2, 3}, Threshold: f64(10), Clear: f64(6),
+			For: 30 * time.Second, Severity: "critical", Labels: map[string]string{"team": "facility"},
+			Annotations: map[string]string{
+				"summary":     "site {{ .Domain }} oscillates {{ mw .Value }} peak-to-peak at {{ hz .FreqHz }} (threshold {{ mw .Threshold }})",
+				"description": "A synchronised training job swings site power in the 0.2-3 Hz band, where it can excite grid and generator resonances. Ask the job owner to smooth power (power floor, staggered communication).",
+			}},
+		{Name: "hall_oscillation", Level: "hall", Metric: rules.MetricOscillationMW, Band: []float64{0.2, 3}, Threshold: f64(4), Clear: f64(2.5),
+			For: 30 * time.Second, Severity: "warning", Labels: map[string]string{"team": "facility"},
+			Annotations: map[string]string{
+				"summary": "hall {{ .Domain }} oscillates {{ mw .Value }} peak-to-peak at {{ hz .FreqHz }} (threshold {{ mw .Threshold }})",
+			}},
+		{Name: "hall_coverage_low", Level: "hall", Metric: rules.MetricCoverage, Threshold: f64(0.98), Clear: f64(0.99),
+			For: 30 * time.Second, Severity: "warning", Labels: map[string]string{"team": "telemetry"},
+			Annotations: map[string]string{
+				"summary":     "hall {{ .Domain }}: only {{ pct .Value }} of nodes report (threshold {{ pct .Threshold }}); power figures are partly estimated",
+				"description": "Measured power misses the silent nodes; power_est_mw fills them with their last known power. Check the collectors, the network and NATS.",
+			}},
+		{Name: "row_thermal_throttling", Level: "row", Metric: rules.MetricThrottledGPUs, Threshold: f64(7), Clear: f64(0),
+			For: time.Minute, Severity: "warning", Labels: map[string]string{"team": "facility"},
+			Annotations: map[string]string{
+				"summary":     "row {{ .Domain }}: {{ .Value }} GPUs thermally throttled (threshold {{ .Threshold }})",
+				"description": "GPUs report HW/SW thermal slowdown or power brake: check cooling (CDU flow, inlet temperature) for this row.",
+			}},
+	}
+}

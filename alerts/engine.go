@@ -1,0 +1,362 @@
+// Package alerts is `megawatch alerts`: the aggregator that sums node power
+// up the power hierarchy every window (package aggregate), publishes the
+// rollups, evaluates the alert rules (package rules) and hands state changes
+// to the notifiers (package notify), with alert state persisted in a NATS KV
+// bucket. It also serves the live page (package web) and /metrics.
+package alerts
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/megawatch/megawatch/alerts/aggregate"
+	"github.com/megawatch/megawatch/alerts/notify"
+	"github.com/megawatch/megawatch/alerts/rules"
+	"github.com/megawatch/megawatch/alerts/web"
+	"github.com/megawatch/megawatch/internal/natsx"
+	"github.com/megawatch/megawatch/internal/obs"
+	"github.com/megawatch/megawatch/internal/telemetry"
+	"github.com/megawatch/megawatch/internal/topology"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+	"google.golang.org/protobuf/proto"
+)
+
+// Engine is one alerts process: aggregator, rule evaluator, notifiers.
+type Engine struct {
+	cfg    Config
+	topo   *topology.Topology
+	nc     *nats.Conn
+	js     jetstream.JetStream
+	logger *slog.Logger
+	reg    prometheus.Registerer
+	scope  *topology.Domain
+
+	agg   *aggregate.Aggregator
+	disp  *notify.Dispatcher
+	store *store
+
+	mu         sync.Mutex // eval, lastResend, seq, rollup, buf
+	eval       *rules.Evaluator
+	lastResend time.Time
+	seq        uint64
+	rollup     telemetry.Rollup
+	buf        []byte
+
+	snap  atomic.Pointer[web.Snapshot]
+	ready atomic.Bool
+	m     metrics
+}
+
+type metrics struct {
+	ticks     prometheus.Counter
+	tickSecs  prometheus.Histogram
+	rollups   prometheus.Counter
+	pubErrors prometheus.Counter
+	firing    prometheus.Gauge
+	changes   *prometheus.CounterVec
+}
+
+// New builds the engine; Run starts it. reg may be nil.
+func New(cfg Config, topo *topology.Topology, nc *nats.Conn, logger *slog.Logger, reg prometheus.Registerer) (*Engine, error) {
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if err := rules.Validate(cfg.Rules, topo.Levels()); err != nil {
+		return nil, fmt.Errorf("rules against topology %s: %w", topo.Source(), err)
+	}
+	e := &Engine{cfg: cfg, topo: topo, nc: nc, logger: logger, reg: reg}
+	if cfg.Scope != "" {
+		d, err := topo.Scope(cfg.Scope)
+		if err != nil {
+			return nil, fmt.Errorf("scope: %w", err)
+		}
+		e.scope = d
+	}
+	agg, err := aggregate.New(aggregate.Config{Window: cfg.Window, Slot: cfg.Slot, StaleAfter: cfg.StaleAfter, Grace: cfg.Grace,
+		AnalysisWindow: cfg.AnalysisWindow, Scope: e.scope, FromHalls: cfg.SiteFromHalls}, topo)
+	if err != nil {
+		return nil, fmt.Errorf("aggregator: %w", err)
+	}
+	e.agg = agg
+	var doms []rules.Domain
+	for _, id := range agg.Out() {
+		d := topo.Domains()[id]
+		doms = append(doms, rules.Domain{ID: id, Level: d.Level, Path: d.Path, Key: d.Key(), CapacityW: d.CapacityW})
+	}
+	if e.eval, err = rules.NewEvaluator(cfg.Rules, doms, cfg.ResolvedRetention); err != nil {
+		return nil, err
+	}
+	if nc != nil {
+		if e.js, err = jetstream.New(nc); err != nil {
+			return nil, fmt.Errorf("jetstream: %w", err)
+		}
+	}
+	ns, err := e.notifiers()
+	if err != nil {
+		return nil, err
+	}
+	e.disp = notify.NewDispatcher(cfg.Notifiers.Dispatch, ns, logger, reg)
+	e.initMetrics()
+	e.snap.Store(&web.Snapshot{WindowMs: int(cfg.Window.Milliseconds()), SiteSeries: map[string][]web.Point{}})
+	return e, nil
+}
+
+func (e *Engine) initMetrics() {
+	e.m = metrics{
+		ticks:     prometheus.NewCounter(prometheus.CounterOpts{Name: "megawatch_alerts_ticks_total", Help: "Windows aggregated and evaluated."}),
+		tickSecs:  prometheus.NewHistogram(prometheus.HistogramOpts{Name: "megawatch_alerts_tick_seconds", Help: "Time to aggregate, publish and evaluate one window.", Buckets: prometheus.ExponentialBuckets(0.0005, 2, 14)}),
+		rollups:   prometheus.NewCounter(prometheus.CounterOpts{Name: "megawatch_alerts_rollups_published_total", Help: "Rollups published."}),
+		pubErrors: prometheus.NewCounter(prometheus.CounterOpts{Name: "megawatch_alerts_rollup_publish_errors_total", Help: "Rollups that could not be published."}),
+		firing:    prometheus.NewGauge(prometheus.GaugeOpts{Name: "megawatch_alerts_firing", Help: "Alerts firing now."}),
+		changes:   prometheus.NewCounterVec(prometheus.CounterOpts{Name: "megawatch_alerts_state_changes_total", Help: "Alert notifications by rule and state."}, []string{"rule", "state"}),
+	}
+	if e.reg == nil {
+		return
+	}
+	e.reg.MustRegister(e.m.ticks, e.m.tickSecs, e.m.rollups, e.m.pubErrors, e.m.firing, e.m.changes)
+	for _, r := range []struct {
+		name string
+		get  func(aggregate.Stats) uint64
+	}{
+		{"accepted", func(s aggregate.Stats) uint64 { return s.Accepted }}, {"decode_error", func(s aggregate.Stats) uint64 { return s.Decode }},
+		{"unknown", func(s aggregate.Stats) uint64 { return s.Unknown }}, {"mismatch", func(s aggregate.Stats) uint64 { return s.Mismatch }},
+		{"late", func(s aggregate.Stats) uint64 { return s.Late }}, {"future", func(s aggregate.Stats) uint64 { return s.Future }},
+		{"shape", func(s aggregate.Stats) uint64 { return s.Shape }},
+	} {
+		e.reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "megawatch_alerts_inputs_total", Help: "Reports (or hall rollups) received, by outcome.",
+			ConstLabels: prometheus.Labels{"result": r.name}}, func() float64 { return float64(r.get(e.agg.Stats())) }))
+	}
+}
+
+// Run subscribes, ticks once per window (at window end + grace), publishes
+// rollups, evaluates, notifies and serves http_addr until ctx ends.
+func (e *Engine) Run(ctx context.Context) error {
+	if e.nc == nil {
+		return errors.New("alerts: no NATS connection")
+	}
+	if err := e.Start(ctx); err != nil {
+		return err
+	}
+	dcancel, wait := e.background(ctx)
+	if e.cfg.HTTPAddr != "" {
+		gath, _ := e.reg.(*prometheus.Registry)
+		if gath == nil {
+			gath = prometheus.NewRegistry()
+		}
+		mux := obs.Mux(gath, e.readyErr)
+		mux.Handle("/", web.Handler(e, e.logger, e.cfg.Window))
+		addr, err := obs.Serve(ctx, e.cfg.HTTPAddr, mux, e.logger)
+		if err != nil {
+			dcancel()
+			wait()
+			return err
+		}
+		e.logger.Info("alerts http", "addr", addr)
+	}
+	sub, err := e.subscribe()
+	if err != nil {
+		dcancel()
+		wait()
+		return err
+	}
+	e.ready.Store(true)
+	e.logger.Info("alerts running", "scope", e.cfg.Scope, "site_from_halls", e.cfg.SiteFromHalls, "domains", len(e.agg.Out()),
+		"rule_instances", e.eval.Instances(), "subject", sub.Subject)
+	for {
+		next := time.Now().Truncate(e.cfg.Window).Add(e.cfg.Window)
+		t := time.NewTimer(time.Until(next.Add(e.cfg.Grace)))
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			e.ready.Store(false)
+			_ = sub.Unsubscribe()
+			dcancel() // dispatcher and store make one last bounded attempt
+			wait()
+			return nil
+		case <-t.C:
+		}
+		e.Tick(ctx, next)
+	}
+}
+
+// background runs the dispatcher and the state store until the returned
+// cancel is called; wait returns once both made their last attempt.
+func (e *Engine) background(ctx context.Context) (cancel func(), wait func()) {
+	var wg sync.WaitGroup
+	dctx, dcancel := context.WithCancel(context.WithoutCancel(ctx))
+	wg.Go(func() { e.disp.Run(dctx) })
+	wg.Go(func() { e.store.run(dctx) })
+	return dcancel, wg.Wait
+}
+
+func (e *Engine) readyErr() error {
+	if !e.ready.Load() {
+		return errors.New("starting")
+	}
+	if !e.nc.IsConnected() {
+		return errors.New("nats not connected")
+	}
+	return nil
+}
+
+// Start sets up the rollup stream and the KV bucket and restores alert
+// state. Run calls it; tests that drive Tick themselves call it directly.
+func (e *Engine) Start(ctx context.Context) error {
+	if e.js == nil {
+		return errors.New("alerts: no NATS connection")
+	}
+	sctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	if _, err := natsx.EnsureStream(sctx, e.js, e.cfg.Streams.RollupStream()); err != nil {
+		return err
+	}
+	kv, err := e.js.CreateOrUpdateKeyValue(sctx, jetstream.KeyValueConfig{Bucket: e.cfg.KVBucket, Description: "megawatch alert state per (rule, domain)",
+		History: 1, Replicas: e.cfg.Streams.Replicas, Storage: jetstream.FileStorage})
+	if err != nil {
+		return fmt.Errorf("kv bucket %s: %w", e.cfg.KVBucket, err)
+	}
+	e.store = newStore(kv, e.logger)
+	recs, err := e.store.load(sctx)
+	if err != nil {
+		return err
+	}
+	e.mu.Lock()
+	n := e.eval.Restore(recs)
+	e.mu.Unlock()
+	e.logger.Info("alert state restored", "bucket", e.cfg.KVBucket, "records", len(recs), "matched", n)
+	return nil
+}
+
+// subscribe listens to node reports (or hall rollups for a site aggregator).
+func (e *Engine) subscribe() (*nats.Subscription, error) {
+	subj := telemetry.PowerWildcard
+	handle := func(m *nats.Msg) { _ = e.agg.HandleReport(m.Subject, m.Data) }
+	if e.scope != nil {
+		subj = telemetry.PowerPrefix
+		for _, p := range e.scope.Path {
+			subj += "." + p
+		}
+		if e.scope.Level != topology.LevelRack || len(e.scope.Path) < 4 {
+			subj += ".>"
+		}
+	}
+	if e.cfg.SiteFromHalls {
+		subj = telemetry.RollupPrefix + "." + topology.LevelHall + ".>"
+		if e.scope != nil {
+			subj = telemetry.RollupPrefix + "." + topology.LevelHall + "." + e.scope.Path[0] + ".>"
+		}
+		handle = func(m *nats.Msg) { _ = e.agg.HandleRollup(m.Data) }
+	}
+	sub, err := e.nc.Subscribe(subj, handle)
+	if err != nil {
+		return nil, fmt.Errorf("subscribe %s: %w", subj, err)
+	}
+	// A window of a 5 GW campus is ~350k reports: let them queue.
+	if err := sub.SetPendingLimits(4<<20, 2<<30); err != nil {
+		return nil, fmt.Errorf("subscribe %s: %w", subj, err)
+	}
+	return sub, e.nc.Flush()
+}
+
+// Tick aggregates the window ending at end, publishes its rollups,
+// evaluates the rules, hands the state changes to the notifiers and
+// refreshes the live page's snapshot.
+func (e *Engine) Tick(_ context.Context, end time.Time) []notify.Alert {
+	start := time.Now()
+	st := e.agg.Tick(end)
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.seq++
+	e.publish(st, end)
+	changes := e.eval.Eval(end, source(st))
+	if dirty := e.eval.Dirty(); len(dirty) > 0 && e.store != nil {
+		e.store.put(dirty)
+	}
+	for _, a := range changes {
+		e.m.changes.WithLabelValues(a.Rule, a.State).Inc()
+	}
+	e.disp.Send(changes)
+	if iv := e.disp.ResendInterval(); iv > 0 && end.Sub(e.lastResend) >= iv {
+		e.disp.Resend(e.eval.Active(end))
+		e.lastResend = end
+	}
+	e.snapshot(st, end)
+	e.m.ticks.Inc()
+	e.m.tickSecs.Observe(time.Since(start).Seconds())
+	return changes
+}
+
+func (e *Engine) publish(st []aggregate.DomainState, end time.Time) {
+	if e.nc == nil {
+		return
+	}
+	ms := strconv.FormatInt(end.UnixMilli(), 10)
+	for _, id := range e.agg.Out() {
+		d := e.topo.Domains()[id]
+		st[id].Fill(d, e.cfg.Window, e.cfg.Slot, e.seq, &e.rollup)
+		var err error
+		e.buf, err = proto.MarshalOptions{}.MarshalAppend(e.buf[:0], &e.rollup)
+		if err != nil {
+			e.m.pubErrors.Inc()
+			continue
+		}
+		subj, err := telemetry.RollupSubject(d.Level, d.Path)
+		if err != nil {
+			e.m.pubErrors.Inc()
+			continue
+		}
+		msg := &nats.Msg{Subject: subj, Data: append([]byte(nil), e.buf...), Header: nats.Header{}}
+		msg.Header.Set(telemetry.HeaderSchema, telemetry.SchemaVersion)
+		// Two replicas publish the same rollup: the stream keeps one.
+		msg.Header.Set(telemetry.HeaderMsgID, "rollup:"+d.Key()+":"+ms)
+		if err := e.nc.PublishMsg(msg); err != nil {
+			e.m.pubErrors.Inc()
+			continue
+		}
+		e.m.rollups.Inc()
+	}
+}
+
+// source adapts the tick's domain states to the rule evaluator (MW units).
+type source []aggregate.DomainState
+
+func (s source) Value(id int, metric string, band []float64) (float64, float64, bool) {
+	d := &s[id]
+	switch metric {
+	case rules.MetricPowerMW:
+		return d.PowerW / 1e6, 0, true
+	case rules.MetricPowerMaxMW:
+		return d.PowerMaxW / 1e6, 0, true
+	case rules.MetricHeadroomMW:
+		return d.HeadroomW / 1e6, 0, true
+	case rules.MetricRampMWPerS:
+		return d.RampWPerS / 1e6, 0, d.HasAnalysis
+	case rules.MetricSwingMW:
+		return d.SwingW / 1e6, 0, d.HasAnalysis
+	case rules.MetricOscillationMW:
+		f, pp, ok := d.Band(band[0], band[1])
+		return pp / 1e6, f, ok
+	case rules.MetricCoverage:
+		return d.Coverage, 0, true
+	case rules.MetricGPUTempMaxC:
+		return float64(d.GPUTempMaxC), 0, d.HasGPUTemp()
+	case rules.MetricMemTempMaxC:
+		return float64(d.MemTempMaxC), 0, d.HasMemTemp()
+	case rules.MetricThrottledGPUs:
+		return float64(d.ThrottledGPUs), 0, true
+	case rules.MetricStaleNodes:
+		return float64(d.StaleNodes), 0, true
+	}
+	return 0, 0, false
+}

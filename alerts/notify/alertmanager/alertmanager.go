@@ -1,0 +1,116 @@
+// Package alertmanager posts alerts to Prometheus Alertmanager's
+// POST /api/v2/alerts. Firing alerts are re-sent every resend interval with
+// endsAt = now + 4 intervals, as Prometheus does, so Alertmanager keeps them
+// active; a resolve carries endsAt = the resolve time.
+package alertmanager
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/megawatch/megawatch/alerts/notify"
+)
+
+// Config is one Alertmanager notifier per URL (send to all).
+type Config struct {
+	URLs           []string      `yaml:"urls"`            // e.g. http://alertmanager:9093
+	ResendInterval time.Duration `yaml:"resend_interval"` // default 1m
+}
+
+// DefaultConfig has no URLs (disabled) and a 1 minute resend interval.
+func DefaultConfig() Config { return Config{URLs: []string{}, ResendInterval: time.Minute} }
+
+// Validate returns every problem with its key (prefix, e.g. "notifiers.alertmanager").
+func (c Config) Validate(key string) []error {
+	var errs []error
+	for i, u := range c.URLs {
+		if !strings.HasPrefix(u, "http://") && !strings.HasPrefix(u, "https://") {
+			errs = append(errs, fmt.Errorf("%s.urls[%d]: %q is not an http(s) URL", key, i, u))
+		}
+	}
+	if c.ResendInterval <= 0 {
+		errs = append(errs, fmt.Errorf("%s.resend_interval: must be positive", key))
+	}
+	return errs
+}
+
+// Notifier posts to one Alertmanager.
+type Notifier struct {
+	url    string
+	resend time.Duration
+	levels []string
+	client *http.Client
+	now    func() time.Time
+}
+
+// New returns a notifier for base URL u. levels names the domain path
+// elements (site, hall, row, rack) for labels.
+func New(u string, resend time.Duration, levels []string, client *http.Client) *Notifier {
+	if client == nil {
+		client = &http.Client{}
+	}
+	return &Notifier{url: strings.TrimRight(u, "/") + "/api/v2/alerts", resend: resend, levels: levels, client: client, now: time.Now}
+}
+
+// Name implements notify.Notifier.
+func (n *Notifier) Name() string { return "alertmanager:" + n.url }
+
+// ResendInterval implements notify.Resender.
+func (n *Notifier) ResendInterval() time.Duration { return n.resend }
+
+// postableAlert is Alertmanager's models.PostableAlert.
+type postableAlert struct {
+	Labels       map[string]string `json:"labels"`
+	Annotations  map[string]string `json:"annotations,omitempty"`
+	StartsAt     time.Time         `json:"startsAt,omitzero"`
+	EndsAt       time.Time         `json:"endsAt,omitzero"`
+	GeneratorURL string            `json:"generatorURL,omitempty"`
+}
+
+// Body is the JSON Alertmanager receives for alerts.
+func (n *Notifier) Body(alerts []notify.Alert) ([]byte, error) {
+	now := n.now()
+	out := make([]postableAlert, 0, len(alerts))
+	for _, a := range alerts {
+		p := postableAlert{Labels: a.AllLabels(n.levels), Annotations: a.Annotations, StartsAt: a.StartsAt}
+		if a.Firing() {
+			p.EndsAt = now.Add(4 * n.resend)
+		} else {
+			p.EndsAt = a.EndsAt
+			if p.EndsAt.IsZero() {
+				p.EndsAt = now
+			}
+		}
+		if !p.StartsAt.IsZero() && p.EndsAt.Before(p.StartsAt) {
+			p.EndsAt = p.StartsAt
+		}
+		out = append(out, p)
+	}
+	return json.Marshal(out)
+}
+
+// Notify implements notify.Notifier.
+func (n *Notifier) Notify(ctx context.Context, alerts []notify.Alert) (bool, error) {
+	body, err := n.Body(alerts)
+	if err != nil {
+		return false, fmt.Errorf("alertmanager: encode: %w", err)
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, n.url, bytes.NewReader(body))
+	if err != nil {
+		return false, fmt.Errorf("alertmanager: %w", err)
+	}
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := n.client.Do(req)
+	if err != nil {
+		return true, fmt.Errorf("alertmanager: %w", err)
+	}
+	defer resp.Body.Close()
+	rb, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
+	return notify.HTTPResult(n.url, resp, rb)
+}
