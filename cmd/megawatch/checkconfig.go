@@ -2,13 +2,13 @@ package main
 
 import (
 	"context"
-	"errors"
-	"fmt"
+		"fmt"
 	"io"
 	"path/filepath"
 	"sort"
 	"strings"
 
+	"github.com/megawatch/megawatch/alerts"
 	"github.com/megawatch/megawatch/collector"
 	"github.com/megawatch/megawatch/ingest"
 	"github.com/megawatch/megawatch/internal/topology"
@@ -90,6 +90,4 @@ func sortedKeys[V any](m map[string]V) []string {
 	return out
 }
 
-var errNoAlerts = errors.New("alerts config: not available in this build yet")
-
-func loadAlertsConfig(string) error { return errNoAlerts }
+func loadAlertsConfig(p string) error { _, err := alerts.LoadConfig(p); return err }
