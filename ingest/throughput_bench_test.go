@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime/pprof"
 	"strconv"
 	"strings"
 	"sync"
@@ -93,7 +94,12 @@ func BenchmarkThroughput(b *testing.B) {
 		influx.CreateDB(b, "megawatch")
 		for b.Loop() {
 			cfg := testConfig(influx.URL, "megawatch")
-			cfg.Workers, cfg.BatchWait, cfg.Rollups, cfg.AckWait = 4, time.Second, false, time.Minute
+			cfg.Workers, cfg.BatchWait, cfg.Rollups, cfg.AckWait = envInt("BENCH_WORKERS", 4), time.Second, false, time.Minute
+			if f := os.Getenv("BENCH_CPUPROFILE"); f != "" {
+				pf, _ := os.Create(f)
+				pprof.StartCPUProfile(pf)
+				defer pprof.StopCPUProfile()
+			}
 			cpu0 := selfCPU()
 			var stop func()
 			var logs io.Writer

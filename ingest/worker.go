@@ -26,13 +26,24 @@ type worker struct {
 	rollup  telemetry.Rollup
 	alert   telemetry.AlertEvent
 	unmarsh proto.UnmarshalOptions
-	gz      *gzip.Writer
-	gzBuf   bytes.Buffer
 	counted prometheus.Counter
+	// Each target has two batches: one filling here while the other is
+	// written by the worker's writer goroutine, so encoding overlaps the
+	// HTTP round trip.
+	free    []chan *batch
+	writeCh chan *batch
+}
+
+// writer writes, acks and splits the batches of one worker.
+type writer struct {
+	w     *worker
+	gz    *gzip.Writer
+	gzBuf bytes.Buffer
 }
 
 // batch holds one target's encoded lines and the messages they came from.
 type batch struct {
+	idx      int // target index
 	t        *target
 	enc      *lpEncoder
 	msgs     []jetstream.Msg
@@ -45,19 +56,43 @@ type batch struct {
 
 func newWorker(in *Ingester, cons jetstream.Consumer, stream string, budget int) *worker {
 	w := &worker{in: in, cons: cons, stream: stream, budget: budget, counted: in.m.consumed.WithLabelValues(stream)}
-	for _, t := range in.targets {
-		w.batches = append(w.batches, &batch{t: t, enc: newLPEncoder(in.levels)})
-	}
-	level := in.cfg.GzipLevel
-	if level > 0 {
-		w.gz, _ = gzip.NewWriterLevel(nil, level)
+	w.writeCh = make(chan *batch, 1)
+	for i, t := range in.targets {
+		w.batches = append(w.batches, &batch{idx: i, t: t, enc: newLPEncoder(in.levels)})
+		w.free = append(w.free, make(chan *batch, 2))
+		w.free[i] <- &batch{idx: i, t: t, enc: newLPEncoder(in.levels)}
 	}
 	return w
+}
+
+func (w *worker) newWriter() *writer {
+	wr := &writer{w: w}
+	if w.in.cfg.GzipLevel > 0 {
+		wr.gz, _ = gzip.NewWriterLevel(nil, w.in.cfg.GzipLevel)
+	}
+	return wr
+}
+
+// loop writes the batches handed over until the worker closes writeCh.
+func (wr *writer) loop(ctx context.Context) {
+	for b := range wr.w.writeCh {
+		wr.writeRange(ctx, b, 0, len(b.msgs))
+		wr.w.in.m.inflight.Set(float64(wr.w.in.inflight.Add(-int64(b.msgBytes))))
+		clear(b.msgs)
+		b.msgs, b.ends, b.lines = b.msgs[:0], b.ends[:0], b.lines[:0]
+		b.nlines, b.msgBytes = 0, 0
+		b.enc.reset(b.enc.buf())
+		wr.w.free[b.idx] <- b
+	}
 }
 
 // run takes messages from in until ctx ends. Batches not written by then
 // stay unacked: JetStream redelivers them.
 func (w *worker) run(ctx context.Context, in <-chan jetstream.Msg) {
+	wr := w.newWriter()
+	done := make(chan struct{})
+	go func() { wr.loop(ctx); close(done) }()
+	defer func() { close(w.writeCh); <-done }()
 	timer := time.NewTimer(time.Hour)
 	defer timer.Stop()
 	for ctx.Err() == nil {
@@ -165,6 +200,7 @@ func (w *worker) handle(ctx context.Context, msg jetstream.Msg) {
 	}
 	if len(b.msgs) > 0 && b.nlines+expect > w.in.cfg.BatchLines {
 		w.flush(ctx, b)
+		b = w.batches[b.idx] // the closures above see the fresh batch
 	}
 	n, err := encode()
 	if err != nil {
@@ -227,15 +263,11 @@ func (w *worker) reject(ctx context.Context, msg jetstream.Msg, err error) {
 	_ = msg.Ack()
 }
 
-// flush writes b (splitting it on 400/422) and resets it. Messages are
-// acked only once InfluxDB accepted their points.
-func (w *worker) flush(ctx context.Context, b *batch) {
-	w.writeRange(ctx, b, 0, len(b.msgs))
-	w.in.m.inflight.Set(float64(w.in.inflight.Add(-int64(b.msgBytes))))
-	clear(b.msgs)
-	b.msgs, b.ends, b.lines = b.msgs[:0], b.ends[:0], b.lines[:0]
-	b.nlines, b.msgBytes = 0, 0
-	b.enc.reset(b.enc.buf())
+// flush hands b to the writer (which acks its messages once InfluxDB has
+// accepted them) and continues with the target's other batch.
+func (w *worker) flush(_ context.Context, b *batch) {
+	w.writeCh <- b
+	w.batches[b.idx] = <-w.free[b.idx]
 }
 
 func (b *batch) span(lo, hi int) []byte {
@@ -249,8 +281,8 @@ func (b *batch) span(lo, hi int) []byte {
 // writeRange writes messages [lo, hi) of b until InfluxDB accepts them or
 // ctx ends, then acks them. Rejected ranges are halved down to single
 // messages, which are dead-lettered with InfluxDB's error text.
-func (w *worker) writeRange(ctx context.Context, b *batch, lo, hi int) {
-	t := b.t
+func (wr *writer) writeRange(ctx context.Context, b *batch, lo, hi int) {
+	w, t := wr.w, b.t
 	lines := 0
 	for _, n := range b.lines[lo:hi] {
 		lines += n
@@ -258,12 +290,12 @@ func (w *worker) writeRange(ctx context.Context, b *batch, lo, hi int) {
 	lastTouch := time.Now()
 	for attempt := 0; ; attempt++ {
 		body, gz := b.span(lo, hi), false
-		if t.sink.compresses() && w.gz != nil {
-			w.gzBuf.Reset()
-			w.gz.Reset(&w.gzBuf)
-			_, _ = w.gz.Write(body)
-			_ = w.gz.Close()
-			body, gz = w.gzBuf.Bytes(), true
+		if t.sink.compresses() && wr.gz != nil {
+			wr.gzBuf.Reset()
+			wr.gz.Reset(&wr.gzBuf)
+			_, _ = wr.gz.Write(body)
+			_ = wr.gz.Close()
+			body, gz = wr.gzBuf.Bytes(), true
 		}
 		start := time.Now()
 		err := t.sink.write(ctx, body, gz)
@@ -287,8 +319,8 @@ func (w *worker) writeRange(ctx context.Context, b *batch, lo, hi int) {
 				return
 			}
 			mid := lo + (hi-lo)/2
-			w.writeRange(ctx, b, lo, mid)
-			w.writeRange(ctx, b, mid, hi)
+			wr.writeRange(ctx, b, lo, mid)
+			wr.writeRange(ctx, b, mid, hi)
 			return
 		}
 		w.in.lastWrite.Store(writeFailing)
