@@ -1,0 +1,123 @@
+package alerts
+
+import (
+	"os"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"testing"
+
+	"github.com/megawatch/megawatch/configs"
+	"github.com/megawatch/megawatch/internal/topology"
+)
+
+func TestExampleConfigEqualsDefaults(t *testing.T) {
+	got, err := LoadConfig(filepath.Join("..", "configs", "alerts.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := DefaultConfig(); !reflect.DeepEqual(got, want) {
+		t.Fatalf("configs/alerts.yaml differs from DefaultConfig():\n got %+v\nwant %+v", got, want)
+	}
+	if _, err := configs.FS.ReadFile("alerts.yaml"); err != nil {
+		t.Fatalf("alerts.yaml is not embedded: %v", err)
+	}
+}
+
+func TestDefaultRulesFitTheShippedTopologies(t *testing.T) {
+	for _, name := range []string{"topology.yaml", "demo-topology.yaml"} {
+		b, err := configs.FS.ReadFile(name)
+		if err != nil {
+			t.Skipf("%s: %v", name, err)
+		}
+		topo, err := topology.Parse(b, name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cfg := DefaultConfig()
+		if _, err := New(cfg, topo, nil, nil, nil); err != nil {
+			t.Errorf("%s: %v", name, err)
+		}
+	}
+}
+
+func TestValidateReportsEveryProblemWithItsKey(t *testing.T) {
+	dir := t.TempDir()
+	p := filepath.Join(dir, "alerts.yaml")
+	os.WriteFile(p, []byte(`
+window: 1s
+slot: 300ms
+stale_after: -1
+analysis_window: 1s
+kv_bucket: "a.b"
+notifiers:
+  alertmanager: {urls: ["am:9093"], resend_interval: 0s}
+  webhook: {url: "ftp://x", secret_env: A, secret_file: B}
+rules:
+  - name: hall_hot
+    level: hall
+    metric: power_mw
+    threshold: 10
+    of_capacity: 0.9
+    severity: page
+  - name: hall_hot
+    metric: watts
+    threshold: 1
+    severity: ""
+  - name: osc
+    level: site
+    metric: oscillation_mw
+    band: [3, 1]
+    threshold: 5
+    clear: 7
+    severity: warning
+    annotations: {summary: "{{ .Value "}
+`), 0o644)
+	_, err := LoadConfig(p)
+	if err == nil {
+		t.Fatal("no error")
+	}
+	msg := err.Error()
+	for _, want := range []string{
+		"slot:", "stale_after:", "analysis_window:", "kv_bucket:",
+		"notifiers.alertmanager.urls[0]:", "notifiers.alertmanager.resend_interval:", "notifiers.webhook.url:", "notifiers.webhook.secret_env:",
+		"rules[0] (hall_hot): threshold: set exactly one of threshold and of_capacity",
+		"rules[1] (hall_hot): name: duplicate of rules[0]", "rules[1] (hall_hot): level: set level or domains",
+		"rules[1] (hall_hot): metric: unknown metric \"watts\"", "rules[1] (hall_hot): severity:",
+		"rules[2] (osc): band:", "rules[2] (osc): clear: 7 must be <= the threshold 5", "rules[2] (osc): annotations.summary:",
+	} {
+		if !strings.Contains(msg, want) {
+			t.Errorf("missing %q in:\n%s", want, msg)
+		}
+	}
+	if !strings.Contains(msg, p+": ") {
+		t.Errorf("problems do not name the file:\n%s", msg)
+	}
+}
+
+func TestRulesFileReplacesRules(t *testing.T) {
+	dir := t.TempDir()
+	rf := filepath.Join(dir, "rules.yaml")
+	os.WriteFile(rf, []byte("rules:\n  - {name: r1, level: site, metric: coverage, threshold: 0.9, severity: warning}\n"), 0o644)
+	cf := filepath.Join(dir, "alerts.yaml")
+	os.WriteFile(cf, []byte("rules_file: "+rf+"\n"), 0o644)
+	cfg, err := LoadConfig(cf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(cfg.Rules) != 1 || cfg.Rules[0].Name != "r1" {
+		t.Fatalf("rules %+v", cfg.Rules)
+	}
+}
+
+func TestRuleLevelMustExistInTopology(t *testing.T) {
+	topo, err := topology.Parse([]byte(scenarioTopo), "scenario")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := DefaultConfig()
+	cfg.Rules[0].Level = "pdu"
+	if _, err := New(cfg, topo, nil, nil, nil); err == nil || !strings.Contains(err.Error(), `rules[0] (hall_power_high): level: "pdu" is not a topology level`) {
+		t.Fatalf("got %v", err)
+	}
+}
