@@ -265,13 +265,27 @@ func hasData(series []testenv.Series) bool {
 
 // TestDashboardQueriesReturnData fills a real influxd and runs every
 // variable query (in order, each variable set to its first value, as
-// Grafana does), every panel query and every annotation query.
+// Grafana does), every panel query and every annotation query. It does so
+// twice: on data from the real pipeline (sim fleet → NATS → ingest and
+// alerts → influxd), and on synthetic line protocol that follows
+// DESIGN.md's schema with fixed throttled and lost GPUs and a full
+// pending → firing → resolved alert.
 func TestDashboardQueriesReturnData(t *testing.T) {
 	testenv.Short(t)
-	infl := testenv.StartInfluxd(t)
-	infl.CreateDB(t, db)
-	fill(t, infl, db)
+	for _, f := range []struct {
+		name string
+		fill func(*testing.T, *testenv.Influxd, string)
+	}{{"pipeline", fillPipeline}, {"synthetic", fillSynthetic}} {
+		t.Run(f.name, func(t *testing.T) {
+			infl := testenv.StartInfluxd(t)
+			infl.CreateDB(t, db)
+			f.fill(t, infl, db)
+			runDashboardQueries(t, infl)
+		})
+	}
+}
 
+func runDashboardQueries(t *testing.T, infl *testenv.Influxd) {
 	for file, d := range loadDashboards(t) {
 		t.Run(strings.TrimSuffix(file, ".json"), func(t *testing.T) {
 			vals := map[string]string{}

@@ -1,10 +1,134 @@
 package grafana_test
 
 import (
+	"context"
+	"log/slog"
+	"sync"
 	"testing"
+	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/megawatch/megawatch/alerts"
+	"github.com/megawatch/megawatch/alerts/rules"
+	"github.com/megawatch/megawatch/collector/sim"
+	"github.com/megawatch/megawatch/ingest"
+	"github.com/megawatch/megawatch/internal/natsx"
+	"github.com/megawatch/megawatch/internal/natsx/natstest"
+	"github.com/megawatch/megawatch/internal/telemetry"
 	"github.com/megawatch/megawatch/internal/testenv"
+	"github.com/megawatch/megawatch/internal/topology"
 )
 
-// fill is how the dashboards' influxd gets its data.
-func fill(t *testing.T, d *testenv.Influxd, db string) { fillSynthetic(t, d, db) }
+// pipelineWindows is how many live 1 s windows the real pipeline runs.
+const pipelineWindows = 10
+
+// fillPipeline fills influxd the way production does: a simulated fleet
+// (sim.Fleet over configs/topology.yaml: 32 DGX H100 nodes) publishes node
+// reports to an in-process NATS JetStream, ingest writes them to influxd,
+// and alerts aggregates them every window, publishes rollups and alert
+// events (which ingest writes too). The fleet runs hot (GPUs throttle) with
+// one lost GPU, and a rule that fires at once gives the alert annotations
+// something to show.
+func fillPipeline(t *testing.T, d *testenv.Influxd, db string) {
+	t.Helper()
+	topo, err := topology.Load("../topology.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := natstest.RunServer(t)
+	nc := natstest.Connect(t, srv.URL())
+	js := natstest.JetStream(t, nc)
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	t.Cleanup(func() { cancel(); wg.Wait() })
+	if err := natsx.EnsureStreams(ctx, js, natsx.DefaultStreamsConfig()); err != nil {
+		t.Fatal(err)
+	}
+	logger := slog.New(slog.DiscardHandler)
+
+	icfg := ingest.DefaultConfig()
+	icfg.NATS.Servers = []string{srv.URL()}
+	icfg.BatchWait = 200 * time.Millisecond
+	icfg.MetricsAddr = ""
+	icfg.TopologyFile = "../topology.yaml"
+	icfg.Targets = []ingest.Target{{Name: "influxd", URL: d.URL, Bucket: db + "/autogen"}}
+	in, err := ingest.New(icfg, natstest.Connect(t, srv.URL()), logger, prometheus.NewRegistry())
+	if err != nil {
+		t.Fatalf("ingest.New: %v", err)
+	}
+	wg.Go(func() {
+		if err := in.Run(ctx); err != nil && ctx.Err() == nil {
+			t.Errorf("ingest: %v", err)
+		}
+	})
+
+	acfg := alerts.DefaultConfig()
+	acfg.NATS.Servers = []string{srv.URL()}
+	acfg.HTTPAddr = ""
+	acfg.AnalysisWindow = 4 * time.Second // ramp, swing and oscillation within the run
+	acfg.Notifiers.Log.Enabled = false
+	low := 0.001
+	acfg.Rules = []rules.Rule{{Name: "hall_power_test", Level: "hall", Metric: "power_mw", Threshold: &low, Severity: "critical",
+		Annotations: map[string]string{"summary": "{{ .Domain }} draws {{ mw .Value }}"}}}
+	eng, err := alerts.New(acfg, topo, natstest.Connect(t, srv.URL()), logger, prometheus.NewRegistry())
+	if err != nil {
+		t.Fatalf("alerts.New: %v", err)
+	}
+	wg.Go(func() {
+		if err := eng.Run(ctx); err != nil && ctx.Err() == nil {
+			t.Errorf("alerts: %v", err)
+		}
+	})
+
+	scfg := sim.DefaultConfig()
+	scfg.SlowdownC = 45 // hot: the GPUs throttle within seconds
+	scfg.ThermalTau = 2 * time.Second
+	scfg.Faults = []sim.Fault{{Node: topo.Nodes()[1].Name, Kind: sim.FaultLost, GPU: 7}}
+	locs := make([]telemetry.Location, 0, topo.NumNodes())
+	for _, n := range topo.Nodes() {
+		locs = append(locs, n.Location)
+	}
+	fleet, err := sim.NewFleet(scfg, locs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var rep telemetry.NodeReport
+	for range pipelineWindows {
+		end := time.Now().Truncate(time.Second).Add(time.Second)
+		time.Sleep(time.Until(end))
+		for i, loc := range locs {
+			fleet.Report(&rep, i, end, time.Second, 100*time.Millisecond)
+			b, err := proto.Marshal(&rep)
+			if err != nil {
+				t.Fatal(err)
+			}
+			subj, err := telemetry.PowerSubject(loc)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := js.PublishAsync(subj, b, jetstream.WithMsgID(telemetry.MsgID(loc.Node, end.UnixNano()))); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	select {
+	case <-js.PublishAsyncComplete():
+	case <-time.After(10 * time.Second):
+		t.Fatal("node reports not acknowledged")
+	}
+	// Wait for the last window's rollups and the alert events in influxd.
+	deadline := time.Now().Add(30 * time.Second)
+	for _, q := range []string{`SELECT count("power_mw") FROM "rollup" WHERE "level" = 'site'`,
+		`SELECT count("state") FROM "alert"`, `SELECT count("temp_c") FROM "gpu"`} {
+		for d.Count(t, db, q) == 0 {
+			if time.Now().After(deadline) {
+				t.Fatalf("pipeline wrote nothing for %s", q)
+			}
+			time.Sleep(200 * time.Millisecond)
+		}
+	}
+	time.Sleep(2 * icfg.BatchWait) // the last batches
+}
