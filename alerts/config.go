@@ -11,9 +11,11 @@ import (
 	"github.com/megawatch/megawatch/alerts/notify/pagerduty"
 	"github.com/megawatch/megawatch/alerts/notify/webhook"
 	"github.com/megawatch/megawatch/alerts/rules"
+	"github.com/megawatch/megawatch/configs"
 	"github.com/megawatch/megawatch/internal/config"
 	"github.com/megawatch/megawatch/internal/natsx"
 	"github.com/megawatch/megawatch/internal/telemetry"
+	"github.com/megawatch/megawatch/internal/topology"
 )
 
 // Config of `megawatch alerts` (configs/alerts.yaml equals DefaultConfig).
@@ -175,4 +177,17 @@ func (c Config) Validate() error {
 		bad("kv_bucket", "%v", err)
 	}
 	return errors.Join(errs...)
+}
+
+// LoadTopology loads c.Topology, or the embedded configs/topology.yaml when
+// it is empty.
+func (c Config) LoadTopology() (*topology.Topology, error) {
+	if c.Topology != "" {
+		return topology.Load(c.Topology)
+	}
+	b, err := configs.FS.ReadFile("topology.yaml")
+	if err != nil {
+		return nil, fmt.Errorf("embedded topology: %w", err)
+	}
+	return topology.Parse(b, "configs/topology.yaml (embedded)")
 }
