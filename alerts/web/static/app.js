@@ -82,7 +82,7 @@
     const head = el("td", "num" + (d.headroom_mw < 0 ? " bad" : ""), fmt(d.headroom_mw, 1));
     const cov = el("td", "num" + (d.coverage < 0.95 ? " low" : ""), fmt(d.coverage * 100, 1) + "%");
     cov.title = d.nodes_reporting + " / " + d.nodes_expected + " nodes";
-    const osc = el("td", "num", d.osc_mw > 0 ? fmt(d.osc_mw, 1) + " MW @ " + fmt(d.osc_freq_hz, 2) + " Hz" : "—");
+    const osc = el("td", "num", d.osc_mw >= 0.05 ? fmt(d.osc_mw, 1) + " MW @ " + fmt(d.osc_freq_hz, 2) + " Hz" : "—");
     const temp = el("td", "num", d.gpu_temp_max_c > 0 ? fmt(d.gpu_temp_max_c, 0) + (d.throttled_gpus > 0 ? " · " + d.throttled_gpus + " thr" : "") : "—");
     tr.append(name, barTd, el("td", "num mw", fmt(d.power_mw, 1)), head, cov, el("td", "num", fmt(d.ramp_mw_per_s, 2)), osc, temp);
     return tr;
