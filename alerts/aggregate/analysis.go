@@ -51,10 +51,11 @@ func (a *analysis) history(id int, dst []float64) []float64 {
 	f, p := int(a.filled[id]), int(a.pos[id])
 	h := a.hist[id*a.n : id*a.n+a.n]
 	dst = dst[:0]
-	for i := p - f; i < p; i++ {
-		dst = append(dst, h[(i+a.n)%a.n])
+	if f <= p {
+		return append(dst, h[p-f:p]...)
 	}
-	return dst
+	dst = append(dst, h[a.n-(f-p):]...)
+	return append(dst, h[:p]...)
 }
 
 // update appends the window's estimate slots of d and fills its analysis
@@ -102,7 +103,7 @@ func (a *analysis) update(id int, d *DomainState, gap bool) {
 	// |X_k| * 2 / sum(w) is the sinusoid's amplitude; peak-to-peak is twice that.
 	scale := 4 / a.winSum
 	for k, v := range c {
-		spec[k] = math.Hypot(real(v), imag(v)) * scale
+		spec[k] = math.Sqrt(real(v)*real(v)+imag(v)*imag(v)) * scale
 	}
 	spec[0] = 0
 	d.HasOsc, d.Spectrum, d.BinHz = true, spec, a.binHz

@@ -2,6 +2,7 @@ package aggregate
 
 import (
 	"fmt"
+	"syscall"
 	"testing"
 	"time"
 
@@ -12,6 +13,13 @@ import (
 
 // synthReport is a realistic 8-GPU report (≈ the collector's steady-state
 // size: no uuid/model) without running the simulator.
+// cpuTime is the process's user+system CPU time.
+func cpuTime() time.Duration {
+	var ru syscall.Rusage
+	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
 func synthReport(n *topology.Node, end time.Time, seed int) []byte {
 	r := &telemetry.NodeReport{Site: n.Location.Site, Hall: n.Location.Hall, Row: n.Location.Row, Rack: n.Location.Rack, Node: n.Name,
 		WindowEndUnixNs: end.UnixNano(), WindowMs: 1000, SlotMs: 100, Seq: uint64(seed)}
@@ -46,6 +54,7 @@ func BenchmarkHandleReport(b *testing.B) {
 	b.SetBytes(int64(len(data[0])))
 	b.ReportAllocs()
 	i := 0
+	c0 := cpuTime()
 	for b.Loop() {
 		if err := a.HandleReport(subj[i], data[i]); err != nil {
 			b.Fatal(err)
@@ -55,7 +64,9 @@ func BenchmarkHandleReport(b *testing.B) {
 			i = 0
 		}
 	}
+	cpu := cpuTime() - c0
 	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "reports/s")
+	b.ReportMetric(float64(cpu.Nanoseconds())/float64(b.N), "cpu_ns/report")
 }
 
 // BenchmarkTick is one window at campus scale: every node fresh, every
@@ -93,8 +104,10 @@ func BenchmarkTick(b *testing.B) {
 			k := testEpoch.Add(time.Second).UnixNano() / a.windowNs
 			a.lastTick = k - 1
 			R := int64(a.ring)
+			var cpu time.Duration
 			b.ReportAllocs()
 			for b.Loop() {
+				c0 := cpuTime()
 				for i := range topo.NumNodes() {
 					a.rWin[i*a.ring+int(k%R)] = k
 				}
@@ -103,7 +116,9 @@ func BenchmarkTick(b *testing.B) {
 					b.Fatalf("site: osc %v reporting %d", st[0].HasOsc, st[0].NodesReporting)
 				}
 				k++
+				cpu += cpuTime() - c0
 			}
+			b.ReportMetric(float64(cpu.Microseconds())/1000/float64(b.N), "cpu_ms/tick")
 			b.ReportMetric(float64(topo.NumNodes()), "nodes")
 			b.ReportMetric(float64(len(topo.Domains())), "domains")
 			b.ReportMetric(float64(b.Elapsed().Milliseconds())/float64(b.N), "ms/tick")

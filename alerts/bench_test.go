@@ -1,0 +1,126 @@
+package alerts
+
+import (
+	"context"
+	"fmt"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/megawatch/megawatch/alerts/rules"
+	"github.com/megawatch/megawatch/internal/natsx/natstest"
+	"github.com/megawatch/megawatch/internal/telemetry"
+	"github.com/megawatch/megawatch/internal/topology"
+	"google.golang.org/protobuf/proto"
+)
+
+// cpuTime is the process's user+system CPU time.
+func cpuTime() time.Duration {
+	var ru syscall.Rusage
+	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+func campus(b *testing.B, halls, rows, racks int) *topology.Topology {
+	y := fmt.Sprintf(`
+levels: [site, hall, row, rack]
+domains:
+  - name: dc1
+    capacity_kw: %d
+    children:
+      - name: h[%02d-%02d]
+        capacity_kw: %d
+        children:
+          - name: r[%02d-%02d]
+            capacity_kw: %d
+            children:
+              - name: k[%02d-%02d]
+                capacity_kw: 250
+                nodes: ["g-{hall}-{row}-{rack}-n[01-18]"]
+`, halls*rows*racks*250, 1, halls, rows*racks*250, 1, rows, racks*250, 1, racks)
+	topo, err := topology.Parse([]byte(y), "bench")
+	if err != nil {
+		b.Fatal(err)
+	}
+	return topo
+}
+
+// feedWindow hands every node's report for the window ending at end to the
+// aggregator (outside the timed tick).
+func feedWindow(b *testing.B, e *Engine, topo *topology.Topology, end time.Time, subj []string) {
+	r := &telemetry.NodeReport{WindowEndUnixNs: end.UnixNano(), WindowMs: 1000, SlotMs: 100, SlotPowerW: make([]uint32, 10)}
+	for g := range 8 {
+		p, tc := uint32(650000+g), int32(60+g)
+		r.Gpus = append(r.Gpus, &telemetry.Gpu{Index: uint32(g), PowerMw: &p, TempC: &tc, MemTempC: &tc})
+	}
+	var buf []byte
+	for i, n := range topo.Nodes() {
+		r.Site, r.Hall, r.Row, r.Rack, r.Node = n.Location.Site, n.Location.Hall, n.Location.Row, n.Location.Rack, n.Name
+		for s := range r.SlotPowerW {
+			r.SlotPowerW[s] = uint32(5200 + (i*7+s*131+int(end.Unix()))%400)
+		}
+		buf, _ = proto.MarshalOptions{}.MarshalAppend(buf[:0], r)
+		if err := e.agg.HandleReport(subj[i], buf); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkEngineTick is one full window at campus scale: sum every level,
+// ramp/swing/FFT on every domain (full 60 s history), marshal and publish
+// every rollup to NATS, and evaluate the shipped rules plus a rack rule.
+// Run it with -cpu 1 for the one-core figure.
+func BenchmarkEngineTick(b *testing.B) {
+	for _, c := range []struct {
+		name               string
+		halls, rows, racks int
+	}{{"nodes=69120_1GW", 4, 20, 48}, {"nodes=345600_5GW", 10, 40, 48}} {
+		b.Run(c.name, func(b *testing.B) {
+			topo := campus(b, c.halls, c.rows, c.racks)
+			srv := natstest.RunServer(b)
+			nc := natstest.Connect(b, srv.URL())
+			cfg := DefaultConfig()
+			cfg.HTTPAddr = ""
+			cfg.Notifiers.NATS.Enabled, cfg.Notifiers.Log.Enabled = false, false
+			cfg.Rules = append(cfg.Rules, rules.Rule{Name: "rack_power_high", Level: "rack", Metric: rules.MetricPowerMW, OfCapacity: f(0.95), Severity: "warning"})
+			e, err := New(cfg, topo, nc, nil, nil)
+			if err != nil {
+				b.Fatal(err)
+			}
+			subj := make([]string, topo.NumNodes())
+			for i, n := range topo.Nodes() {
+				subj[i], _ = telemetry.PowerSubject(n.Location)
+			}
+			t0 := time.Unix(1800000000, 0)
+			feedWindow(b, e, topo, t0, subj)
+			ctx := context.Background()
+			// 60 windows of history (nodes held, then estimated) so that
+			// every domain runs its FFT in the timed ticks.
+			for w := range 60 {
+				e.Tick(ctx, t0.Add(time.Duration(w)*time.Second))
+			}
+			w := 60
+			var cpu time.Duration
+			b.ReportAllocs()
+			for b.Loop() {
+				b.StopTimer()
+				end := t0.Add(time.Duration(w) * time.Second)
+				feedWindow(b, e, topo, end, subj)
+				b.StartTimer()
+				c0 := cpuTime()
+				e.Tick(ctx, end)
+				cpu += cpuTime() - c0
+				w++
+			}
+			// CPU time of the process during the ticks: on a shared box the
+			// wall time also counts other processes' use of the core.
+			b.ReportMetric(float64(cpu.Microseconds())/1000/float64(b.N), "cpu_ms/tick")
+			if s := e.Snapshot(); len(s.Sites) != 1 || s.Sites[0].NodesReporting != topo.NumNodes() || s.Sites[0].OscFreqHz == 0 {
+				b.Fatalf("site %+v", s.Sites)
+			}
+			b.ReportMetric(float64(e.eval.Instances()), "rule_instances")
+			b.ReportMetric(float64(len(e.agg.Out())), "domains")
+			b.ReportMetric(float64(b.Elapsed().Microseconds())/1000/float64(b.N), "ms/tick")
+		})
+	}
+}
