@@ -2,7 +2,6 @@ package web_test
 
 import (
 	"math"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -12,22 +11,14 @@ import (
 // fakeSource is a two-hall site drawing ~41 MW with a 0.5 Hz, 3 MW
 // oscillation and one firing alert: what the page must show.
 type fakeSource struct {
-	mu    sync.Mutex
 	now   func() time.Time
 	calls atomic.Int64
-	block chan struct{} // when non-nil, Snapshot waits on it
 }
 
 func newFakeSource() *fakeSource { return &fakeSource{now: time.Now} }
 
 func (f *fakeSource) Snapshot() web.Snapshot {
 	f.calls.Add(1)
-	f.mu.Lock()
-	block := f.block
-	f.mu.Unlock()
-	if block != nil {
-		<-block
-	}
 	now := f.now().Truncate(100 * time.Millisecond)
 	series := make([]web.Point, 0, 600)
 	for i := 599; i >= 0; i-- {

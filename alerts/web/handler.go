@@ -118,22 +118,17 @@ func (h *handler) events(w http.ResponseWriter, r *http.Request) {
 }
 
 // encodeSnapshot marshals s, with NaN and ±Inf (which JSON cannot carry)
-// written as 0.
+// written as 0 and series values rounded to 0.1 kW (shorter events; the
+// page draws MW). The source's slices are never written.
 func encodeSnapshot(s Snapshot) ([]byte, error) {
 	s.Sites = finiteDomains(s.Sites)
 	s.Halls = finiteDomains(s.Halls)
 	if len(s.SiteSeries) > 0 {
 		series := make(map[string][]Point, len(s.SiteSeries))
 		for k, pts := range s.SiteSeries {
-			out, copied := pts, false
+			out := make([]Point, len(pts))
 			for i, p := range pts {
-				if finite(p.MW) {
-					continue
-				}
-				if !copied { // never write into the source's slice
-					out, copied = append([]Point(nil), pts...), true
-				}
-				out[i].MW = 0
+				out[i] = Point{T: p.T, MW: math.Round(fin(p.MW)*1e4) / 1e4}
 			}
 			series[k] = out
 		}
