@@ -164,7 +164,8 @@ func TestFaultIngestKilled(t *testing.T) {
 	s.exact(t, influx, "mw", 60*time.Second)
 }
 
-// TestFaultNATSKilled: nats-server killed mid-stream and restarted on its store.
+// TestFaultNATSKilled: nats-server killed mid-stream and restarted on its
+// store, under two ingest processes sharing the consumer.
 func TestFaultNATSKilled(t *testing.T) {
 	influx := testenv.StartInfluxd(t)
 	influx.CreateDB(t, "mw")
@@ -172,6 +173,8 @@ func TestFaultNATSKilled(t *testing.T) {
 	nc := connect(t, ns.URL)
 	js, _ := jetstream.New(nc)
 	ensureStreams(t, js)
+	// Two ingest processes share the durable consumer.
+	startIngest(t, testConfig(influx.URL, "mw"), ns.URL, nil)
 	startIngest(t, testConfig(influx.URL, "mw"), ns.URL, nil)
 	s := newStream(40, 30)
 	s.publish(t, js, 30*time.Millisecond, func(seq int) {

@@ -21,6 +21,8 @@ import (
 	"github.com/megawatch/megawatch/internal/testenv"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
 	"google.golang.org/protobuf/proto"
 )
 
@@ -78,68 +80,109 @@ func BenchmarkThroughput(b *testing.B) {
 	}
 	<-js.PublishAsyncComplete()
 	b.Logf("%d reports, %d lines (%d gpu points)", len(payloads), lines, int64(nodes*windows*8))
+	srv := serverCPU{influxd: pidWith(influx.Dir), nats: pidWith(ns.StoreDir)}
 
-	b.Run("ceiling", func(b *testing.B) {
-		influx.CreateDB(b, "ceiling")
-		for b.Loop() {
-			cpu0 := selfCPU()
-			el := timeToWritten(b, influx, lines, func() {
-				directWrite(b, influx.URL+"/api/v2/write?bucket=ceiling/autogen&precision=ns", payloads, 4, 5000, 1)
-			})
-			report(b, lines, el, selfCPU()-cpu0)
-		}
-		verify(b, influx, "ceiling", lines)
-	})
-	b.Run("megawatch", func(b *testing.B) {
-		influx.CreateDB(b, "megawatch")
-		for b.Loop() {
-			cfg := testConfig(influx.URL, "megawatch")
-			cfg.Workers, cfg.BatchWait, cfg.Rollups, cfg.AckWait = envInt("BENCH_WORKERS", 4), time.Second, false, time.Minute
-			if f := os.Getenv("BENCH_CPUPROFILE"); f != "" {
-				pf, _ := os.Create(f)
-				pprof.StartCPUProfile(pf)
-				defer pprof.StopCPUProfile()
+	telegraf := os.Getenv("TELEGRAF")
+	if telegraf == "" {
+		telegraf, _ = testenv.LookPath("telegraf")
+	}
+	var tgConf string
+	if telegraf != "" {
+		tgConf = setupTelegraf(b, nc, ns.URL, influx.URL, payloads)
+	} else {
+		b.Logf("telegraf not found: set TELEGRAF=/path/to/telegraf (see bench/throughput.sh)")
+	}
+	// BENCH_ROUNDS alternates the three writers against the same influxd (a
+	// fresh database each) so that a busy neighbour slows them alike;
+	// bench/throughput.sh uses -count instead, which benchstat summarises.
+	for round := range envInt("BENCH_ROUNDS", 1) {
+		b.Run("ceiling", func(b *testing.B) {
+			db := fmt.Sprintf("ceiling_%d", round)
+			influx.CreateDB(b, db)
+			for b.Loop() {
+				i0, n0 := srv.read()
+				cpu0 := selfCPU()
+				el := timeToWritten(b, influx, lines, func() {
+					directWrite(b, influx.URL+"/api/v2/write?bucket="+db+"/autogen&precision=ns", payloads, 4, 5000, 1)
+				})
+				report(b, lines, el, selfCPU()-cpu0, srv, i0, n0)
 			}
-			cpu0 := selfCPU()
-			var stop func()
-			var logs io.Writer
-			if os.Getenv("BENCH_LOG") != "" {
-				logs = os.Stderr
+			verify(b, influx, db, lines)
+		})
+		b.Run("megawatch", func(b *testing.B) {
+			db := fmt.Sprintf("megawatch_%d", round)
+			influx.CreateDB(b, db)
+			for b.Loop() {
+				cfg := testConfig(influx.URL, db)
+				cfg.Consumer = fmt.Sprintf("bench_%d", round) // a fresh durable reads the stream from the start
+				// batch_wait like Telegraf's flush_interval: the last partial batches go out at once.
+				cfg.Workers, cfg.BatchWait, cfg.Rollups, cfg.AckWait = envInt("BENCH_WORKERS", 4), 100*time.Millisecond, false, time.Minute
+				if f := os.Getenv("BENCH_CPUPROFILE"); f != "" && round == 0 {
+					pf, _ := os.Create(f)
+					pprof.StartCPUProfile(pf)
+					defer pprof.StopCPUProfile()
+				}
+				i0, n0 := srv.read()
+				cpu0 := selfCPU()
+				var stop func()
+				var ing *Ingester
+				var logs io.Writer
+				if os.Getenv("BENCH_LOG") != "" {
+					logs = os.Stderr
+				}
+				el := timeToWritten(b, influx, lines, func() { ing, stop, _ = startIngest(b, cfg, ns.URL, logs) })
+				cpu := selfCPU() - cpu0
+				var m dto.Metric
+				_ = ing.m.latency.WithLabelValues("t").(prometheus.Histogram).Write(&m)
+				b.Logf("writes %d, mean latency %.1f ms", m.Histogram.GetSampleCount(), 1000*m.Histogram.GetSampleSum()/float64(max(1, m.Histogram.GetSampleCount())))
+				stop()
+				report(b, lines, el, cpu, srv, i0, n0)
 			}
-			el := timeToWritten(b, influx, lines, func() { _, stop, _ = startIngest(b, cfg, ns.URL, logs) })
-			cpu := selfCPU() - cpu0
-			stop()
-			report(b, lines, el, cpu)
+			verify(b, influx, db, lines)
+		})
+		if telegraf == "" {
+			continue
 		}
-		verify(b, influx, "megawatch", lines)
-	})
-	b.Run("telegraf", func(b *testing.B) {
-		bin := os.Getenv("TELEGRAF")
-		if bin == "" {
-			var err error
-			if bin, err = testenv.LookPath("telegraf"); err != nil {
-				b.Skipf("%v; set TELEGRAF=/path/to/telegraf (see bench/throughput.sh)", err)
+		b.Run("telegraf", func(b *testing.B) {
+			db := fmt.Sprintf("telegraf_%d", round)
+			influx.CreateDB(b, db)
+			resetTelegrafConsumer(b, nc)
+			for b.Loop() {
+				cmd := exec.Command(telegraf, "--config", tgConf)
+				cmd.Env = append(os.Environ(), "TG_BUCKET="+db+"/autogen")
+				var out strings.Builder
+				cmd.Stdout, cmd.Stderr = &out, &out
+				i0, n0 := srv.read()
+				el := timeToWritten(b, influx, lines, func() {
+					if err := cmd.Start(); err != nil {
+						b.Fatal(err)
+					}
+				})
+				cpu := statCPU(fmt.Sprintf("/proc/%d/stat", cmd.Process.Pid))
+				_ = cmd.Process.Kill()
+				_ = cmd.Wait()
+				report(b, lines, el, cpu, srv, i0, n0)
 			}
-		}
-		influx.CreateDB(b, "telegraf")
-		js2, _ := nc.JetStream(nats.PublishAsyncMaxPending(4096))
-		if _, err := js2.AddStream(&nats.StreamConfig{Name: "BENCH_LP", Subjects: []string{"bench.lp"}, Storage: nats.FileStorage}); err != nil {
+			verify(b, influx, db, lines)
+		})
+	}
+}
+
+// setupTelegraf publishes the same lines on a JetStream subject (Telegraf's
+// native format) and writes its config: best settings for throughput.
+func setupTelegraf(b *testing.B, nc *nats.Conn, natsURL, influxURL string, payloads [][]byte) string {
+	js2, _ := nc.JetStream(nats.PublishAsyncMaxPending(4096))
+	if _, err := js2.AddStream(&nats.StreamConfig{Name: "BENCH_LP", Subjects: []string{"bench.lp"}, Storage: nats.FileStorage}); err != nil {
+		b.Fatal(err)
+	}
+	for _, p := range payloads {
+		if _, err := js2.PublishAsync("bench.lp", p); err != nil {
 			b.Fatal(err)
 		}
-		for _, p := range payloads {
-			if _, err := js2.PublishAsync("bench.lp", p); err != nil {
-				b.Fatal(err)
-			}
-		}
-		<-js2.PublishAsyncComplete()
-		// Telegraf subscribes with queue group "telegraf_consumers"; a pre-created
-		// durable with max_ack_pending 10000 (the server default of 1000 stalls it).
-		if _, err := js2.AddConsumer("BENCH_LP", &nats.ConsumerConfig{Durable: "telegraf_consumers", DeliverSubject: nats.NewInbox(), DeliverGroup: "telegraf_consumers",
-			AckPolicy: nats.AckExplicitPolicy, MaxAckPending: 10000, AckWait: time.Minute, FilterSubject: "bench.lp"}); err != nil {
-			b.Fatal(err)
-		}
-		conf := filepath.Join(b.TempDir(), "telegraf.conf")
-		os.WriteFile(conf, []byte(fmt.Sprintf(`[agent]
+	}
+	<-js2.PublishAsyncComplete()
+	conf := filepath.Join(b.TempDir(), "telegraf.conf")
+	err := os.WriteFile(conf, []byte(fmt.Sprintf(`[agent]
   interval = "10s"
   flush_interval = "100ms"
   metric_batch_size = 5000
@@ -155,28 +198,28 @@ func BenchmarkThroughput(b *testing.B) {
   tagexclude = ["subject"]
 [[outputs.influxdb_v2]]
   urls = [%q]
-  bucket = "telegraf/autogen"
+  bucket = "${TG_BUCKET}"
   organization = ""
   token = ""
   content_encoding = "gzip"
   concurrent_writes = 4
-`, ns.URL, influx.URL)), 0o600)
-		for b.Loop() {
-			cmd := exec.Command(bin, "--config", conf)
-			var out strings.Builder
-			cmd.Stdout, cmd.Stderr = &out, &out
-			el := timeToWritten(b, influx, lines, func() {
-				if err := cmd.Start(); err != nil {
-					b.Fatal(err)
-				}
-			})
-			cpu := statCPU(fmt.Sprintf("/proc/%d/stat", cmd.Process.Pid))
-			_ = cmd.Process.Kill()
-			_ = cmd.Wait()
-			report(b, lines, el, cpu)
-		}
-		verify(b, influx, "telegraf", lines)
-	})
+`, natsURL, influxURL)), 0o600)
+	if err != nil {
+		b.Fatal(err)
+	}
+	return conf
+}
+
+// resetTelegrafConsumer (re)creates the durable Telegraf binds to (queue
+// group "telegraf_consumers"), with max_ack_pending 10000: the server
+// default of 1000 stalls it. A new one delivers the stream from the start.
+func resetTelegrafConsumer(b *testing.B, nc *nats.Conn) {
+	js2, _ := nc.JetStream()
+	_ = js2.DeleteConsumer("BENCH_LP", "telegraf_consumers")
+	if _, err := js2.AddConsumer("BENCH_LP", &nats.ConsumerConfig{Durable: "telegraf_consumers", DeliverSubject: nats.NewInbox(), DeliverGroup: "telegraf_consumers",
+		AckPolicy: nats.AckExplicitPolicy, MaxAckPending: 10000, AckWait: time.Minute, FilterSubject: "bench.lp"}); err != nil {
+		b.Fatal(err)
+	}
 }
 
 func envInt(k string, def int) int {
@@ -186,7 +229,10 @@ func envInt(k string, def int) int {
 	return def
 }
 
-func report(b *testing.B, lines int64, el, cpu time.Duration) {
+func report(b *testing.B, lines int64, el, cpu time.Duration, srv serverCPU, i0, n0 time.Duration) {
+	i1, n1 := srv.read()
+	b.ReportMetric(float64((i1-i0).Microseconds())/float64(lines), "influxd-µs/point")
+	b.ReportMetric(float64((n1-n0).Microseconds())/float64(lines), "nats-µs/point")
 	b.ReportMetric(float64(lines)/el.Seconds(), "points/s")
 	b.ReportMetric(float64(cpu.Microseconds())/float64(lines), "cpu-µs/point")
 	b.ReportMetric(el.Seconds(), "s")
@@ -268,6 +314,30 @@ func directWrite(b *testing.B, url string, payloads [][]byte, writers, batchLine
 	}
 	close(work)
 	wg.Wait()
+}
+
+// pidWith finds the process whose command line contains arg (the servers
+// started by testenv), or 0.
+func pidWith(arg string) int {
+	ents, _ := os.ReadDir("/proc")
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		b, _ := os.ReadFile("/proc/" + e.Name() + "/cmdline")
+		if strings.Contains(string(b), arg) && pid != os.Getpid() {
+			return pid
+		}
+	}
+	return 0
+}
+
+// serverCPU is the CPU time of influxd and nats-server so far.
+type serverCPU struct{ influxd, nats int }
+
+func (s serverCPU) read() (time.Duration, time.Duration) {
+	return statCPU(fmt.Sprintf("/proc/%d/stat", s.influxd)), statCPU(fmt.Sprintf("/proc/%d/stat", s.nats))
 }
 
 // selfCPU is this process's user+system CPU time from /proc.

@@ -92,7 +92,13 @@ func (w *worker) run(ctx context.Context, in <-chan jetstream.Msg) {
 	wr := w.newWriter()
 	done := make(chan struct{})
 	go func() { wr.loop(ctx); close(done) }()
-	defer func() { close(w.writeCh); <-done }()
+	defer func() {
+		close(w.writeCh)
+		<-done
+		for _, b := range w.batches { // left unacked: redelivered
+			w.in.m.inflight.Set(float64(w.in.inflight.Add(-int64(b.msgBytes))))
+		}
+	}()
 	timer := time.NewTimer(time.Hour)
 	defer timer.Stop()
 	for ctx.Err() == nil {
