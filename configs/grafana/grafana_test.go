@@ -158,6 +158,9 @@ func TestDashboardsAreWellFormed(t *testing.T) {
 		names := map[string]bool{}
 		for _, v := range d.Templating.List {
 			names[v.Name] = true
+			if v.IncludeAll && v.AllValue == "" {
+				t.Errorf("%s: variable %s offers All without an allValue (Grafana would list every value)", file, v.Name)
+			}
 		}
 		if !names["site"] || (!names["hall"] && file != "campus-overview.json") {
 			t.Errorf("%s: template variables %v, want site and hall", file, names)
@@ -332,18 +335,32 @@ func runDashboardQueries(t *testing.T, infl *testenv.Influxd) {
 				}
 			}
 			n := 0
-			for _, p := range flatPanels(d.Panels) {
-				for _, tg := range p.Targets {
-					run(fmt.Sprintf("panel %q target %s", p.Title, tg.RefID), tg.Query)
+			runAll := func(how string) {
+				for _, p := range flatPanels(d.Panels) {
+					for _, tg := range p.Targets {
+						run(fmt.Sprintf("%s: panel %q target %s", how, p.Title, tg.RefID), tg.Query)
+						n++
+					}
+				}
+				for _, a := range d.Annotations.List {
+					if a.BuiltIn == 1 || a.Query == "" {
+						continue
+					}
+					run(fmt.Sprintf("%s: annotation %q", how, a.Name), a.Query)
 					n++
 				}
 			}
-			for _, a := range d.Annotations.List {
-				if a.BuiltIn == 1 || a.Query == "" {
-					continue
+			runAll("first values")
+			// Variables that offer "All" are run with its value too, as
+			// Grafana substitutes it (allValue, a regex).
+			all := false
+			for _, v := range d.Templating.List {
+				if v.IncludeAll {
+					vals[v.Name], all = v.AllValue, true
 				}
-				run(fmt.Sprintf("annotation %q", a.Name), a.Query)
-				n++
+			}
+			if all {
+				runAll("All")
 			}
 			t.Logf("%d queries ran", n)
 		})
