@@ -78,3 +78,18 @@ func TestLivePageInChromium(t *testing.T) {
 		t.Errorf("page script errors: %q", errs)
 	}
 }
+
+// Before the first window the page says it is waiting, not "0 MW".
+func TestLivePageWaitsForFirstWindow(t *testing.T) {
+	testenv.Short(t)
+	srv := httptest.NewServer(web.Handler(emptySource{}, nil, 200*time.Millisecond))
+	t.Cleanup(srv.Close)
+	p := browsertest.Open(t, srv.URL+"/")
+	p.WaitText("#conn", func(s string) bool { return strings.Contains(s, "waiting") }, 20*time.Second)
+	if got := p.Text("#site-mw"); got != "—" {
+		t.Errorf("#site-mw = %q before any data, want —", got)
+	}
+	if errs := p.JSErrors(); len(errs) > 0 {
+		t.Errorf("page script errors: %q", errs)
+	}
+}

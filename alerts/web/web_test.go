@@ -249,3 +249,7 @@ func TestSlowClientDoesNotBlock(t *testing.T) {
 		t.Errorf("fast client got stale snapshots: first %v last %v", evs[0].At, evs[len(evs)-1].At)
 	}
 }
+
+type emptySource struct{}
+
+func (emptySource) Snapshot() web.Snapshot { return web.Snapshot{WindowMs: 1000} }

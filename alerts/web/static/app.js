@@ -187,6 +187,11 @@
   function render(snap) {
     lastAt = Date.now();
     windowMs = snap.window_ms || 1000;
+    if (!(Date.parse(snap.at) > 0) || !(snap.sites || []).length) {
+      // alerts has not aggregated its first window yet
+      setConn("wait", "waiting for the first window");
+      return;
+    }
     renderKPIs(snap);
     renderDomains(snap);
     renderAlerts(snap);
