@@ -288,4 +288,12 @@ func TestScenarioSilentNodesCoverage(t *testing.T) {
 	if !slices.ContainsFunc(fired, func(a notify.Alert) bool { return strings.Contains(a.Annotations["summary"], "90.0%") }) {
 		t.Errorf("summary %q", fired[0].Annotations["summary"])
 	}
+	// The live page shows it too.
+	snap := w.eng.Snapshot()
+	if len(snap.Halls) != 2 || snap.Halls[0].Key != "dc1/h1" || snap.Halls[0].Coverage != 0.9 || snap.Halls[0].PowerEstMW <= snap.Halls[0].PowerMW {
+		t.Errorf("snapshot halls %+v", snap.Halls)
+	}
+	if len(snap.Alerts) != 1 || snap.Alerts[0].Rule != "hall_coverage_low" || snap.Alerts[0].State != "firing" || snap.Alerts[0].Domain != "dc1/h1" {
+		t.Errorf("snapshot alerts %+v", snap.Alerts)
+	}
 }
