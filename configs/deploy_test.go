@@ -1,19 +1,15 @@
 package configs_test
 
 import (
-	"bytes"
 	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/x509"
 	"crypto/x509/pkix"
-	"encoding/json"
 	"encoding/pem"
-	"errors"
 	"fmt"
-	"io"
-	"io/fs"
+	"log/slog"
 	"math/big"
 	"net"
 	"os"
@@ -27,12 +23,12 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/nats-io/nkeys"
-	"go.yaml.in/yaml/v3"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/megawatch/megawatch/alerts"
-	"github.com/megawatch/megawatch/collector"
+	"github.com/megawatch/megawatch/alerts/rules"
+	"github.com/megawatch/megawatch/collector/sim"
 	"github.com/megawatch/megawatch/ingest"
-	"github.com/megawatch/megawatch/internal/config"
 	"github.com/megawatch/megawatch/internal/natsx"
 	"github.com/megawatch/megawatch/internal/telemetry"
 	"github.com/megawatch/megawatch/internal/testenv"
@@ -250,12 +246,14 @@ func renderNATSConfig(t *testing.T, dir, auth string) string {
 	return p
 }
 
-// TestNATSNodeCannotPublishAsAnotherNode runs the real nats-server with
-// configs/nats/nats-server.conf (TLS, JetStream, JWT accounts): node A
-// publishes its own reports; publishing as node B is a permissions
-// violation and never reaches the stream; ingest and alerts consume.
-func TestNATSNodeCannotPublishAsAnotherNode(t *testing.T) {
-	testenv.Short(t)
+// natsConnect connects with a creds file over TLS (the test CA) and fails
+// the test unless the connection is up and encrypted.
+type natsConnect func(creds string, extra ...nats.Option) *nats.Conn
+
+// startSecureNATS runs nats-server with configs/nats/nats-server.conf
+// (TLS with a test CA, JetStream, the JWT operator and accounts).
+func startSecureNATS(t *testing.T) (*testenv.NATSServer, *natsAuth, natsConnect) {
+	t.Helper()
 	dir := t.TempDir()
 	writeTestCA(t, filepath.Join(dir, "tls"))
 	auth, authConf := newNATSAuth(t, dir)
@@ -269,16 +267,6 @@ func TestNATSNodeCannotPublishAsAnotherNode(t *testing.T) {
 	}
 	srv.WaitReady(t)
 	ca := filepath.Join(dir, "tls", "ca.pem")
-
-	nodeA := telemetry.Location{Site: "dc1", Hall: "h1", Row: "r01", Rack: "k01", Node: "gpu-h1-r01-k01-n01"}
-	nodeB := telemetry.Location{Site: "dc1", Hall: "h1", Row: "r01", Rack: "k02", Node: "gpu-h1-r01-k02-n01"}
-	subjA, _ := telemetry.PowerSubject(nodeA)
-	subjB, _ := telemetry.PowerSubject(nodeB)
-	// Node A under B's rack, and another node's name under A's rack: both forged.
-	forged := []string{subjB,
-		strings.TrimSuffix(subjA, nodeA.Node) + nodeB.Node,
-		"megawatch.v1.power.dc1.h1.r01.k02." + nodeA.Node}
-
 	connect := func(creds string, extra ...nats.Option) *nats.Conn {
 		t.Helper()
 		cfg := natsx.DefaultConfig()
@@ -299,6 +287,24 @@ func TestNATSNodeCannotPublishAsAnotherNode(t *testing.T) {
 		}
 		return nc
 	}
+	return srv, auth, connect
+}
+
+// TestNATSNodeCannotPublishAsAnotherNode runs the real nats-server with
+// configs/nats/nats-server.conf (TLS, JetStream, JWT accounts): node A
+// publishes its own reports; publishing as node B is a permissions
+// violation and never reaches the stream; ingest and alerts consume.
+func TestNATSNodeCannotPublishAsAnotherNode(t *testing.T) {
+	testenv.Short(t)
+	_, auth, connect := startSecureNATS(t)
+	nodeA := telemetry.Location{Site: "dc1", Hall: "h1", Row: "r01", Rack: "rk01", Node: "gpu-h1-r01-rk01-n01"}
+	nodeB := telemetry.Location{Site: "dc1", Hall: "h1", Row: "r01", Rack: "rk02", Node: "gpu-h1-r01-rk02-n01"}
+	subjA, _ := telemetry.PowerSubject(nodeA)
+	subjB, _ := telemetry.PowerSubject(nodeB)
+	// Node A under B's rack, and another node's name under A's rack: both forged.
+	forged := []string{subjB,
+		strings.TrimSuffix(subjA, nodeA.Node) + nodeB.Node,
+		"megawatch.v1.power.dc1.h1.r01.rk02." + nodeA.Node}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 
@@ -426,93 +432,108 @@ func TestNATSNodeCannotPublishAsAnotherNode(t *testing.T) {
 	}
 }
 
-// TestDeployFilesParse parses every YAML and JSON file under configs/k8s,
-// configs/grafana, configs/alertmanager and configs/nats; Kubernetes
-// objects need apiVersion, kind, metadata.name (and a namespace), and the
-// megawatch configs in the ConfigMap must decode strictly into the real
-// Config types and topology, so the examples cannot rot.
-func TestDeployFilesParse(t *testing.T) {
-	n := 0
-	for _, dir := range []string{"k8s", "grafana", "alertmanager", "nats"} {
-		err := filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
-			if err != nil || d.IsDir() {
-				return err
-			}
-			b, err := os.ReadFile(path)
-			if err != nil {
-				return err
-			}
-			switch filepath.Ext(path) {
-			case ".json":
-				var v any
-				if err := json.Unmarshal(b, &v); err != nil {
-					t.Errorf("%s: %v", path, err)
-				}
-			case ".yaml", ".yml":
-				dec := yaml.NewDecoder(bytes.NewReader(b))
-				for i := 0; ; i++ {
-					var doc map[string]any
-					err := dec.Decode(&doc)
-					if errors.Is(err, io.EOF) {
-						break
-					}
-					if err != nil {
-						t.Errorf("%s: document %d: %v", path, i, err)
-						break
-					}
-					if dir == "k8s" {
-						checkK8sObject(t, fmt.Sprintf("%s#%d", path, i), doc)
-					}
-				}
-			default:
-				return nil
-			}
-			n++
-			return nil
-		})
-		if err != nil {
+// TestNATSServicesRunWithTheirPermissions runs the real ingest and alerts
+// with the documented users' permissions against the secured server: a node
+// publishes real reports; alerts aggregates them and publishes rollups,
+// alert events and KV state; ingest writes reports, rollups and alert
+// events (to a line-protocol file) and dead-letters a bad message. No
+// service connection may see a permissions violation.
+func TestNATSServicesRunWithTheirPermissions(t *testing.T) {
+	testenv.Short(t)
+	_, auth, connect := startSecureNATS(t)
+	var mu sync.Mutex
+	var violations []string
+	record := nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
+		mu.Lock()
+		violations = append(violations, err.Error())
+		mu.Unlock()
+	})
+	topo, err := topology.Load("topology.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	node := topo.Nodes()[0].Location
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	defer func() { cancel(); wg.Wait() }()
+	logger := slog.New(slog.DiscardHandler)
+
+	acfg := alerts.DefaultConfig()
+	acfg.HTTPAddr = ""
+	acfg.Notifiers.Log.Enabled = false
+	low := 0.0001
+	acfg.Rules = []rules.Rule{{Name: "hall_power_test", Level: "hall", Metric: "power_mw", Threshold: &low, Severity: "warning"}}
+	eng, err := alerts.New(acfg, topo, connect(auth.serviceCreds(t, "alerts", alertsPub, alertsSub), record), logger, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wg.Go(func() { _ = eng.Run(ctx) }) // creates MEGAWATCH_ROLLUP and the KV bucket
+
+	lp := filepath.Join(t.TempDir(), "out.lp")
+	icfg := ingest.DefaultConfig()
+	icfg.BatchWait = 100 * time.Millisecond
+	icfg.MetricsAddr = ""
+	icfg.TopologyFile = "topology.yaml"
+	icfg.Targets = []ingest.Target{{Name: "file", File: lp}}
+	inNC := connect(auth.serviceCreds(t, "ingest", ingestPub, ingestSub), record)
+	js, err := jetstream.New(inNC)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := natsx.EnsureStreams(ctx, js, natsx.DefaultStreamsConfig()); err != nil {
+		t.Fatal(err)
+	}
+	in, err := ingest.New(icfg, inNC, logger, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wg.Go(func() { _ = in.Run(ctx) })
+
+	nodeNC := connect(auth.nodeCreds(t, node), record)
+	njs, err := jetstream.New(nodeNC)
+	if err != nil {
+		t.Fatal(err)
+	}
+	subj, _ := telemetry.PowerSubject(node)
+	if _, err := njs.Publish(ctx, subj, []byte("not a protobuf")); err != nil { // → dead letter
+		t.Fatal(err)
+	}
+	fleet, err := sim.NewFleet(sim.DefaultConfig(), []telemetry.Location{node})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var rep telemetry.NodeReport
+	for range 4 {
+		end := time.Now().Truncate(time.Second).Add(time.Second)
+		time.Sleep(time.Until(end))
+		fleet.Report(&rep, 0, end, time.Second, 100*time.Millisecond)
+		b, _ := proto.Marshal(&rep)
+		if _, err := njs.Publish(ctx, subj, b, jetstream.WithMsgID(telemetry.MsgID(node.Node, end.UnixNano()))); err != nil {
 			t.Fatal(err)
 		}
 	}
-	if n < 10 {
-		t.Errorf("only %d YAML/JSON files found", n)
-	}
-}
-
-func checkK8sObject(t *testing.T, where string, doc map[string]any) {
-	t.Helper()
-	meta, _ := doc["metadata"].(map[string]any)
-	if doc["apiVersion"] == nil || doc["kind"] == nil || meta == nil || meta["name"] == nil {
-		t.Errorf("%s: not a Kubernetes object (apiVersion, kind, metadata.name)", where)
-		return
-	}
-	if doc["kind"] != "Namespace" && meta["namespace"] != "megawatch" {
-		t.Errorf("%s: %s %v not in namespace megawatch", where, doc["kind"], meta["name"])
-	}
-	if doc["kind"] != "ConfigMap" {
-		return
-	}
-	data, _ := doc["data"].(map[string]any)
-	for key, v := range data {
-		s, _ := v.(string)
-		var err error
-		switch key {
-		case "collector.yaml":
-			c := collector.DefaultConfig()
-			err = config.Decode([]byte(s), where+" "+key, &c)
-		case "ingest.yaml":
-			c := ingest.DefaultConfig()
-			err = config.Decode([]byte(s), where+" "+key, &c)
-		case "alerts.yaml":
-			c := alerts.DefaultConfig()
-			err = config.Decode([]byte(s), where+" "+key, &c)
-		case "topology.yaml":
-			_, err = topology.Parse([]byte(s), where+" "+key)
-		default:
-			err = fmt.Errorf("%s: unknown key %q", where, key)
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		out, _ := os.ReadFile(lp)
+		dl, _ := js.Stream(ctx, telemetry.StreamDeadLetter)
+		var dead uint64
+		if dl != nil {
+			if info, err := dl.Info(ctx); err == nil {
+				dead = info.State.Msgs
+			}
 		}
-		if err != nil {
-			t.Error(err) // names the file, document and key
+		got := string(out)
+		if strings.Contains(got, "node,") && strings.Contains(got, "rollup,") && strings.Contains(got, "alert,") && dead > 0 {
+			break
 		}
+		if time.Now().After(deadline) {
+			t.Fatalf("after 15 s: dead letters %d, line protocol:\n%.2000s", dead, got)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(violations) > 0 {
+		t.Errorf("service connections saw errors: %q", violations)
 	}
 }
