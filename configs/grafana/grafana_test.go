@@ -71,6 +71,7 @@ type dashboard struct {
 			Datasource *datasource `json:"datasource"`
 			Query      string      `json:"query"`
 			BuiltIn    int         `json:"builtIn"`
+			Target     *target     `json:"target"`
 		} `json:"list"`
 	} `json:"annotations"`
 }
@@ -343,7 +344,11 @@ func runDashboardQueries(t *testing.T, infl *testenv.Influxd) {
 					}
 				}
 				for _, a := range d.Annotations.List {
-					if a.BuiltIn == 1 || a.Query == "" {
+					if a.BuiltIn == 1 {
+						continue
+					}
+					if a.Target == nil || a.Target.Query != a.Query {
+						t.Errorf("annotation %q: target.query (Grafana 8+) must equal query (legacy)", a.Name)
 						continue
 					}
 					run(fmt.Sprintf("%s: annotation %q", how, a.Name), a.Query)
