@@ -38,6 +38,9 @@ func deadLetters(t testing.TB, js jetstream.JetStream) []string {
 				t.Errorf("dead letter subject %s, reason header %s", m.Subject(), h.Get(telemetry.HeaderDeadReason))
 			}
 			out = append(out, h.Get(telemetry.HeaderDeadReason)+" "+h.Get(telemetry.HeaderDeadFrom))
+			if h.Get(telemetry.HeaderDeadReason) == ReasonRejected && !strings.Contains(h.Get(telemetry.HeaderDeadError), "field type conflict") {
+				t.Errorf("rejected message's error header %q lacks InfluxDB's text", h.Get(telemetry.HeaderDeadError))
+			}
 		}
 		if n == 0 {
 			sort.Strings(out)

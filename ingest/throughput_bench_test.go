@@ -92,78 +92,80 @@ func BenchmarkThroughput(b *testing.B) {
 	} else {
 		b.Logf("telegraf not found: set TELEGRAF=/path/to/telegraf (see bench/throughput.sh)")
 	}
-	// BENCH_ROUNDS alternates the three writers against the same influxd (a
-	// fresh database each) so that a busy neighbour slows them alike;
-	// bench/throughput.sh uses -count instead, which benchstat summarises.
-	for round := range envInt("BENCH_ROUNDS", 1) {
-		b.Run("ceiling", func(b *testing.B) {
-			db := fmt.Sprintf("ceiling_%d", round)
-			influx.CreateDB(b, db)
-			for b.Loop() {
-				i0, n0 := srv.read()
-				cpu0 := selfCPU()
-				el := timeToWritten(b, influx, lines, func() {
-					directWrite(b, influx.URL+"/api/v2/write?bucket="+db+"/autogen&precision=ns", payloads, 4, 5000, 1)
-				})
-				report(b, lines, el, selfCPU()-cpu0, srv, i0, n0)
-			}
-			verify(b, influx, db, lines)
-		})
-		b.Run("megawatch", func(b *testing.B) {
-			db := fmt.Sprintf("megawatch_%d", round)
-			influx.CreateDB(b, db)
-			for b.Loop() {
-				cfg := testConfig(influx.URL, db)
-				cfg.Consumer = fmt.Sprintf("bench_%d", round) // a fresh durable reads the stream from the start
-				// batch_wait like Telegraf's flush_interval: the last partial batches go out at once.
-				cfg.Workers, cfg.BatchWait, cfg.Rollups, cfg.AckWait = envInt("BENCH_WORKERS", 4), 100*time.Millisecond, false, time.Minute
-				if f := os.Getenv("BENCH_CPUPROFILE"); f != "" && round == 0 {
-					pf, _ := os.Create(f)
-					pprof.StartCPUProfile(pf)
-					defer pprof.StopCPUProfile()
+	// BENCH_ROUNDS (3) rounds alternate the three writers against the same
+	// influxd (a fresh database each) so that a busy neighbour slows them
+	// alike; `benchstat -ignore /round` summarises them.
+	for round := range envInt("BENCH_ROUNDS", 3) {
+		b.Run(fmt.Sprintf("round=%d", round), func(b *testing.B) {
+			b.Run("writer=ceiling", func(b *testing.B) {
+				db := fmt.Sprintf("ceiling_%d", round)
+				influx.CreateDB(b, db)
+				for b.Loop() {
+					i0, n0 := srv.read()
+					cpu0 := selfCPU()
+					el := timeToWritten(b, influx, lines, func() {
+						directWrite(b, influx.URL+"/api/v2/write?bucket="+db+"/autogen&precision=ns", payloads, 4, 5000, 1)
+					})
+					report(b, lines, el, selfCPU()-cpu0, srv, i0, n0)
 				}
-				i0, n0 := srv.read()
-				cpu0 := selfCPU()
-				var stop func()
-				var ing *Ingester
-				var logs io.Writer
-				if os.Getenv("BENCH_LOG") != "" {
-					logs = os.Stderr
-				}
-				el := timeToWritten(b, influx, lines, func() { ing, stop, _ = startIngest(b, cfg, ns.URL, logs) })
-				cpu := selfCPU() - cpu0
-				var m dto.Metric
-				_ = ing.m.latency.WithLabelValues("t").(prometheus.Histogram).Write(&m)
-				b.Logf("writes %d, mean latency %.1f ms", m.Histogram.GetSampleCount(), 1000*m.Histogram.GetSampleSum()/float64(max(1, m.Histogram.GetSampleCount())))
-				stop()
-				report(b, lines, el, cpu, srv, i0, n0)
-			}
-			verify(b, influx, db, lines)
-		})
-		if telegraf == "" {
-			continue
-		}
-		b.Run("telegraf", func(b *testing.B) {
-			db := fmt.Sprintf("telegraf_%d", round)
-			influx.CreateDB(b, db)
-			resetTelegrafConsumer(b, nc)
-			for b.Loop() {
-				cmd := exec.Command(telegraf, "--config", tgConf)
-				cmd.Env = append(os.Environ(), "TG_BUCKET="+db+"/autogen")
-				var out strings.Builder
-				cmd.Stdout, cmd.Stderr = &out, &out
-				i0, n0 := srv.read()
-				el := timeToWritten(b, influx, lines, func() {
-					if err := cmd.Start(); err != nil {
-						b.Fatal(err)
+				verify(b, influx, db, lines)
+			})
+			b.Run("writer=megawatch", func(b *testing.B) {
+				db := fmt.Sprintf("megawatch_%d", round)
+				influx.CreateDB(b, db)
+				for b.Loop() {
+					cfg := testConfig(influx.URL, db)
+					cfg.Consumer = fmt.Sprintf("bench_%d", round) // a fresh durable reads the stream from the start
+					// batch_wait like Telegraf's flush_interval: the last partial batches go out at once.
+					cfg.Workers, cfg.BatchWait, cfg.Rollups, cfg.AckWait = envInt("BENCH_WORKERS", 4), 100*time.Millisecond, false, time.Minute
+					if f := os.Getenv("BENCH_CPUPROFILE"); f != "" && round == 0 {
+						pf, _ := os.Create(f)
+						pprof.StartCPUProfile(pf)
+						defer pprof.StopCPUProfile()
 					}
-				})
-				cpu := statCPU(fmt.Sprintf("/proc/%d/stat", cmd.Process.Pid))
-				_ = cmd.Process.Kill()
-				_ = cmd.Wait()
-				report(b, lines, el, cpu, srv, i0, n0)
+					i0, n0 := srv.read()
+					cpu0 := selfCPU()
+					var stop func()
+					var ing *Ingester
+					var logs io.Writer
+					if os.Getenv("BENCH_LOG") != "" {
+						logs = os.Stderr
+					}
+					el := timeToWritten(b, influx, lines, func() { ing, stop, _ = startIngest(b, cfg, ns.URL, logs) })
+					cpu := selfCPU() - cpu0
+					var m dto.Metric
+					_ = ing.m.latency.WithLabelValues("t").(prometheus.Histogram).Write(&m)
+					b.Logf("writes %d, mean latency %.1f ms", m.Histogram.GetSampleCount(), 1000*m.Histogram.GetSampleSum()/float64(max(1, m.Histogram.GetSampleCount())))
+					stop()
+					report(b, lines, el, cpu, srv, i0, n0)
+				}
+				verify(b, influx, db, lines)
+			})
+			if telegraf == "" {
+				return
 			}
-			verify(b, influx, db, lines)
+			b.Run("writer=telegraf", func(b *testing.B) {
+				db := fmt.Sprintf("telegraf_%d", round)
+				influx.CreateDB(b, db)
+				resetTelegrafConsumer(b, nc)
+				for b.Loop() {
+					cmd := exec.Command(telegraf, "--config", tgConf)
+					cmd.Env = append(os.Environ(), "TG_BUCKET="+db+"/autogen")
+					var out strings.Builder
+					cmd.Stdout, cmd.Stderr = &out, &out
+					i0, n0 := srv.read()
+					el := timeToWritten(b, influx, lines, func() {
+						if err := cmd.Start(); err != nil {
+							b.Fatal(err)
+						}
+					})
+					cpu := statCPU(fmt.Sprintf("/proc/%d/stat", cmd.Process.Pid))
+					_ = cmd.Process.Kill()
+					_ = cmd.Wait()
+					report(b, lines, el, cpu, srv, i0, n0)
+				}
+				verify(b, influx, db, lines)
+			})
 		})
 	}
 }
