@@ -93,3 +93,29 @@ func TestLivePageWaitsForFirstWindow(t *testing.T) {
 		t.Errorf("page script errors: %q", errs)
 	}
 }
+
+// hallSource is a hall-scoped alerts instance: halls, no site.
+type hallSource struct{ f *fakeSource }
+
+func (h hallSource) Snapshot() web.Snapshot {
+	s := h.f.Snapshot()
+	s.Sites, s.SiteSeries = nil, nil
+	return s
+}
+
+// A hall aggregator's page sums its halls instead of waiting for a site.
+func TestLivePageHallScoped(t *testing.T) {
+	testenv.Short(t)
+	srv := httptest.NewServer(web.Handler(hallSource{newFakeSource()}, nil, 200*time.Millisecond))
+	t.Cleanup(srv.Close)
+	p := browsertest.Open(t, srv.URL+"/")
+	if got := p.WaitText("#site-mw", func(s string) bool { return s != "—" }, 20*time.Second); got != "41.2" {
+		t.Errorf("#site-mw = %q, want the halls' sum 41.2", got)
+	}
+	if got := p.Count(".hall-row"); got != 2 {
+		t.Errorf("%d hall rows, want 2", got)
+	}
+	if errs := p.JSErrors(); len(errs) > 0 {
+		t.Errorf("page script errors: %q", errs)
+	}
+}

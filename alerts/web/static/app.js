@@ -51,7 +51,9 @@
   }
 
   function renderKPIs(snap) {
-    const c = campus(snap.sites || []);
+    // A hall-scoped alerts instance has halls but no site: sum the halls.
+    const top = (snap.sites || []).length ? snap.sites : (snap.halls || []);
+    const c = campus(top);
     set("site-mw", fmt(c.power_mw, 1));
     set("site-capacity", fmt(c.capacity_mw, 1));
     const frac = c.capacity_mw > 0 ? c.power_mw / c.capacity_mw : 0;
@@ -187,7 +189,7 @@
   function render(snap) {
     lastAt = Date.now();
     windowMs = snap.window_ms || 1000;
-    if (!(Date.parse(snap.at) > 0) || !(snap.sites || []).length) {
+    if (!(Date.parse(snap.at) > 0) || !((snap.sites || []).length + (snap.halls || []).length)) {
       // alerts has not aggregated its first window yet
       setConn("wait", "waiting for the first window");
       return;
