@@ -63,6 +63,11 @@ func TestLivePageInChromium(t *testing.T) {
 		t.Error("footer does not say the page is the fallback view")
 	}
 
+	// Layout: nothing overflows a 1440 px wide control-room screen.
+	if over, err := browsertest.Eval[bool](p, `document.documentElement.scrollWidth > window.innerWidth`); err != nil || over {
+		t.Errorf("page wider than the window (err %v)", err)
+	}
+
 	shot := p.Screenshot(filepath.Join(t.TempDir(), "live-page.png"))
 	t.Logf("screenshot: %s", shot)
 	if dir := os.Getenv("MEGAWATCH_SCREENSHOT_DIR"); dir != "" {
