@@ -11,7 +11,7 @@ import (
 	"github.com/megawatch/megawatch/internal/testenv"
 )
 
-// Sample-to-notification latency: a hall's load steps on and off eight
+// Sample-to-notification latency: a hall's load steps on and off six
 // times; for every page and every resolve, the time from the step (the
 // sample that crossed) to the notification arriving at a webhook receiver
 // is the event-time delay (window end of the notifying tick - step) plus
@@ -19,14 +19,14 @@ import (
 // wall-clock delivery (tick → HTTP receiver). p99 must be ≤ window + for + 1 s.
 func TestScenarioNotificationLatency(t *testing.T) {
 	testenv.Short(t)
-	const cycles = 8
+	const cycles = 6
 	var jobs []sim.Job
 	var steps []time.Duration // scenario offsets of the on and off steps
 	for i := range cycles {
-		on := 10*time.Second + time.Duration(i)*20*time.Second
-		jobs = append(jobs, sim.Job{Name: fmt.Sprintf("j%d", i), Nodes: "hall=h1", Start: on, Stop: on + 10*time.Second,
+		on := 10*time.Second + time.Duration(i)*14*time.Second
+		jobs = append(jobs, sim.Job{Name: fmt.Sprintf("j%d", i), Nodes: "hall=h1", Start: on, Stop: on + 7*time.Second,
 			Period: 2 * time.Second, Duty: 1, ComputeFrac: 0.98, CommFrac: 0.98})
-		steps = append(steps, on, on+10*time.Second)
+		steps = append(steps, on, on+7*time.Second)
 	}
 	forDur := 3 * time.Second
 	w := newWorld(t, jobs, []rules.Rule{{Name: "hall_load", Level: "hall", Domains: []string{"dc1/h1"}, Metric: rules.MetricPowerMW,
@@ -35,7 +35,7 @@ func TestScenarioNotificationLatency(t *testing.T) {
 	w.cfg.Notifiers.Webhook.URL = hook.srv.URL
 	w.startEngine()
 	tickedAt := map[int64]time.Time{}
-	for win := 1; win <= 10+cycles*20+5; win++ {
+	for win := 1; win <= 10+cycles*14+5; win++ {
 		tickedAt[w.end(win).UnixNano()] = time.Now()
 		w.window(win)
 	}
