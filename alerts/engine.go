@@ -49,6 +49,8 @@ type Engine struct {
 	seq        uint64
 	rollup     telemetry.Rollup
 	buf        []byte
+	subjects   []string // rollup subject per domain ID (published ones)
+	msg        nats.Msg
 
 	snap  atomic.Pointer[web.Snapshot]
 	ready atomic.Bool
@@ -89,9 +91,13 @@ func New(cfg Config, topo *topology.Topology, nc *nats.Conn, logger *slog.Logger
 		return nil, fmt.Errorf("aggregator: %w", err)
 	}
 	e.agg = agg
+	e.subjects = make([]string, len(topo.Domains()))
 	var doms []rules.Domain
 	for _, id := range agg.Out() {
 		d := topo.Domains()[id]
+		if e.subjects[id], err = telemetry.RollupSubject(d.Level, d.Path); err != nil {
+			return nil, fmt.Errorf("domain %s: %w", d.Key(), err)
+		}
 		doms = append(doms, rules.Domain{ID: id, Level: d.Level, Path: d.Path, Key: d.Key(), CapacityW: d.CapacityW})
 	}
 	if e.eval, err = rules.NewEvaluator(cfg.Rules, doms, cfg.ResolvedRetention); err != nil {
@@ -301,7 +307,11 @@ func (e *Engine) publish(st []aggregate.DomainState, end time.Time) {
 	if e.nc == nil {
 		return
 	}
-	ms := strconv.FormatInt(end.UnixMilli(), 10)
+	ms := ":" + strconv.FormatInt(end.UnixMilli(), 10)
+	msg := &e.msg
+	if msg.Header == nil {
+		msg.Header = nats.Header{telemetry.HeaderSchema: {telemetry.SchemaVersion}, telemetry.HeaderMsgID: {""}}
+	}
 	for _, id := range e.agg.Out() {
 		d := e.topo.Domains()[id]
 		st[id].Fill(d, e.cfg.Window, e.cfg.Slot, e.seq, &e.rollup)
@@ -311,15 +321,11 @@ func (e *Engine) publish(st []aggregate.DomainState, end time.Time) {
 			e.m.pubErrors.Inc()
 			continue
 		}
-		subj, err := telemetry.RollupSubject(d.Level, d.Path)
-		if err != nil {
-			e.m.pubErrors.Inc()
-			continue
-		}
-		msg := &nats.Msg{Subject: subj, Data: append([]byte(nil), e.buf...), Header: nats.Header{}}
-		msg.Header.Set(telemetry.HeaderSchema, telemetry.SchemaVersion)
+		// PublishMsg copies the data into the connection's buffer, so the
+		// message and its buffer are reused.
+		msg.Subject, msg.Data = e.subjects[id], e.buf
 		// Two replicas publish the same rollup: the stream keeps one.
-		msg.Header.Set(telemetry.HeaderMsgID, "rollup:"+d.Key()+":"+ms)
+		msg.Header[telemetry.HeaderMsgID][0] = "rollup:" + d.Key() + ms
 		if err := e.nc.PublishMsg(msg); err != nil {
 			e.m.pubErrors.Inc()
 			continue

@@ -119,8 +119,8 @@ func (d *Dispatcher) Pending() int {
 	return n
 }
 
-// Run delivers until ctx ends, then makes one last attempt at what is queued
-// (bounded by the per-attempt timeout).
+// Run delivers until ctx ends, then makes one last attempt at what is queued,
+// for at most a few seconds.
 func (d *Dispatcher) Run(ctx context.Context) {
 	var wg sync.WaitGroup
 	for _, w := range d.workers {
@@ -129,8 +129,27 @@ func (d *Dispatcher) Run(ctx context.Context) {
 	wg.Wait()
 }
 
+// drainFor bounds the last attempts at shutdown.
+const drainFor = 5 * time.Second
+
 func (d *Dispatcher) run(ctx context.Context, w *worker) {
+	var drainUntil time.Time
 	for {
+		if ctx.Err() != nil {
+			if drainUntil.IsZero() {
+				drainUntil = time.Now().Add(drainFor)
+			} else if time.Now().After(drainUntil) {
+				w.mu.Lock()
+				n := len(w.queue)
+				w.queue = nil
+				w.mu.Unlock()
+				if n > 0 {
+					d.dropped.WithLabelValues(w.n.Name()).Add(float64(n))
+					d.logger.Error("shutting down: notifications not delivered", "notifier", w.n.Name(), "batches", n)
+				}
+				return
+			}
+		}
 		w.mu.Lock()
 		var batch []Alert
 		if len(w.queue) > 0 {
@@ -157,7 +176,11 @@ func (d *Dispatcher) deliver(ctx context.Context, n Notifier, batch []Alert) {
 		if ctx.Err() != nil { // shutting down: one last bounded attempt
 			actx = context.WithoutCancel(ctx)
 		}
-		actx, cancel := context.WithTimeout(actx, d.cfg.Timeout)
+		timeout := d.cfg.Timeout
+		if ctx.Err() != nil {
+			timeout = min(timeout, drainFor)
+		}
+		actx, cancel := context.WithTimeout(actx, timeout)
 		retry, err := n.Notify(actx, batch)
 		cancel()
 		if err == nil {
