@@ -172,10 +172,9 @@ func (d *Dispatcher) run(ctx context.Context, w *worker) {
 func (d *Dispatcher) deliver(ctx context.Context, n Notifier, batch []Alert) {
 	backoff := d.cfg.MinBackoff
 	for attempt := 1; ; attempt++ {
-		actx := ctx
-		if ctx.Err() != nil { // shutting down: one last bounded attempt
-			actx = context.WithoutCancel(ctx)
-		}
+		// An attempt is bounded by its timeout, not cut by shutdown: a
+		// notification in flight when the process stops still lands.
+		actx := context.WithoutCancel(ctx)
 		timeout := d.cfg.Timeout
 		if ctx.Err() != nil {
 			timeout = min(timeout, drainFor)
