@@ -75,7 +75,7 @@ func runTap(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		case <-ctx.Done():
 			return nil
 		case m := <-msgs:
-			if err := printTapped(stdout, m.Subject, m.Data, *asJSON); err != nil {
+			if err := printTapped(stdout, m.Subject, m.Header, m.Data, *asJSON); err != nil {
 				return err
 			}
 		}
@@ -103,13 +103,27 @@ func decodeTapped(subject string, data []byte) (kind string, msg proto.Message, 
 
 // printTapped writes one message, human-readable or as a JSON line. A
 // message that does not decode is reported, not fatal.
-func printTapped(w io.Writer, subject string, data []byte, asJSON bool) error {
+func printTapped(w io.Writer, subject string, hdr nats.Header, data []byte, asJSON bool) error {
 	kind, msg, derr := decodeTapped(subject, data)
+	dead := strings.HasPrefix(subject, telemetry.DeadLetterPrefix+".")
+	if dead {
+		// A dead letter carries the rejected message as it was; decode it by
+		// the subject it was published on.
+		kind = "deadletter"
+		if from := hdr.Get(telemetry.HeaderDeadFrom); from != "" {
+			_, msg, derr = decodeTapped(from, data)
+		}
+	}
 	if asJSON {
 		out := map[string]any{"subject": subject, "type": kind}
+		if dead {
+			out["reason"] = hdr.Get(telemetry.HeaderDeadReason)
+			out["error"] = hdr.Get(telemetry.HeaderDeadError)
+			out["from"] = hdr.Get(telemetry.HeaderDeadFrom)
+		}
 		switch {
 		case derr != nil:
-			out["error"] = derr.Error()
+			out["decode_error"] = derr.Error()
 		case msg != nil:
 			b, err := protojson.MarshalOptions{UseProtoNames: true}.Marshal(msg)
 			if err != nil {
@@ -127,6 +141,12 @@ func printTapped(w io.Writer, subject string, data []byte, asJSON bool) error {
 		return err
 	}
 	var err error
+	if dead {
+		if _, err = fmt.Fprintf(w, "DEADLETTER reason=%s from=%s error=%q\n", hdr.Get(telemetry.HeaderDeadReason),
+			hdr.Get(telemetry.HeaderDeadFrom), hdr.Get(telemetry.HeaderDeadError)); err != nil {
+			return err
+		}
+	}
 	switch m := msg.(type) {
 	case *telemetry.NodeReport:
 		_, err = io.WriteString(w, formatReport(m))

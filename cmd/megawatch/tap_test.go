@@ -15,6 +15,7 @@ import (
 	"github.com/megawatch/megawatch/internal/natsx/natstest"
 	"github.com/megawatch/megawatch/internal/telemetry"
 	"github.com/megawatch/megawatch/internal/testenv"
+	"github.com/nats-io/nats.go"
 	"google.golang.org/protobuf/proto"
 )
 
@@ -32,10 +33,11 @@ func TestTapFormats(t *testing.T) {
 	rep, _ := proto.Marshal(tapReport())
 	roll, _ := proto.Marshal(&telemetry.Rollup{Level: "hall", Path: []string{"dc1", "h1"}, PowerW: 12.5e6, CapacityW: 50e6, NodesReporting: 10, NodesExpected: 12})
 	alert, _ := proto.Marshal(&telemetry.AlertEvent{Rule: "hall_power", Severity: "page", Domain: "dc1/h1", State: telemetry.AlertState_ALERT_STATE_FIRING, Value: 46})
+	var hdr nats.Header
 	f := func(subject string, data []byte, want ...string) {
 		t.Helper()
 		var b bytes.Buffer
-		if err := printTapped(&b, subject, data, false); err != nil {
+		if err := printTapped(&b, subject, hdr, data, false); err != nil {
 			t.Fatal(err)
 		}
 		for _, w := range want {
@@ -44,7 +46,7 @@ func TestTapFormats(t *testing.T) {
 			}
 		}
 		b.Reset()
-		if err := printTapped(&b, subject, data, true); err != nil {
+		if err := printTapped(&b, subject, hdr, data, true); err != nil {
 			t.Fatal(err)
 		}
 		var obj map[string]any
@@ -58,6 +60,13 @@ func TestTapFormats(t *testing.T) {
 	f("megawatch.v1.alert.page.hall_power", alert, "ALERT FIRING", "hall_power/dc1/h1 value=46")
 	f("megawatch.v1.power.a.b.c.d.e", []byte{0xff, 0xff}, "undecodable node_report")
 	f("other.subject", []byte("x"), "other.subject: 1 bytes")
+	// A dead letter shows why it was rejected, and the message as it was.
+	hdr = nats.Header{}
+	hdr.Set(telemetry.HeaderDeadReason, "location")
+	hdr.Set(telemetry.HeaderDeadFrom, "megawatch.v1.power.dc1.h1.r01.rk01.other-node")
+	hdr.Set(telemetry.HeaderDeadError, "report says gpu-h1-r01-rk01-n01")
+	f("megawatch.v1.deadletter.location", rep, `DEADLETTER reason=location from=megawatch.v1.power.dc1.h1.r01.rk01.other-node error="report says gpu-h1-r01-rk01-n01"`,
+		"gpu0 ok power=650.5W")
 }
 
 // TestTapAndCollectorSim runs `megawatch collector --sim` against an
