@@ -105,6 +105,9 @@ func LoadConfig(path string) (Config, error) {
 	if err := cfg.LoadRulesFile(); err != nil {
 		return cfg, err
 	}
+	if path == "" {
+		return cfg, cfg.Validate()
+	}
 	return cfg, config.Annotate(path, cfg.Validate())
 }
 
