@@ -81,11 +81,23 @@ func (a *analysis) update(id int, d *DomainState, gap bool) {
 		return
 	}
 	lo, hi := x[0], x[0]
+	for _, v := range x {
+		if v < lo {
+			lo = v
+		}
+		if v > hi {
+			hi = v
+		}
+	}
 	ramp := 0.0
-	for i, v := range x {
-		lo, hi = min(lo, v), max(hi, v)
-		if i >= a.perSec {
-			ramp = max(ramp, math.Abs(v-x[i-a.perSec]))
+	back := x[:len(x)-a.perSec]
+	for i, v := range x[a.perSec:] {
+		d := v - back[i]
+		if d < 0 {
+			d = -d
+		}
+		if d > ramp {
+			ramp = d
 		}
 	}
 	d.HasAnalysis = true
@@ -94,10 +106,7 @@ func (a *analysis) update(id int, d *DomainState, gap bool) {
 	if len(x) < a.n {
 		return
 	}
-	detrend(x)
-	for i := range x {
-		x[i] *= a.win[i]
-	}
+	detrend(x, a.win)
 	c := a.fft.Coefficients(a.coef, x)
 	spec := a.spec[id*len(c) : id*len(c)+len(c)]
 	// |X_k| * 2 / sum(w) is the sinusoid's amplitude; peak-to-peak is twice that.
@@ -111,8 +120,8 @@ func (a *analysis) update(id int, d *DomainState, gap bool) {
 }
 
 // detrend removes the least-squares line, so that a ramp does not show up
-// as low-frequency oscillation.
-func detrend(x []float64) {
+// as low-frequency oscillation, and applies the window w.
+func detrend(x, w []float64) {
 	n := float64(len(x))
 	var sx, sy, sxx, sxy float64
 	for i, v := range x {
@@ -128,7 +137,8 @@ func detrend(x []float64) {
 		b = (n*sxy - sx*sy) / den
 	}
 	a := (sy - b*sx) / n
+	w = w[:len(x)]
 	for i := range x {
-		x[i] -= a + b*float64(i)
+		x[i] = (x[i] - a - b*float64(i)) * w[i]
 	}
 }
