@@ -134,3 +134,19 @@ func ExampleAggregator_Tick() {
 	fmt.Printf("%s: %.0f W, %d/%d nodes, coverage %.2f\n", topo.Sites()[0].Key(), site.PowerW, site.NodesReporting, site.NodesExpected, site.Coverage)
 	// Output: dc1: 0 W, 0/48 nodes, coverage 0.00
 }
+
+// BenchmarkProtoUnmarshalBaseline is the baseline for BenchmarkHandleReport:
+// decoding the same report with the generated protobuf code alone (no
+// lookup, no update).
+func BenchmarkProtoUnmarshalBaseline(b *testing.B) {
+	topo := bigTopo(b, 1, 1, 1)
+	data := synthReport(topo.Nodes()[0], testEpoch.Add(time.Second), 1)
+	b.SetBytes(int64(len(data)))
+	b.ReportAllocs()
+	var r telemetry.NodeReport
+	for b.Loop() {
+		if err := proto.Unmarshal(data, &r); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
