@@ -23,8 +23,10 @@ const (
 	ReasonNoTarget  = "no_target" // no target's subject filter matches
 )
 
-// Reasons lists every dead-letter reason (metrics are pre-created for them).
-var Reasons = []string{ReasonDecode, ReasonSubject, ReasonLocation, ReasonTimestamp, ReasonValue, ReasonEncode, ReasonRejected, ReasonNoTarget}
+// DeadLetterReasons lists every dead-letter reason (metrics are pre-created for them).
+func DeadLetterReasons() []string {
+	return []string{ReasonDecode, ReasonSubject, ReasonLocation, ReasonTimestamp, ReasonValue, ReasonEncode, ReasonRejected, ReasonNoTarget}
+}
 
 // poison is a message that cannot be written, with the reason it is dead-lettered for.
 type poison struct {

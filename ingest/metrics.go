@@ -45,7 +45,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			}
 		}
 	}
-	for _, r := range Reasons {
+	for _, r := range DeadLetterReasons() {
 		m.deadLetter.WithLabelValues(r)
 	}
 	return m, nil
