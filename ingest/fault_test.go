@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/megawatch/megawatch/internal/testenv"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )
@@ -101,8 +102,10 @@ func TestFaultInfluxKilled(t *testing.T) {
 	cfg := testConfig(influx.URL, "mw")
 	cfg.MaxInflightBytes = 1 << 20
 	in, _, _ := startIngest(t, cfg, ns.URL, nil)
-	s := newStream(40, 60)
-	var maxHeap, maxInflight atomic.Uint64
+	// 200 nodes: the ~2 MB published during the outage exceed the 1 MiB
+	// in-flight limit, so the backlog must stay in the stream.
+	s := newStream(200, 60)
+	var maxHeap, maxInflight, maxPending atomic.Uint64
 	var killedAt time.Time
 	s.publish(t, js, 50*time.Millisecond, func(seq int) {
 		if seq == 20 {
@@ -115,6 +118,7 @@ func TestFaultInfluxKilled(t *testing.T) {
 					runtime.ReadMemStats(&ms)
 					maxHeap.Store(max(maxHeap.Load(), ms.HeapAlloc))
 					maxInflight.Store(max(maxInflight.Load(), uint64(in.inflight.Load())))
+					maxPending.Store(max(maxPending.Load(), uint64(testutil.ToFloat64(in.m.pending.WithLabelValues(cfg.Consumer)))))
 					time.Sleep(time.Second)
 				}
 			}()
@@ -134,6 +138,9 @@ func TestFaultInfluxKilled(t *testing.T) {
 	}
 	if f := maxInflight.Load(); f > uint64(cfg.MaxInflightBytes) {
 		t.Errorf("in-flight bytes reached %d, limit %d", f, cfg.MaxInflightBytes)
+	}
+	if p := maxPending.Load(); p < 500 {
+		t.Errorf("consumer pending peaked at %d during the outage: the backlog did not stay in the stream", p)
 	}
 }
 
