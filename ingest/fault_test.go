@@ -8,16 +8,20 @@ import (
 	"net/http/httptest"
 	"net/http/httputil"
 	"net/url"
+	"os"
+	"os/exec"
 	"runtime"
 	"sort"
+	"strings"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
 	"github.com/megawatch/megawatch/internal/testenv"
-	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 )
 
 // stream publishes `windows` windows of `nodes` nodes (seq 1..windows,
@@ -144,8 +148,8 @@ func TestFaultInfluxKilled(t *testing.T) {
 	}
 }
 
-// TestFaultIngestKilled: an ingest process dies mid-batch (its connection
-// drops with the batch unacked); a new one writes everything exactly once.
+// TestFaultIngestKilled: an ingest process is SIGKILLed mid-batch (a slow
+// InfluxDB keeps batches in flight); a new one writes everything exactly once.
 func TestFaultIngestKilled(t *testing.T) {
 	influx := testenv.StartInfluxd(t)
 	influx.CreateDB(t, "mw")
@@ -155,20 +159,37 @@ func TestFaultIngestKilled(t *testing.T) {
 	ensureStreams(t, js)
 	s := newStream(40, 40)
 	s.publish(t, js, 0, nil)
-	// A slow InfluxDB in front of the real one keeps batches in flight.
 	slow := httptest.NewServer(delayProxy(influx.URL, 300*time.Millisecond, nil))
 	defer slow.Close()
-	cfg := testConfig(slow.URL, "mw")
-	cfg.BatchLines = 500
-	_, stop, inc := startIngest(t, cfg, ns.URL, nil)
+	child := exec.Command(os.Args[0], "-test.run=^TestIngestChildProcess$")
+	child.Env = append(os.Environ(), "MW_INGEST_CHILD_NATS="+ns.URL, "MW_INGEST_CHILD_INFLUX="+slow.URL)
+	var out strings.Builder
+	child.Stdout, child.Stderr = &out, &out
+	if err := child.Start(); err != nil {
+		t.Fatal(err)
+	}
 	waitFor(t, 30*time.Second, "some points", func() bool { return influx.Count(t, "mw", `SELECT count(gpus) FROM node`) > 0 })
-	inc.Close() // the process dies: acks can no longer be sent
-	stop()
+	if err := child.Process.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	_ = child.Wait()
 	if n := influx.Count(t, "mw", `SELECT count(gpus) FROM node`); n >= int64(s.nodes*s.windows) {
-		t.Fatalf("all %d points written before the kill; the test needs a bigger stream", n)
+		t.Fatalf("all %d points written before the kill; the test needs a bigger stream\n%s", n, out.String())
 	}
 	startIngest(t, testConfig(influx.URL, "mw"), ns.URL, nil)
 	s.exact(t, influx, "mw", 60*time.Second)
+}
+
+// TestIngestChildProcess is the ingest process TestFaultIngestKilled kills.
+func TestIngestChildProcess(t *testing.T) {
+	natsURL := os.Getenv("MW_INGEST_CHILD_NATS")
+	if natsURL == "" {
+		t.Skip("helper process of TestFaultIngestKilled")
+	}
+	cfg := testConfig(os.Getenv("MW_INGEST_CHILD_INFLUX"), "mw")
+	cfg.BatchLines = 500
+	startIngest(t, cfg, natsURL, os.Stderr)
+	select {} // until SIGKILL
 }
 
 // TestFaultNATSKilled: nats-server killed mid-stream and restarted on its
