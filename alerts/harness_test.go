@@ -132,7 +132,7 @@ type world struct {
 	logger *slog.Logger
 }
 
-func newWorld(t *testing.T, jobs []sim.Job, rs []rules.Rule) *world {
+func newWorld(t *testing.T, jobs []sim.Job, rs []rules.Rule, simOpts ...func(*sim.Config)) *world {
 	t.Helper()
 	topo, err := topology.Parse([]byte(scenarioTopo), "scenario")
 	if err != nil {
@@ -144,6 +144,9 @@ func newWorld(t *testing.T, jobs []sim.Job, rs []rules.Rule) *world {
 	sc := sim.DefaultConfig()
 	sc.Epoch, sc.Seed, sc.TDPW, sc.IdleW, sc.ThermalRCPerW, sc.Noise = start, 1, 5000, 250, 0.005, 0.002
 	sc.Jobs = jobs
+	for _, o := range simOpts {
+		o(&sc)
+	}
 	var locs []telemetry.Location
 	for _, n := range topo.Nodes() {
 		locs = append(locs, n.Location)
