@@ -186,6 +186,7 @@ func (d *demo) run(ctx context.Context) error {
 	icfg.GPUEvery = 10 // per-GPU points every 10 s; node and rollup points every second
 	icfg.MetricsAddr = ""
 	icfg.EnsureDB = target.URL != ""
+	icfg.TopologyFile = d.o.topology // rollup tags follow its levels ("" = the embedded ones)
 	ing, err := ingest.New(icfg, nc, d.logger.With("component", "ingest"), reg)
 	if err != nil {
 		return fmt.Errorf("ingest: %w", err)

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"strings"
@@ -13,9 +12,7 @@ import (
 	"github.com/megawatch/megawatch/internal/natsx"
 	"github.com/megawatch/megawatch/internal/telemetry"
 	"github.com/megawatch/megawatch/internal/topology"
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
-	"google.golang.org/protobuf/proto"
 )
 
 // runLoadgen publishes the reports of N simulated nodes to NATS: at their
@@ -54,12 +51,6 @@ func runLoadgen(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	if err != nil {
 		return err
 	}
-	subjects := make([]string, len(locs))
-	for i, l := range locs {
-		if subjects[i], err = telemetry.PowerSubject(l); err != nil {
-			return fmt.Errorf("node %d: %w", i, err)
-		}
-	}
 	ncfg := natsx.DefaultConfig()
 	ncfg.Servers = strings.Split(*natsURL, ",")
 	ncfg.Name = "megawatch-loadgen"
@@ -78,58 +69,29 @@ func runLoadgen(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	if err != nil {
 		return err
 	}
-	var rep telemetry.NodeReport
-	var buf []byte
-	sent := 0
-	start := time.Now()
-	publishWindow := func(end time.Time) error {
-		for i := range locs {
-			fleet.Report(&rep, i, end, *window, *window/10)
-			buf, err = proto.MarshalOptions{}.MarshalAppend(buf[:0], &rep)
-			if err != nil {
-				return err
-			}
-			msg := nats.NewMsg(subjects[i])
-			msg.Data = append([]byte(nil), buf...)
-			msg.Header.Set(telemetry.HeaderMsgID, telemetry.MsgID(rep.Node, rep.WindowEndUnixNs))
-			msg.Header.Set(telemetry.HeaderSchema, telemetry.SchemaVersion)
-			if _, err := js.PublishMsgAsync(msg); err != nil {
-				return fmt.Errorf("publish: %w", err)
-			}
-			sent++
-		}
-		return nil
+	fp, err := newFleetPublisher(fleet, locs, js, *window, *window/10)
+	if err != nil {
+		return err
 	}
+	start := time.Now()
 	if *rateMode == "max" {
 		first := time.Now().Truncate(*window).Add(-time.Duration(*count) * *window)
 		if *back > 0 {
 			first = time.Now().Truncate(*window).Add(-*back)
 		}
 		for w := 1; w <= *count && ctx.Err() == nil; w++ {
-			if err := publishWindow(first.Add(time.Duration(w) * *window)); err != nil {
+			if err := fp.publishWindow(first.Add(time.Duration(w) * *window)); err != nil {
 				return err
 			}
 		}
-	} else {
-		next := time.Now().Truncate(*window).Add(*window)
-		for w := 0; (*count == 0 || w < *count) && ctx.Err() == nil; w++ {
-			select {
-			case <-ctx.Done():
-			case <-time.After(time.Until(next)):
-				if err := publishWindow(next); err != nil {
-					return err
-				}
-				next = next.Add(*window)
-			}
-		}
+	} else if err := fp.runRealTime(ctx, *count); err != nil {
+		return err
 	}
-	select {
-	case <-js.PublishAsyncComplete():
-	case <-time.After(30 * time.Second):
-		return errors.New("publish acks not complete after 30s")
+	if err := fp.waitAcks(30 * time.Second); err != nil {
+		return err
 	}
 	el := time.Since(start)
-	fmt.Fprintf(stdout, "published %d reports of %d nodes in %s: %.0f reports/s\n", sent, len(locs), el.Round(time.Millisecond), float64(sent)/el.Seconds())
+	fmt.Fprintf(stdout, "published %d reports of %d nodes in %s: %.0f reports/s\n", fp.sent, len(locs), el.Round(time.Millisecond), float64(fp.sent)/el.Seconds())
 	return nil
 }
 
