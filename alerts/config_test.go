@@ -121,3 +121,42 @@ func TestRuleLevelMustExistInTopology(t *testing.T) {
 		t.Fatalf("got %v", err)
 	}
 }
+
+func TestPowerFilterOfScopes(t *testing.T) {
+	topo, err := topology.Parse([]byte(`
+levels: [site, hall, row, pdu, rack]
+domains:
+  - name: dc1
+    capacity_kw: 100
+    children:
+      - name: h1
+        capacity_kw: 100
+        children:
+          - name: r1
+            capacity_kw: 100
+            children:
+              - name: p1
+                capacity_kw: 100
+                children:
+                  - name: k1
+                    capacity_kw: 100
+                    nodes: [n1]
+`), "t")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for path, want := range map[string]string{
+		"dc1":             "megawatch.v1.power.dc1.>",
+		"dc1/h1":          "megawatch.v1.power.dc1.h1.>",
+		"dc1/h1/r1/p1":    "megawatch.v1.power.dc1.h1.r1.>",
+		"dc1/h1/r1/p1/k1": "megawatch.v1.power.dc1.h1.r1.k1.>",
+	} {
+		d, err := topo.Scope(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := powerFilter(d); got != want {
+			t.Errorf("%s: %s, want %s", path, got, want)
+		}
+	}
+}

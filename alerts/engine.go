@@ -249,13 +249,7 @@ func (e *Engine) subscribe() (*nats.Subscription, error) {
 	subj := telemetry.PowerWildcard
 	handle := func(m *nats.Msg) { _ = e.agg.HandleReport(m.Subject, m.Data) }
 	if e.scope != nil {
-		subj = telemetry.PowerPrefix
-		for _, p := range e.scope.Path {
-			subj += "." + p
-		}
-		if e.scope.Level != topology.LevelRack || len(e.scope.Path) < 4 {
-			subj += ".>"
-		}
+		subj = powerFilter(e.scope)
 	}
 	if e.cfg.SiteFromHalls {
 		subj = telemetry.RollupPrefix + "." + topology.LevelHall + ".>"
@@ -273,6 +267,25 @@ func (e *Engine) subscribe() (*nats.Subscription, error) {
 		return nil, fmt.Errorf("subscribe %s: %w", subj, err)
 	}
 	return sub, e.nc.Flush()
+}
+
+// powerFilter is the power subject filter of a domain's subtree. Power
+// subjects carry only the canonical levels (site.hall.row.rack.node), so an
+// extra level such as a pdu filters on its nearest canonical ancestor (the
+// aggregator then sums only the nodes under the pdu).
+func powerFilter(d *topology.Domain) string {
+	var names []string
+	for a := d; a != nil; a = a.Parent {
+		switch a.Level {
+		case topology.LevelSite, topology.LevelHall, topology.LevelRow, topology.LevelRack:
+			names = append([]string{a.Name}, names...)
+		}
+	}
+	subj := telemetry.PowerPrefix
+	for _, n := range names {
+		subj += "." + n
+	}
+	return subj + ".>"
 }
 
 // Tick aggregates the window ending at end, publishes its rollups,
