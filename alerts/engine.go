@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -307,7 +308,15 @@ func (e *Engine) Tick(_ context.Context, end time.Time) []notify.Alert {
 	}
 	e.disp.Send(changes)
 	if iv := e.disp.ResendInterval(); iv > 0 && end.Sub(e.lastResend) >= iv {
-		e.disp.Resend(e.eval.Active(end))
+		// Alerts that changed state in this tick were just sent.
+		active := e.eval.Active(end)
+		resend := active[:0]
+		for _, a := range active {
+			if !slices.ContainsFunc(changes, func(c notify.Alert) bool { return c.Fingerprint == a.Fingerprint }) {
+				resend = append(resend, a)
+			}
+		}
+		e.disp.Resend(resend)
 		e.lastResend = end
 	}
 	e.snapshot(st, end)

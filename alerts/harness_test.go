@@ -129,7 +129,9 @@ type world struct {
 	eng    *Engine
 	stop   func()
 	sent   uint64 // reports published to the current engine
-	logger *slog.Logger
+	// tickedAt is the wall time each window's Tick was called (by window end, ns)
+	tickedAt map[int64]time.Time
+	logger   *slog.Logger
 }
 
 func newWorld(t *testing.T, jobs []sim.Job, rs []rules.Rule, simOpts ...func(*sim.Config)) *world {
@@ -226,6 +228,10 @@ func (w *world) window(win int) []notify.Alert {
 		w.sent++
 	}
 	waitFor(w.t, 10*time.Second, "reports to reach the aggregator", func() bool { return w.eng.agg.Stats().Accepted >= w.sent })
+	if w.tickedAt == nil {
+		w.tickedAt = map[int64]time.Time{}
+	}
+	w.tickedAt[end.UnixNano()] = time.Now()
 	return w.eng.Tick(context.Background(), end)
 }
 

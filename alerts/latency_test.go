@@ -34,9 +34,7 @@ func TestScenarioNotificationLatency(t *testing.T) {
 	hook := newReceiver(t)
 	w.cfg.Notifiers.Webhook.URL = hook.srv.URL
 	w.startEngine()
-	tickedAt := map[int64]time.Time{}
 	for win := 1; win <= 10+cycles*14+5; win++ {
-		tickedAt[w.end(win).UnixNano()] = time.Now()
 		w.window(win)
 	}
 	waitFor(t, 10*time.Second, "every page and resolve", func() bool { return hook.count() >= 2*cycles })
@@ -47,7 +45,7 @@ func TestScenarioNotificationLatency(t *testing.T) {
 			step := w.start.Add(steps[n])
 			n++
 			ev := a.At.Sub(step)
-			delivery := hook.arrival(i).Sub(tickedAt[a.At.UnixNano()])
+			delivery := hook.arrival(i).Sub(w.tickedAt[a.At.UnixNano()])
 			if ev < 0 || ev > time.Second+forDur {
 				t.Errorf("notification %d (%s at %s): %s after its step", n, a.State, a.At.Sub(w.start), ev)
 			}

@@ -37,6 +37,7 @@ func TestAlertmanagerResendKeepsAlertActive(t *testing.T) {
 	}
 	w.window(1) // fires (no `for`) and is sent
 	waitFor(t, 5*time.Second, "the alert in Alertmanager", func() bool { return !endsAt().IsZero() })
+	time.Sleep(300 * time.Millisecond)
 	first := endsAt()
 	if d := time.Until(first); d < 8*time.Second || d > 13*time.Second {
 		t.Errorf("endsAt %s ahead, want 4 resend intervals (12s)", d)
