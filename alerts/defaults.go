@@ -11,7 +11,7 @@ func f64(v float64) *float64 { return &v }
 // DefaultRules are the rules a campus starts with (configs/alerts.yaml).
 func DefaultRules() []rules.Rule {
 	powerNote := map[string]string{
-		"summary":     "{{ .Level }} {{ .Domain }} draws {{ mw .Value }}, above {{ mw .Threshold }} ({{ pct (div .Value .CapacityMW) }} of its {{ mw .CapacityMW }} capacity)",
+		"summary":     "{{ .Level }} {{ .Domain }} draws {{ mw .Value }}, {{ pct (div .Value .CapacityMW) }} of its {{ mw .CapacityMW }} capacity (threshold {{ mw .Threshold }})",
 		"description": "Mean power over the last window is above the threshold; it resolves below {{ mw .Clear }}. Shed or cap load (power limits, job scheduler) before the breaker or the utility contract limit is reached.",
 	}
 	return []rules.Rule{
@@ -43,7 +43,7 @@ func DefaultRules() []rules.Rule {
 		{Name: "hall_coverage_low", Level: "hall", Metric: rules.MetricCoverage, Threshold: f64(0.98), Clear: f64(0.99),
 			For: 30 * time.Second, Severity: "warning", Labels: map[string]string{"team": "telemetry"},
 			Annotations: map[string]string{
-				"summary":     "hall {{ .Domain }}: only {{ pct .Value }} of nodes report (threshold {{ pct .Threshold }}); power figures are partly estimated",
+				"summary":     "hall {{ .Domain }}: {{ pct .Value }} of nodes report (threshold {{ pct .Threshold }}); power figures are partly estimated while it is low",
 				"description": "Measured power misses the silent nodes; power_est_mw fills them with their last known power. Check the collectors, the network and NATS.",
 			}},
 		{Name: "row_thermal_throttling", Level: "row", Metric: rules.MetricThrottledGPUs, Threshold: f64(7), Clear: f64(0),

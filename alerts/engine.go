@@ -180,8 +180,15 @@ func (e *Engine) Run(ctx context.Context) error {
 	e.ready.Store(true)
 	e.logger.Info("alerts running", "scope", e.cfg.Scope, "site_from_halls", e.cfg.SiteFromHalls, "domains", len(e.agg.Out()),
 		"rule_instances", e.eval.Instances(), "subject", sub.Subject)
+	// Every window is ticked, in order, at its end + grace — also when the
+	// grace is longer than a window. A process that fell far behind (a
+	// stopped VM, a long GC) skips ahead rather than replaying stale windows.
+	next := time.Now().Add(-e.cfg.Grace).Truncate(e.cfg.Window).Add(e.cfg.Window)
 	for {
-		next := time.Now().Truncate(e.cfg.Window).Add(e.cfg.Window)
+		if late := time.Since(next.Add(e.cfg.Grace)); late > 10*e.cfg.Window {
+			e.logger.Warn("alerts fell behind; skipping windows", "behind", late.Round(time.Millisecond))
+			next = time.Now().Add(-e.cfg.Grace).Truncate(e.cfg.Window)
+		}
 		t := time.NewTimer(time.Until(next.Add(e.cfg.Grace)))
 		select {
 		case <-ctx.Done():
@@ -194,6 +201,7 @@ func (e *Engine) Run(ctx context.Context) error {
 		case <-t.C:
 		}
 		e.Tick(ctx, next)
+		next = next.Add(e.cfg.Window)
 	}
 }
 

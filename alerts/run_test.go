@@ -80,3 +80,51 @@ func TestRunServesAndTicks(t *testing.T) {
 		t.Fatal("Run did not stop")
 	}
 }
+
+// With a grace longer than the window (thousands of nodes reporting from a
+// busy machine), Run still ticks every window once, in order: no window is
+// skipped, none repeated. A skipped window would alias a 2 s oscillation
+// into a constant and zero the ramp.
+func TestRunTicksEveryWindowWhenGraceExceedsWindow(t *testing.T) {
+	testenv.Short(t)
+	w := newWorld(t, nil, DefaultRules())
+	w.cfg.Window = 200 * time.Millisecond
+	w.cfg.Slot = 20 * time.Millisecond
+	w.cfg.Grace = 450 * time.Millisecond
+	w.cfg.HTTPAddr = ""
+	e, err := New(w.cfg, w.topo, w.nc, w.logger, obs.NewRegistry())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ends := make(chan int64, 100)
+	sub, err := w.nc.Subscribe(telemetry.RollupPrefix+".site.dc1", func(m *nats.Msg) {
+		var r telemetry.Rollup
+		if proto.Unmarshal(m.Data, &r) == nil {
+			ends <- r.GetWindowEndUnixNs()
+		}
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Unsubscribe()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- e.Run(ctx) }()
+	var got []int64
+	deadline := time.After(20 * time.Second)
+	for len(got) < 8 {
+		select {
+		case end := <-ends:
+			got = append(got, end)
+		case <-deadline:
+			t.Fatalf("only %d rollups: %v", len(got), got)
+		}
+	}
+	cancel()
+	<-done
+	for i := 1; i < len(got); i++ {
+		if d := time.Duration(got[i] - got[i-1]); d != w.cfg.Window {
+			t.Fatalf("window ends %v: step %d is %v, want every %v window once", got, i, d, w.cfg.Window)
+		}
+	}
+}

@@ -199,6 +199,9 @@ func (d *demo) run(ctx context.Context) error {
 	// Thousands of simulated nodes report from one process on a small
 	// machine: give late reports more time to land in their own window.
 	acfg.Grace = 1500 * time.Millisecond
+	// Ramp, swing and oscillation look back over the analysis window (60 s in
+	// production); the compressed scenario looks back over less.
+	acfg.AnalysisWindow = d.scen.at(60)
 	acfg.Rules = d.scen.rules(acfg.Rules)
 	acfg.Notifiers.Alertmanager.URLs = nil
 	acfg.Notifiers.Log.Enabled = true
@@ -259,8 +262,9 @@ func (d *demo) run(ctx context.Context) error {
 
 	// 6. Watch: print the site and its halls once a second.
 	end := d.scen.epoch.Add(d.scen.length)
-	tick := time.NewTicker(time.Second)
+	tick := time.NewTicker(250 * time.Millisecond)
 	defer tick.Stop()
+	var lastAt time.Time
 	for {
 		select {
 		case <-ctx.Done():
@@ -269,9 +273,11 @@ func (d *demo) run(ctx context.Context) error {
 		case err := <-errc:
 			return err
 		case now := <-tick.C:
-			s := eng.Snapshot()
-			if len(s.Sites) > 0 {
-				printSnapshot(d.out, s, now.Sub(d.scen.epoch), d.scen.phase(now))
+			// Print each aggregated window once, labelled by what the
+			// script did during it.
+			if s := eng.Snapshot(); len(s.Sites) > 0 && s.At.After(lastAt) {
+				lastAt = s.At
+				printSnapshot(d.out, s, s.At.Sub(d.scen.epoch), d.scen.phase(s.At.Add(-time.Second/2)))
 			}
 			if !d.o.forever && now.After(end) {
 				cancel()

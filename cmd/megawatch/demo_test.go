@@ -108,7 +108,7 @@ func TestDemoEndToEnd(t *testing.T) {
 	if nonZero < 10 {
 		t.Errorf("%d hall h1 lines with non-zero MW, want the whole scenario's", nonZero)
 	}
-	firing := regexp.MustCompile(`CRITICAL\s+FIRING\s+hall_power_critical demo/h1: hall demo/h1 draws ([0-9.]+) MW, above ([0-9.]+) MW`)
+	firing := regexp.MustCompile(`CRITICAL\s+FIRING\s+hall_power_critical demo/h1: hall demo/h1 draws ([0-9.]+) MW, [0-9.]+% of its [0-9.]+ MW capacity \(threshold ([0-9.]+) MW\)`)
 	m := firing.FindStringSubmatch(out)
 	if m == nil {
 		t.Fatalf("no page for hall h1 above 95%% in the output")
