@@ -5,6 +5,7 @@ import (
 	"testing"
 	"time"
 
+	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 )
 
@@ -83,6 +84,38 @@ func BenchmarkNodeReportDecode(b *testing.B) {
 			b.ReportMetric(float64(len(data)), "bytes/report")
 		})
 	}
+}
+
+// The baseline DESIGN.md measured protobuf against: the same report as JSON
+// (protojson, proto field names), encoded and decoded in the same run.
+func BenchmarkNodeReportJSONBaseline(b *testing.B) {
+	r := benchReport(false)
+	b.Run("encode", func(b *testing.B) {
+		var n int
+		b.ReportAllocs()
+		for b.Loop() {
+			out, err := protojson.MarshalOptions{UseProtoNames: true}.Marshal(r)
+			if err != nil {
+				b.Fatal(err)
+			}
+			n = len(out)
+		}
+		b.ReportMetric(float64(n), "bytes/report")
+	})
+	b.Run("decode", func(b *testing.B) {
+		data, err := protojson.MarshalOptions{UseProtoNames: true}.Marshal(r)
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.ReportAllocs()
+		var out NodeReport
+		for b.Loop() {
+			proto.Reset(&out)
+			if err := protojson.Unmarshal(data, &out); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
 }
 
 func TestBenchReportSize(t *testing.T) {
