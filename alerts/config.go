@@ -3,6 +3,7 @@ package alerts
 import (
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -36,6 +37,10 @@ type Config struct {
 	StaleAfter     int           `yaml:"stale_after"`     // windows a silent node still counts with its last power
 	Grace          time.Duration `yaml:"grace"`           // wait after a window's end for late reports
 	AnalysisWindow time.Duration `yaml:"analysis_window"` // ramp / swing / oscillation window
+	// OscillationLevels get the oscillation spectrum (one FFT of the
+	// analysis window per domain per tick, the costliest part of a tick);
+	// levels named by oscillation rules are added. Empty: every level.
+	OscillationLevels []string `yaml:"oscillation_levels"`
 
 	// RulesFile, when set, replaces Rules with the file's `rules:`.
 	RulesFile string       `yaml:"rules_file"`
@@ -79,6 +84,7 @@ func DefaultConfig() Config {
 		StaleAfter:        3,
 		Grace:             250 * time.Millisecond,
 		AnalysisWindow:    60 * time.Second,
+		OscillationLevels: []string{"site", "hall", "row"},
 		Rules:             DefaultRules(),
 		ResolvedRetention: 15 * time.Minute,
 		Notifiers: NotifiersConfig{
@@ -156,6 +162,11 @@ func (c Config) Validate() error {
 	if c.Grace < 0 || (c.Window > 0 && c.Grace > 10*c.Window) {
 		bad("grace", "must be 0..10 windows, got %s", c.Grace)
 	}
+	for i, l := range c.OscillationLevels {
+		if err := telemetry.ValidateToken(l); err != nil {
+			bad(fmt.Sprintf("oscillation_levels[%d]", i), "%v", err)
+		}
+	}
 	if c.AnalysisWindow < 2*time.Second || c.AnalysisWindow > 10*time.Minute || (c.Slot > 0 && c.AnalysisWindow%c.Slot != 0) {
 		bad("analysis_window", "must be 2s..10m and a multiple of slot, got %s", c.AnalysisWindow)
 	}
@@ -193,4 +204,26 @@ func (c Config) LoadTopology() (*topology.Topology, error) {
 		return nil, fmt.Errorf("embedded topology: %w", err)
 	}
 	return topology.Parse(b, "configs/topology.yaml (embedded)")
+}
+
+// oscLevels are the levels that get the oscillation spectrum: the
+// configured ones plus every level an oscillation rule looks at; nil (all
+// levels) when none are configured or a rule selects domains by key only.
+func (c Config) oscLevels() []string {
+	if len(c.OscillationLevels) == 0 {
+		return nil
+	}
+	levels := slices.Clone(c.OscillationLevels)
+	for _, r := range c.Rules {
+		if r.Metric != rules.MetricOscillationMW {
+			continue
+		}
+		if r.Level == "" {
+			return nil
+		}
+		if !slices.Contains(levels, r.Level) {
+			levels = append(levels, r.Level)
+		}
+	}
+	return levels
 }

@@ -4,9 +4,11 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 
+	"github.com/megawatch/megawatch/alerts/rules"
 	"github.com/megawatch/megawatch/configs"
 	"github.com/megawatch/megawatch/internal/topology"
 )
@@ -158,5 +160,31 @@ domains:
 		if got := powerFilter(d); got != want {
 			t.Errorf("%s: %s, want %s", path, got, want)
 		}
+	}
+}
+
+// The FFT runs only where someone looks: the configured levels plus the
+// levels of oscillation rules; an oscillation rule that selects domains by
+// key alone (any level) turns it on everywhere.
+func TestOscillationLevels(t *testing.T) {
+	f := func(cfg Config, want []string) {
+		t.Helper()
+		if got := cfg.oscLevels(); !slices.Equal(got, want) {
+			t.Fatalf("oscLevels() = %v, want %v", got, want)
+		}
+	}
+	c := DefaultConfig()
+	f(c, []string{"site", "hall", "row"})
+	th := 1.0
+	c.Rules = append(c.Rules, rules.Rule{Name: "rack_osc", Level: "rack", Metric: rules.MetricOscillationMW, Band: []float64{0.2, 3}, Threshold: &th, Severity: "warning"})
+	f(c, []string{"site", "hall", "row", "rack"})
+	c.Rules = append(c.Rules, rules.Rule{Name: "any_osc", Domains: []string{"dc1/*"}, Metric: rules.MetricOscillationMW, Band: []float64{0.2, 3}, Threshold: &th, Severity: "warning"})
+	f(c, nil)
+	c = DefaultConfig()
+	c.OscillationLevels = nil
+	f(c, nil)
+	c.OscillationLevels = []string{"ro w"}
+	if err := c.Validate(); err == nil || !strings.Contains(err.Error(), "oscillation_levels[0]") {
+		t.Fatalf("bad level accepted: %v", err)
 	}
 }

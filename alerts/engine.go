@@ -87,7 +87,7 @@ func New(cfg Config, topo *topology.Topology, nc *nats.Conn, logger *slog.Logger
 		e.scope = d
 	}
 	agg, err := aggregate.New(aggregate.Config{Window: cfg.Window, Slot: cfg.Slot, StaleAfter: cfg.StaleAfter, Grace: cfg.Grace,
-		AnalysisWindow: cfg.AnalysisWindow, Scope: e.scope, FromHalls: cfg.SiteFromHalls}, topo)
+		AnalysisWindow: cfg.AnalysisWindow, Scope: e.scope, FromHalls: cfg.SiteFromHalls, OscLevels: cfg.oscLevels()}, topo)
 	if err != nil {
 		return nil, fmt.Errorf("aggregator: %w", err)
 	}

@@ -32,6 +32,10 @@ type Config struct {
 	// FromHalls makes a site aggregator: its inputs are hall rollups and it
 	// computes the domains above the hall level.
 	FromHalls bool
+	// OscLevels are the levels whose domains get the oscillation spectrum
+	// (an FFT of the analysis window every tick, the costliest part of a
+	// tick); nil means every level. Ramp and swing are computed everywhere.
+	OscLevels []string
 }
 
 // Validate returns every problem.
@@ -88,6 +92,7 @@ type Aggregator struct {
 	acc     []DomainState
 	accSlot []float64 // [id*nSlots+s]
 	ana     *analysis
+	osc     []bool // [id]: spectrum computed for this domain
 
 	lastTick int64 // window index of the last tick, -1 none
 	stats    Stats
@@ -134,6 +139,10 @@ func New(cfg Config, topo *topology.Topology) (*Aggregator, error) {
 	a.acc = make([]DomainState, D)
 	a.accSlot = make([]float64, D*a.nSlots)
 	a.ana = newAnalysis(D, int(cfg.AnalysisWindow/cfg.Slot), cfg.Slot, a.nSlots)
+	a.osc = make([]bool, D)
+	for _, d := range a.doms {
+		a.osc[d.ID] = cfg.OscLevels == nil || slices.Contains(cfg.OscLevels, d.Level)
+	}
 	if cfg.FromHalls {
 		a.halls = newHallInputs(a, topo.DomainsAt(topology.LevelHall), hallDepth)
 		return a, nil
@@ -331,7 +340,7 @@ func (a *Aggregator) Tick(windowEnd time.Time) []DomainState {
 		if d.NodesExpected > 0 {
 			d.Coverage = float64(d.NodesReporting) / float64(d.NodesExpected)
 		}
-		a.ana.update(id, d, gap)
+		a.ana.update(id, d, gap, a.osc[id])
 	}
 	a.lastTick = k
 	return a.acc

@@ -59,8 +59,9 @@ func (a *analysis) history(id int, dst []float64) []float64 {
 }
 
 // update appends the window's estimate slots of d and fills its analysis
-// fields. gap resets the history (windows were skipped).
-func (a *analysis) update(id int, d *DomainState, gap bool) {
+// fields. gap resets the history (windows were skipped); osc says whether
+// to compute the spectrum.
+func (a *analysis) update(id int, d *DomainState, gap, osc bool) {
 	if gap {
 		a.filled[id], a.pos[id] = 0, 0
 	}
@@ -103,7 +104,7 @@ func (a *analysis) update(id int, d *DomainState, gap bool) {
 	d.HasAnalysis = true
 	d.SwingW = hi - lo
 	d.RampWPerS = ramp * float64(time.Second) / float64(time.Duration(a.perSec)*a.slot)
-	if len(x) < a.n {
+	if len(x) < a.n || !osc {
 		return
 	}
 	detrend(x, a.win)
