@@ -75,52 +75,57 @@ func BenchmarkEngineTick(b *testing.B) {
 		name               string
 		halls, rows, racks int
 	}{{"nodes=69120_1GW", 4, 20, 48}, {"nodes=345600_5GW", 10, 40, 48}} {
-		b.Run(c.name, func(b *testing.B) {
-			topo := campus(b, c.halls, c.rows, c.racks)
-			srv := natstest.RunServer(b)
-			nc := natstest.Connect(b, srv.URL())
-			cfg := DefaultConfig()
-			cfg.HTTPAddr = ""
-			cfg.Notifiers.NATS.Enabled, cfg.Notifiers.Log.Enabled = false, false
-			cfg.Rules = append(cfg.Rules, rules.Rule{Name: "rack_power_high", Level: "rack", Metric: rules.MetricPowerMW, OfCapacity: f(0.95), Severity: "warning"})
-			e, err := New(cfg, topo, nc, nil, nil)
-			if err != nil {
-				b.Fatal(err)
-			}
-			subj := make([]string, topo.NumNodes())
-			for i, n := range topo.Nodes() {
-				subj[i], _ = telemetry.PowerSubject(n.Location)
-			}
-			t0 := time.Unix(1800000000, 0)
-			feedWindow(b, e, topo, t0, subj)
-			ctx := context.Background()
-			// 60 windows of history (nodes held, then estimated) so that
-			// every domain runs its FFT in the timed ticks.
-			for w := range 60 {
-				e.Tick(ctx, t0.Add(time.Duration(w)*time.Second))
-			}
-			w := 60
-			var cpu time.Duration
-			b.ReportAllocs()
-			for b.Loop() {
-				b.StopTimer()
-				end := t0.Add(time.Duration(w) * time.Second)
-				feedWindow(b, e, topo, end, subj)
-				b.StartTimer()
-				c0 := cpuTime()
-				e.Tick(ctx, end)
-				cpu += cpuTime() - c0
-				w++
-			}
-			// CPU time of the process during the ticks: on a shared box the
-			// wall time also counts other processes' use of the core.
-			b.ReportMetric(float64(cpu.Microseconds())/1000/float64(b.N), "cpu_ms/tick")
-			if s := e.Snapshot(); len(s.Sites) != 1 || s.Sites[0].NodesReporting != topo.NumNodes() || s.Sites[0].OscFreqHz == 0 {
-				b.Fatalf("site %+v", s.Sites)
-			}
-			b.ReportMetric(float64(e.eval.Instances()), "rule_instances")
-			b.ReportMetric(float64(len(e.agg.Out())), "domains")
-			b.ReportMetric(float64(b.Elapsed().Microseconds())/1000/float64(b.N), "ms/tick")
-		})
+		for _, fft := range []string{"default", "all"} { // all: the baseline, an FFT on every domain
+			b.Run(c.name+"/fft="+fft, func(b *testing.B) {
+				topo := campus(b, c.halls, c.rows, c.racks)
+				srv := natstest.RunServer(b)
+				nc := natstest.Connect(b, srv.URL())
+				cfg := DefaultConfig()
+				cfg.HTTPAddr = ""
+				cfg.Notifiers.NATS.Enabled, cfg.Notifiers.Log.Enabled = false, false
+				cfg.Rules = append(cfg.Rules, rules.Rule{Name: "rack_power_high", Level: "rack", Metric: rules.MetricPowerMW, OfCapacity: f(0.95), Severity: "warning"})
+				if fft == "all" {
+					cfg.OscillationLevels = nil
+				}
+				e, err := New(cfg, topo, nc, nil, nil)
+				if err != nil {
+					b.Fatal(err)
+				}
+				subj := make([]string, topo.NumNodes())
+				for i, n := range topo.Nodes() {
+					subj[i], _ = telemetry.PowerSubject(n.Location)
+				}
+				t0 := time.Unix(1800000000, 0)
+				feedWindow(b, e, topo, t0, subj)
+				ctx := context.Background()
+				// 60 windows of history (nodes held, then estimated) so that
+				// every domain runs its FFT in the timed ticks.
+				for w := range 60 {
+					e.Tick(ctx, t0.Add(time.Duration(w)*time.Second))
+				}
+				w := 60
+				var cpu time.Duration
+				b.ReportAllocs()
+				for b.Loop() {
+					b.StopTimer()
+					end := t0.Add(time.Duration(w) * time.Second)
+					feedWindow(b, e, topo, end, subj)
+					b.StartTimer()
+					c0 := cpuTime()
+					e.Tick(ctx, end)
+					cpu += cpuTime() - c0
+					w++
+				}
+				// CPU time of the process during the ticks: on a shared box the
+				// wall time also counts other processes' use of the core.
+				b.ReportMetric(float64(cpu.Microseconds())/1000/float64(b.N), "cpu_ms/tick")
+				if s := e.Snapshot(); len(s.Sites) != 1 || s.Sites[0].NodesReporting != topo.NumNodes() || s.Sites[0].OscFreqHz == 0 {
+					b.Fatalf("site %+v", s.Sites)
+				}
+				b.ReportMetric(float64(e.eval.Instances()), "rule_instances")
+				b.ReportMetric(float64(len(e.agg.Out())), "domains")
+				b.ReportMetric(float64(b.Elapsed().Microseconds())/1000/float64(b.N), "ms/tick")
+			})
+		}
 	}
 }
