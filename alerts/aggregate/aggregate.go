@@ -95,6 +95,7 @@ type Aggregator struct {
 	osc     []bool // [id]: spectrum computed for this domain
 
 	lastTick int64 // window index of the last tick, -1 none
+	run      int   // consecutive ticks since the start or the last gap
 	stats    Stats
 	scratch  report
 }
@@ -324,7 +325,17 @@ func (a *Aggregator) Tick(windowEnd time.Time) []DomainState {
 			ps[s] += cs[s]
 		}
 	}
-	gap := a.lastTick >= 0 && k != a.lastTick+1
+	// The analysis history starts only once the aggregator has seen every
+	// reporting node for stale_after+1 windows, after a start or a gap in
+	// ticks: before that the sums hold only the nodes heard from so far, and
+	// the climb from nothing to the campus's power would read as a ramp of
+	// hundreds of MW — a false page at every restart.
+	if a.lastTick >= 0 && k == a.lastTick+1 {
+		a.run++
+	} else {
+		a.run = 0
+	}
+	gap := a.run <= a.cfg.StaleAfter+1
 	for _, id := range a.out {
 		d := &a.acc[id]
 		dom := a.doms[id]

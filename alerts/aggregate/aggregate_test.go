@@ -153,9 +153,11 @@ func TestOscillationFoundAtJobFrequency(t *testing.T) {
 	topo := parseTopo(t, pduTopo)
 	job := sim.Job{Name: "sync", Period: 2 * time.Second, Duty: 0.5, ComputeFrac: 0.95, CommFrac: 0.3}
 	f := newFleet(t, topo, job)
-	a, _ := New(testConfig(), topo)
+	cfg := testConfig()
+	a, _ := New(cfg, topo)
 	var st []DomainState
-	for w := 1; w <= 61; w++ {
+	// A full analysis window after the warm-up (stale_after+1 windows).
+	for w := 1; w <= 61+cfg.StaleAfter+1; w++ {
 		end := testEpoch.Add(time.Duration(w) * time.Second)
 		feed(t, a, reports(t, topo, f, end, nil))
 		st = a.Tick(end)
@@ -173,4 +175,40 @@ func TestOscillationFoundAtJobFrequency(t *testing.T) {
 		t.Errorf("ramp %v", site.RampWPerS)
 	}
 	t.Logf("site: power %.1f kW, swing %.1f kW, osc %.3f Hz %.1f kW pp, ramp %.1f kW/s", site.PowerW/1e3, site.SwingW/1e3, site.OscFreqHz, site.OscW/1e3, site.RampWPerS/1e3)
+}
+
+// An aggregator that starts (or restarts) while a campus is running sees
+// only part of the nodes in its first windows. That climb to the campus's
+// real power is not a ramp: no ramp, swing or oscillation is reported
+// until every node has had stale_after+1 windows to be heard from, and the
+// ramp reported after that is the campus's own.
+func TestNoRampFromStartingMidStream(t *testing.T) {
+	topo := bigTopo(t, 2, 2, 4) // 288 nodes
+	// A steady job: power does not change from window to window.
+	f := newFleet(t, topo, sim.Job{Name: "steady", Period: 2 * time.Second, Duty: 1, ComputeFrac: 0.9, CommFrac: 0.9})
+	cfg := testConfig()
+	a, err := New(cfg, topo)
+	if err != nil {
+		t.Fatal(err)
+	}
+	siteID := topo.Sites()[0].ID
+	var maxRamp float64
+	for w := 1; w <= 12; w++ {
+		end := testEpoch.Add(time.Hour + time.Duration(w)*time.Second)
+		// Window 1: a third of the nodes were heard before the first tick.
+		feed(t, a, reports(t, topo, f, end, func(i int) bool { return w == 1 && i%3 != 0 }))
+		st := a.Tick(end)[siteID]
+		if w <= cfg.StaleAfter+2 && st.HasAnalysis {
+			t.Fatalf("window %d: analysis reported during warm-up (ramp %.0f W/s)", w, st.RampWPerS)
+		}
+		if st.HasAnalysis {
+			maxRamp = max(maxRamp, st.RampWPerS)
+		}
+	}
+	// The steady job's own ramp is noise: far below the 2/3 of the site
+	// that appeared after the first window.
+	site := topo.Sites()[0]
+	if maxRamp <= 0 || maxRamp > 0.05*float64(site.NodesExpected)*8*700 {
+		t.Fatalf("ramp after warm-up %.0f W/s, want only the steady job's noise", maxRamp)
+	}
 }
