@@ -275,7 +275,8 @@ func (d *demo) run(ctx context.Context) error {
 		case now := <-tick.C:
 			// Print each aggregated window once, labelled by what the
 			// script did during it.
-			if s := eng.Snapshot(); len(s.Sites) > 0 && s.At.After(lastAt) {
+			// (Windows before the first report arrived are skipped.)
+			if s := eng.Snapshot(); len(s.Sites) > 0 && s.At.After(lastAt) && (!lastAt.IsZero() || s.Sites[0].NodesReporting > 0) {
 				lastAt = s.At
 				printSnapshot(d.out, s, s.At.Sub(d.scen.epoch), d.scen.phase(s.At.Add(-time.Second/2)))
 			}
