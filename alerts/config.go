@@ -103,18 +103,19 @@ func DefaultConfig() Config {
 // validates everything; every problem names the file and key.
 func LoadConfig(path string) (Config, error) {
 	cfg := DefaultConfig()
-	if path != "" {
-		if err := config.Load(path, &cfg); err != nil {
+	if path == "" {
+		if err := cfg.LoadRulesFile(); err != nil {
 			return cfg, err
 		}
-	}
-	if err := cfg.LoadRulesFile(); err != nil {
-		return cfg, err
-	}
-	if path == "" {
 		return cfg, cfg.Validate()
 	}
-	return cfg, config.Annotate(path, cfg.Validate())
+	err := config.LoadAndValidate(path, &cfg, func() error {
+		if err := cfg.LoadRulesFile(); err != nil {
+			return err
+		}
+		return cfg.Validate()
+	})
+	return cfg, err
 }
 
 // LoadRulesFile replaces Rules with the rules of RulesFile, if set.

@@ -107,11 +107,8 @@ func DefaultConfig() Config {
 // names the file and key.
 func LoadConfig(path string) (Config, error) {
 	c := DefaultConfig()
-	if err := config.Load(path, &c); err != nil {
+	if err := config.LoadAndValidate(path, &c, func() error { return c.Validate() }); err != nil {
 		return Config{}, err
-	}
-	if err := c.Validate(); err != nil {
-		return Config{}, config.Annotate(path, err)
 	}
 	return c, nil
 }
