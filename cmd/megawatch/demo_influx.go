@@ -13,6 +13,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/megawatch/megawatch/internal/influxconf"
 )
 
 // findInfluxd looks for an influxd binary where scripts/install-test-servers.sh
@@ -57,23 +59,7 @@ func startInfluxd(ctx context.Context, bin, dir string) (*localInfluxd, error) {
 	if err != nil {
 		return nil, err
 	}
-	conf := fmt.Sprintf(`reporting-disabled = true
-bind-address = "127.0.0.1:%d"
-[meta]
-  dir = %q
-[data]
-  dir = %q
-  wal-dir = %q
-  index-version = "inmem"
-  query-log-enabled = false
-[monitor]
-  store-enabled = false
-[http]
-  bind-address = "127.0.0.1:%d"
-  log-enabled = false
-[logging]
-  level = "warn"
-`, rpc, filepath.Join(dir, "meta"), filepath.Join(dir, "data"), filepath.Join(dir, "wal"), port)
+	conf := influxconf.Local(dir, port, rpc)
 	cf := filepath.Join(dir, "influxd.conf")
 	if err := os.WriteFile(cf, []byte(conf), 0o600); err != nil {
 		return nil, err

@@ -10,6 +10,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/megawatch/megawatch/internal/influxconf"
 )
 
 // Influxd is an influxd 1.8 process on 127.0.0.1 with its data in a temp dir.
@@ -27,26 +29,7 @@ func StartInfluxd(t testing.TB) *Influxd {
 	dir := t.TempDir()
 	port := FreePort(t)
 	rpcPort := FreePort(t)
-	conf := fmt.Sprintf(`reporting-disabled = true
-bind-address = "127.0.0.1:%d"
-[meta]
-  dir = %q
-[data]
-  dir = %q
-  wal-dir = %q
-  index-version = "inmem"
-  query-log-enabled = false
-[monitor]
-  store-enabled = false
-[http]
-  bind-address = "127.0.0.1:%d"
-  log-enabled = false
-  max-body-size = 0
-[logging]
-  level = "warn"
-[continuous_queries]
-  enabled = false
-`, rpcPort, filepath.Join(dir, "meta"), filepath.Join(dir, "data"), filepath.Join(dir, "wal"), port)
+	conf := influxconf.Local(dir, port, rpcPort)
 	cf := filepath.Join(dir, "influxd.conf")
 	writeFile(t, cf, conf)
 	d := &Influxd{Proc: StartProc(t, "influxd", bin, "-config", cf), URL: fmt.Sprintf("http://127.0.0.1:%d", port), Dir: dir}
