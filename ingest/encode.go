@@ -184,6 +184,14 @@ func (e *lpEncoder) gpuLine(r *telemetry.NodeReport, g *telemetry.Gpu, ts time.T
 // report writes the node point and, when gpus is set, every GPU's point.
 // It returns the number of lines written; on error the buffer is unchanged.
 func (e *lpEncoder) report(r *telemetry.NodeReport, gpus bool) (int, error) {
+	// The hot path: up to nine lines share the report's five location tags.
+	// Measurement and keys are constants, and once the tag values pass the
+	// subject-token check (no control characters, no invalid UTF-8) the
+	// encoder's per-line validation adds nothing: skip it (lax).
+	if telemetry.ReportLocation(r).Validate() == nil {
+		e.enc.SetLax(true)
+		defer e.enc.SetLax(false)
+	}
 	start := len(e.enc.Bytes())
 	ts := time.Unix(0, r.WindowEndUnixNs)
 	e.nodeLine(r, ts)
