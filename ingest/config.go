@@ -80,7 +80,7 @@ func DefaultConfig() Config {
 		Streams:          natsx.DefaultStreamsConfig(),
 		Consumer:         "megawatch_ingest",
 		Rollups:          true,
-		Workers:          4,
+		Workers:          2,
 		BatchLines:       5000,
 		BatchWait:        time.Second,
 		MaxInflightBytes: 64 << 20,

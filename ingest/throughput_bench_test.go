@@ -117,7 +117,7 @@ func BenchmarkThroughput(b *testing.B) {
 					cfg := testConfig(influx.URL, db)
 					cfg.Consumer = fmt.Sprintf("bench_%d", round) // a fresh durable reads the stream from the start
 					// batch_wait like Telegraf's flush_interval: the last partial batches go out at once.
-					cfg.Workers, cfg.BatchWait, cfg.Rollups, cfg.AckWait = envInt("BENCH_WORKERS", 4), 100*time.Millisecond, false, time.Minute
+					cfg.Workers, cfg.BatchWait, cfg.Rollups, cfg.AckWait = envInt("BENCH_WORKERS", DefaultConfig().Workers), 100*time.Millisecond, false, time.Minute
 					if f := os.Getenv("BENCH_CPUPROFILE"); f != "" && round == 0 {
 						pf, _ := os.Create(f)
 						pprof.StartCPUProfile(pf)
