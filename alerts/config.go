@@ -197,14 +197,7 @@ func (c Config) Validate() error {
 // LoadTopology loads c.Topology, or the embedded configs/topology.yaml when
 // it is empty.
 func (c Config) LoadTopology() (*topology.Topology, error) {
-	if c.Topology != "" {
-		return topology.Load(c.Topology)
-	}
-	b, err := configs.FS.ReadFile("topology.yaml")
-	if err != nil {
-		return nil, fmt.Errorf("embedded topology: %w", err)
-	}
-	return topology.Parse(b, "configs/topology.yaml (embedded)")
+	return configs.LoadTopology(c.Topology)
 }
 
 // oscLevels are the levels that get the oscillation spectrum: the

@@ -11,7 +11,7 @@ import (
 )
 
 // embeddedTopology names the built-in topology in messages.
-const embeddedTopology = "configs/topology.yaml (embedded)"
+const embeddedTopology = configs.EmbeddedTopology
 
 // NodeName is cfg.Node, or the host name up to its first dot.
 func (c Config) NodeName() (string, error) {
@@ -65,14 +65,10 @@ func FirstNode(cfg Config) (string, error) {
 
 // loadTopology reads cfg.TopologyFile, or the embedded configs/topology.yaml.
 func loadTopology(cfg Config) (*topology.Topology, string, error) {
-	if cfg.TopologyFile != "" {
-		t, err := topology.Load(cfg.TopologyFile)
-		return t, cfg.TopologyFile, err
+	source := cfg.TopologyFile
+	if source == "" {
+		source = embeddedTopology
 	}
-	b, err := configs.FS.ReadFile("topology.yaml")
-	if err != nil {
-		return nil, embeddedTopology, fmt.Errorf("topology: %w", err)
-	}
-	t, err := topology.Parse(b, embeddedTopology)
-	return t, embeddedTopology, err
+	t, err := configs.LoadTopology(cfg.TopologyFile)
+	return t, source, err
 }

@@ -12,7 +12,6 @@ import (
 	"github.com/megawatch/megawatch/configs"
 	"github.com/megawatch/megawatch/internal/natsx"
 	"github.com/megawatch/megawatch/internal/telemetry"
-	"github.com/megawatch/megawatch/internal/topology"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
@@ -84,17 +83,7 @@ func New(cfg Config, nc *nats.Conn, logger *slog.Logger, reg prometheus.Register
 }
 
 func loadLevels(path string) ([]string, error) {
-	var topo *topology.Topology
-	var err error
-	if path == "" {
-		b, rerr := configs.FS.ReadFile("topology.yaml")
-		if rerr != nil {
-			return nil, fmt.Errorf("embedded topology: %w", rerr)
-		}
-		topo, err = topology.Parse(b, "configs/topology.yaml")
-	} else {
-		topo, err = topology.Load(path)
-	}
+	topo, err := configs.LoadTopology(path)
 	if err != nil {
 		return nil, fmt.Errorf("topology_file: %w", err)
 	}

@@ -11,7 +11,6 @@ import (
 	"github.com/megawatch/megawatch/configs"
 	"github.com/megawatch/megawatch/internal/natsx"
 	"github.com/megawatch/megawatch/internal/telemetry"
-	"github.com/megawatch/megawatch/internal/topology"
 	"github.com/nats-io/nats.go/jetstream"
 )
 
@@ -98,17 +97,7 @@ func runLoadgen(ctx context.Context, args []string, stdout, stderr io.Writer) er
 // loadgenLocations takes the first n nodes of the topology and names the
 // rest lg-<hall>-<rack>-nNNNNN in generated halls of 18-node racks.
 func loadgenLocations(path string, n int) ([]telemetry.Location, error) {
-	var topo *topology.Topology
-	var err error
-	if path == "" {
-		b, rerr := configs.FS.ReadFile("topology.yaml")
-		if rerr != nil {
-			return nil, rerr
-		}
-		topo, err = topology.Parse(b, "configs/topology.yaml")
-	} else {
-		topo, err = topology.Load(path)
-	}
+	topo, err := configs.LoadTopology(path)
 	if err != nil {
 		return nil, err
 	}
