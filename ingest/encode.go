@@ -38,6 +38,11 @@ type lpEncoder struct {
 	// lexical order ("level" sorts among them).
 	levels []string
 	order  []int
+	// The report hot path (see tagBlock).
+	tagEnc lineprotocol.Encoder
+	tagBuf []byte // "node" + tags
+	tags   []byte // a report's escaped location tags
+	ts     []byte // " <timestamp>\n"
 }
 
 func newLPEncoder(levels []string) *lpEncoder {
@@ -94,18 +99,48 @@ func (e *lpEncoder) float(key string, v float64) {
 
 func (e *lpEncoder) int(key string, v int64) { e.enc.AddField(key, lineprotocol.IntValue(v)) }
 
-func (e *lpEncoder) locTags(r *telemetry.NodeReport) {
-	e.enc.AddTag("hall", r.Hall)
-	e.enc.AddTag("node", r.Node)
-	e.enc.AddTag("rack", r.Rack)
-	e.enc.AddTag("row", r.Row)
-	e.enc.AddTag("site", r.Site)
+// The hot path: a report's node and GPU lines share its five location
+// tags, and every measurement and field key is a constant that needs no
+// escaping. line-protocol/v2's Encoder escapes every key and tag value on
+// every line (a strings.Count per escapable character: a third of ingest's
+// CPU), so report and gpuLines let the library escape the tag block once
+// per report and append the rest: constant keys, and values formatted
+// exactly as lineprotocol.Value.AppendBytes would (TestFastEncodeMatchesLibrary
+// and FuzzEncode compare both encoders byte for byte).
+
+// tagBlock sets e.tags to r's escaped location tags,
+// ",hall=…,node=…,rack=…,row=…,site=…", encoded by line-protocol/v2.
+func (e *lpEncoder) tagBlock(r *telemetry.NodeReport) error {
+	t := &e.tagEnc
+	t.SetBuffer(e.tagBuf[:0])
+	// Once the tag values pass the subject-token check (no control
+	// characters, no invalid UTF-8) the encoder's validation adds nothing.
+	t.SetLax(telemetry.ReportLocation(r).Validate() == nil)
+	t.StartLine(measNode)
+	t.AddTag("hall", r.Hall)
+	t.AddTag("node", r.Node)
+	t.AddTag("rack", r.Rack)
+	t.AddTag("row", r.Row)
+	t.AddTag("site", r.Site)
+	if err := t.Err(); err != nil {
+		return err
+	}
+	e.tagBuf = t.Bytes()
+	e.tags = e.tagBuf[len(measNode):]
+	return nil
 }
 
-// nodeLine writes the node point of r: power_w (sum over healthy GPUs),
+// setTime sets e.ts, the " <timestamp>\n" that ends each of a report's lines.
+func (e *lpEncoder) setTime(ns int64) {
+	e.ts = append(e.ts[:0], ' ')
+	e.ts = strconv.AppendInt(e.ts, ns, 10)
+	e.ts = append(e.ts, '\n')
+}
+
+// appendNode appends the node point of r: power_w (sum over healthy GPUs),
 // power_max_w (max slot), gpus, gpus_healthy.
-func (e *lpEncoder) nodeLine(r *telemetry.NodeReport, ts time.Time) {
-	var sum float64
+func (e *lpEncoder) appendNode(b []byte, r *telemetry.NodeReport) []byte {
+	var sumMw uint64
 	var healthy, havePower int64
 	for _, g := range r.Gpus {
 		if g.Health != telemetry.Health_HEALTH_OK {
@@ -113,105 +148,174 @@ func (e *lpEncoder) nodeLine(r *telemetry.NodeReport, ts time.Time) {
 		}
 		healthy++
 		if g.PowerMw != nil {
-			sum += telemetry.MilliwattsToW(*g.PowerMw)
+			sumMw += uint64(*g.PowerMw)
 			havePower++
 		}
 	}
-	e.enc.StartLine(measNode)
-	e.enc.AddTag("hall", r.Hall)
-	e.enc.AddTag("node", r.Node)
-	e.enc.AddTag("rack", r.Rack)
-	e.enc.AddTag("row", r.Row)
-	e.enc.AddTag("site", r.Site)
-	e.int("gpus", int64(len(r.Gpus)))
-	e.int("gpus_healthy", healthy)
+	b = append(b, measNode...)
+	b = append(b, e.tags...)
+	b = append(b, " gpus="...)
+	b = strconv.AppendInt(b, int64(len(r.Gpus)), 10)
+	b = append(b, "i,gpus_healthy="...)
+	b = strconv.AppendInt(b, healthy, 10)
+	b = append(b, 'i')
 	if len(r.SlotPowerW) > 0 {
 		mx := uint32(0)
 		for _, p := range r.SlotPowerW {
 			mx = max(mx, p)
 		}
-		e.float("power_max_w", float64(mx))
+		b = append(b, ",power_max_w="...)
+		b = appendIntFloat(b, int64(mx))
 	}
 	if havePower > 0 {
-		e.float("power_w", sum)
+		b = append(b, ",power_w="...)
+		b = appendMilli(b, sumMw)
 	}
-	e.enc.EndLine(ts)
+	return append(b, e.ts...)
 }
 
-// gpuLine writes one gpu point; absent optional fields stay absent.
-func (e *lpEncoder) gpuLine(r *telemetry.NodeReport, g *telemetry.Gpu, ts time.Time) {
-	e.enc.StartLine(measGPU)
-	idx := strconv.FormatUint(uint64(g.Index), 10)
-	if g.Index < uint32(len(gpuIndexTags)) {
-		idx = gpuIndexTags[g.Index]
-	}
-	e.enc.AddTag("gpu", idx)
-	e.locTags(r)
+// appendGPU appends one gpu point; absent optional fields stay absent.
+func (e *lpEncoder) appendGPU(b []byte, g *telemetry.Gpu) []byte {
+	b = append(b, "gpu,gpu="...)
+	b = appendDec(b, uint64(g.Index))
+	b = append(b, e.tags...)
 	if g.EnergyMj != nil {
-		e.int("energy_mj", int64(*g.EnergyMj)) // checked ≤ MaxInt64
+		b = append(b, " energy_mj="...)
+		b = appendDec(b, *g.EnergyMj) // checked ≤ MaxInt64
+		b = append(b, "i,healthy="...)
+	} else {
+		b = append(b, " healthy="...)
 	}
-	e.enc.AddField("healthy", lineprotocol.BoolValue(g.Health == telemetry.Health_HEALTH_OK))
+	if g.Health == telemetry.Health_HEALTH_OK {
+		b = append(b, "true"...)
+	} else {
+		b = append(b, "false"...)
+	}
 	if g.MemTempC != nil {
-		e.float("mem_temp_c", float64(*g.MemTempC))
+		b = append(b, ",mem_temp_c="...)
+		b = appendIntFloat(b, int64(*g.MemTempC))
 	}
 	if g.PowerLimitMw != nil {
-		e.float("power_limit_w", telemetry.MilliwattsToW(*g.PowerLimitMw))
+		b = append(b, ",power_limit_w="...)
+		b = appendMilli(b, uint64(*g.PowerLimitMw))
 	}
 	if g.PowerMaxMw != nil {
-		e.float("power_max_w", telemetry.MilliwattsToW(*g.PowerMaxMw))
+		b = append(b, ",power_max_w="...)
+		b = appendMilli(b, uint64(*g.PowerMaxMw))
 	}
 	if g.PowerMinMw != nil {
-		e.float("power_min_w", telemetry.MilliwattsToW(*g.PowerMinMw))
+		b = append(b, ",power_min_w="...)
+		b = appendMilli(b, uint64(*g.PowerMinMw))
 	}
 	if g.PowerMw != nil {
-		e.float("power_w", telemetry.MilliwattsToW(*g.PowerMw))
+		b = append(b, ",power_w="...)
+		b = appendMilli(b, uint64(*g.PowerMw))
 	}
 	if g.SmClockMhz != nil {
-		e.float("sm_clock_mhz", float64(*g.SmClockMhz))
+		b = append(b, ",sm_clock_mhz="...)
+		b = appendIntFloat(b, int64(*g.SmClockMhz))
 	}
 	if g.TempC != nil {
-		e.float("temp_c", float64(*g.TempC))
+		b = append(b, ",temp_c="...)
+		b = appendIntFloat(b, int64(*g.TempC))
 	}
 	if g.ThrottleReasons != nil {
-		e.int("throttle_reasons", int64(*g.ThrottleReasons)) // checked ≤ MaxInt64
+		b = append(b, ",throttle_reasons="...)
+		b = appendDec(b, *g.ThrottleReasons) // checked ≤ MaxInt64
+		b = append(b, 'i')
 	}
 	if g.UtilPct != nil {
-		e.float("util_pct", float64(*g.UtilPct))
+		b = append(b, ",util_pct="...)
+		b = appendIntFloat(b, int64(*g.UtilPct))
 	}
-	e.enc.EndLine(ts)
+	return append(b, e.ts...)
+}
+
+// appendIntFloat appends the float field value float64(v) as
+// lineprotocol.Value.AppendBytes does (strconv 'g', shortest): below 1e6 in
+// magnitude that is v's decimal digits.
+func appendIntFloat(b []byte, v int64) []byte {
+	switch {
+	case v >= 0 && v < 1e6:
+		return appendDec(b, uint64(v))
+	case v < 0 && v > -1e6:
+		return appendDec(append(b, '-'), uint64(-v))
+	}
+	fv, _ := lineprotocol.FloatValue(float64(v))
+	return fv.AppendBytes(b)
+}
+
+// appendMilli appends the float field value float64(m)/1000 (milliunits to
+// units) as lineprotocol.Value.AppendBytes does. Below 1e9 the shortest
+// decimal that round-trips is m/1000 itself, at most three decimals,
+// trailing zeros dropped; 'g' uses an exponent only from 1e6 up.
+func appendMilli(b []byte, m uint64) []byte {
+	if m >= 1e9 {
+		fv, _ := lineprotocol.FloatValue(float64(m) / 1000)
+		return fv.AppendBytes(b)
+	}
+	b = appendDec(b, m/1000)
+	f := m % 1000
+	switch {
+	case f == 0:
+		return b
+	case f%100 == 0:
+		return append(b, '.', byte('0'+f/100))
+	case f%10 == 0:
+		return append(b, '.', byte('0'+f/100), byte('0'+f/10%10))
+	}
+	return append(b, '.', byte('0'+f/100), byte('0'+f/10%10), byte('0'+f%10))
+}
+
+// appendDec appends v's decimal digits, written in place: strconv's
+// AppendUint formats into a scratch array and copies, which costs more
+// than the digits for the short numbers of a GPU line.
+func appendDec(b []byte, v uint64) []byte {
+	n := 1
+	for x := v; x >= 10; x /= 10 {
+		n++
+	}
+	b = slices.Grow(b, n)
+	b = b[:len(b)+n]
+	for i := len(b) - 1; n > 0; n-- {
+		b[i] = byte('0' + v%10)
+		v /= 10
+		i--
+	}
+	return b
 }
 
 // report writes the node point and, when gpus is set, every GPU's point.
 // It returns the number of lines written; on error the buffer is unchanged.
 func (e *lpEncoder) report(r *telemetry.NodeReport, gpus bool) (int, error) {
-	// The hot path: up to nine lines share the report's five location tags.
-	// Measurement and keys are constants, and once the tag values pass the
-	// subject-token check (no control characters, no invalid UTF-8) the
-	// encoder's per-line validation adds nothing: skip it (lax).
-	if telemetry.ReportLocation(r).Validate() == nil {
-		e.enc.SetLax(true)
-		defer e.enc.SetLax(false)
+	if err := e.tagBlock(r); err != nil {
+		return 0, err
 	}
-	start := len(e.enc.Bytes())
-	ts := time.Unix(0, r.WindowEndUnixNs)
-	e.nodeLine(r, ts)
+	e.setTime(r.WindowEndUnixNs)
+	b := e.appendNode(e.enc.Bytes(), r)
 	n := 1
 	if gpus {
 		for _, g := range r.Gpus {
-			e.gpuLine(r, g, ts)
-			n++
+			b = e.appendGPU(b, g)
 		}
+		n += len(r.Gpus)
 	}
-	return e.done(start, n)
+	e.enc.SetBuffer(b)
+	return n, nil
 }
 
 // gpuLines writes downsampled gpu points (gpu_every > 1).
 func (e *lpEncoder) gpuLines(r *telemetry.NodeReport, gs []*telemetry.Gpu, ts time.Time) (int, error) {
-	start := len(e.enc.Bytes())
-	for _, g := range gs {
-		e.gpuLine(r, g, ts)
+	if err := e.tagBlock(r); err != nil {
+		return 0, err
 	}
-	return e.done(start, len(gs))
+	e.setTime(ts.UnixNano())
+	b := e.enc.Bytes()
+	for _, g := range gs {
+		b = e.appendGPU(b, g)
+	}
+	e.enc.SetBuffer(b)
+	return len(gs), nil
 }
 
 // rollup writes the rollup point: MW fields from the watt fields, tags

@@ -10,7 +10,8 @@ import (
 
 // FuzzEncode: an arbitrary report, rollup or alert (kind 0, 1, 2) either
 // fails a check or encoding — and is dead-lettered — or becomes lines that
-// InfluxDB's parser reads back completely.
+// InfluxDB's parser reads back completely. A report's lines are also
+// exactly what line-protocol/v2's Encoder alone writes (refReport).
 func FuzzEncode(f *testing.F) {
 	end := time.Unix(1_700_000_000, 0)
 	r, _ := proto.Marshal(testReport(testLoc(1), 7, end, 8))
@@ -37,6 +38,7 @@ func FuzzEncode(f *testing.F) {
 			if checkReport(subj, &r, time.Unix(0, r.WindowEndUnixNs), timeWindow{maxAge: time.Hour, skew: time.Minute}) != nil {
 				return // dead-lettered
 			}
+			checkSameAsLibrary(t, &r)
 			n, err = e.report(&r, true)
 		case 1:
 			var r telemetry.Rollup
