@@ -22,7 +22,7 @@ type worker struct {
 	stream  string
 	budget  int // message bytes this worker may hold (prefetch + batches)
 	batches []*batch
-	report  telemetry.NodeReport
+	reports *reportDecoder
 	rollup  telemetry.Rollup
 	alert   telemetry.AlertEvent
 	unmarsh proto.UnmarshalOptions
@@ -55,7 +55,7 @@ type batch struct {
 }
 
 func newWorker(in *Ingester, cons jetstream.Consumer, stream string, budget int) *worker {
-	w := &worker{in: in, cons: cons, stream: stream, budget: budget, counted: in.m.consumed.WithLabelValues(stream)}
+	w := &worker{in: in, cons: cons, stream: stream, budget: budget, counted: in.m.consumed.WithLabelValues(stream), reports: newReportDecoder()}
 	w.writeCh = make(chan *batch, 1)
 	for i, t := range in.targets {
 		w.batches = append(w.batches, &batch{idx: i, t: t, enc: newLPEncoder(in.levels)})
@@ -155,8 +155,8 @@ func (w *worker) handle(ctx context.Context, msg jetstream.Msg) {
 	var encode func() (int, error)
 	switch {
 	case strings.HasPrefix(subject, telemetry.PowerPrefix+"."):
-		r := &w.report
-		if err := w.unmarsh.Unmarshal(msg.Data(), r); err != nil {
+		r, err := w.reports.decode(msg.Data())
+		if err != nil {
 			w.reject(ctx, msg, &poison{reason: ReasonDecode, err: err})
 			return
 		}

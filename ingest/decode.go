@@ -1,0 +1,248 @@
+package ingest
+
+import (
+	"errors"
+	"fmt"
+	"unicode/utf8"
+
+	"github.com/megawatch/megawatch/internal/telemetry"
+	"google.golang.org/protobuf/encoding/protowire"
+)
+
+// reportDecoder parses NodeReports (internal/telemetry/telemetry.proto)
+// into a reused telemetry.NodeReport without allocating in the steady
+// state: GPUs and their optional fields live in slots reused from message
+// to message, and location strings are interned. proto.Unmarshal costs
+// about 100 allocations per 8-GPU report. It accepts and rejects exactly
+// what proto.Unmarshal does and yields the same message, less unknown
+// fields (FuzzDecodeReport checks this). Not safe for concurrent use; a
+// decoded report is valid until the next decode.
+type reportDecoder struct {
+	r      telemetry.NodeReport
+	slots  []*gpuSlot
+	gpus   []*telemetry.Gpu
+	intern map[string]string
+}
+
+// gpuSlot holds one GPU message and the values its optional fields point to.
+type gpuSlot struct {
+	g                                     telemetry.Gpu
+	power, pmin, pmax, limit, clock, util uint32
+	energy, throttle                      uint64
+	temp, mem                             int32
+}
+
+// maxInterned bounds the intern table (location tokens: about 1.2 per node).
+const maxInterned = 1 << 20
+
+var errInvalidUTF8 = errors.New("string field contains invalid UTF-8")
+
+func newReportDecoder() *reportDecoder {
+	return &reportDecoder{intern: make(map[string]string)}
+}
+
+// str returns b as an interned string (location tokens repeat every window).
+func (d *reportDecoder) str(b []byte) (string, error) {
+	if !utf8.Valid(b) {
+		return "", errInvalidUTF8
+	}
+	if s, ok := d.intern[string(b)]; ok {
+		return s, nil
+	}
+	if len(d.intern) >= maxInterned {
+		clear(d.intern)
+	}
+	s := string(b)
+	d.intern[s] = s
+	return s, nil
+}
+
+// decode parses b; the result is valid until the next call.
+func (d *reportDecoder) decode(b []byte) (*telemetry.NodeReport, error) {
+	r := &d.r
+	slotPower := r.SlotPowerW[:0]
+	*r = telemetry.NodeReport{}
+	r.SlotPowerW = slotPower
+	d.gpus = d.gpus[:0]
+	for len(b) > 0 {
+		num, typ, n := protowire.ConsumeTag(b)
+		if n < 0 {
+			return nil, fmt.Errorf("tag: %w", protowire.ParseError(n))
+		}
+		if num > protowire.MaxValidNumber {
+			return nil, fmt.Errorf("field number %d out of range", num)
+		}
+		b = b[n:]
+		switch {
+		case typ == protowire.BytesType && ((num >= 1 && num <= 5) || num == 13 || num == 9 || num == 10):
+			v, n := protowire.ConsumeBytes(b)
+			if n < 0 {
+				return nil, fmt.Errorf("field %d: %w", num, protowire.ParseError(n))
+			}
+			b = b[n:]
+			var err error
+			switch num {
+			case 1:
+				r.Site, err = d.str(v)
+			case 2:
+				r.Hall, err = d.str(v)
+			case 3:
+				r.Row, err = d.str(v)
+			case 4:
+				r.Rack, err = d.str(v)
+			case 5:
+				r.Node, err = d.str(v)
+			case 13:
+				if !utf8.Valid(v) {
+					err = errInvalidUTF8
+				}
+				r.Version = string(v)
+			case 9: // packed slot_power_w
+				for len(v) > 0 {
+					x, m := protowire.ConsumeVarint(v)
+					if m < 0 {
+						return nil, fmt.Errorf("slot_power_w: %w", protowire.ParseError(m))
+					}
+					v = v[m:]
+					r.SlotPowerW = append(r.SlotPowerW, uint32(x))
+				}
+			case 10:
+				g := d.gpu(len(d.gpus))
+				if err := decodeGpu(v, g); err != nil {
+					return nil, fmt.Errorf("gpus[%d]: %w", len(d.gpus), err)
+				}
+				d.gpus = append(d.gpus, &g.g)
+			}
+			if err != nil {
+				return nil, fmt.Errorf("field %d: %w", num, err)
+			}
+		case typ == protowire.VarintType && ((num >= 6 && num <= 9) || (num >= 11 && num <= 15 && num != 13)):
+			v, n := protowire.ConsumeVarint(b)
+			if n < 0 {
+				return nil, fmt.Errorf("field %d: %w", num, protowire.ParseError(n))
+			}
+			b = b[n:]
+			switch num {
+			case 6:
+				r.WindowEndUnixNs = int64(v)
+			case 7:
+				r.WindowMs = uint32(v)
+			case 8:
+				r.SlotMs = uint32(v)
+			case 9: // unpacked slot_power_w
+				r.SlotPowerW = append(r.SlotPowerW, uint32(v))
+			case 11:
+				r.Seq = v
+			case 12:
+				r.Replayed = protowire.DecodeBool(v)
+			case 14:
+				r.BootId = v
+			case 15:
+				r.SlotMissingMask = uint32(v)
+			}
+		default: // unknown field, or a known one with another wire type: skipped
+			n := protowire.ConsumeFieldValue(num, typ, b)
+			if n < 0 {
+				return nil, fmt.Errorf("field %d: %w", num, protowire.ParseError(n))
+			}
+			b = b[n:]
+		}
+	}
+	r.Gpus = d.gpus
+	return r, nil
+}
+
+// gpu returns the i-th GPU slot, cleared.
+func (d *reportDecoder) gpu(i int) *gpuSlot {
+	if i == len(d.slots) {
+		d.slots = append(d.slots, new(gpuSlot))
+	}
+	s := d.slots[i]
+	s.g = telemetry.Gpu{}
+	return s
+}
+
+// decodeGpu parses one Gpu message into s.
+func decodeGpu(b []byte, s *gpuSlot) error {
+	g := &s.g
+	for len(b) > 0 {
+		num, typ, n := protowire.ConsumeTag(b)
+		if n < 0 {
+			return protowire.ParseError(n)
+		}
+		if num > protowire.MaxValidNumber {
+			return fmt.Errorf("field number %d out of range", num)
+		}
+		b = b[n:]
+		switch {
+		case typ == protowire.VarintType && num >= 1 && num <= 15 && num != 2 && num != 3:
+			v, n := protowire.ConsumeVarint(b)
+			if n < 0 {
+				return fmt.Errorf("field %d: %w", num, protowire.ParseError(n))
+			}
+			b = b[n:]
+			switch num {
+			case 1:
+				g.Index = uint32(v)
+			case 4:
+				g.Health = telemetry.Health(int32(v))
+			case 5:
+				s.power = uint32(v)
+				g.PowerMw = &s.power
+			case 6:
+				s.pmin = uint32(v)
+				g.PowerMinMw = &s.pmin
+			case 7:
+				s.pmax = uint32(v)
+				g.PowerMaxMw = &s.pmax
+			case 8:
+				s.energy = v
+				g.EnergyMj = &s.energy
+			case 9:
+				s.temp = int32(v)
+				g.TempC = &s.temp
+			case 10:
+				s.mem = int32(v)
+				g.MemTempC = &s.mem
+			case 11:
+				s.limit = uint32(v)
+				g.PowerLimitMw = &s.limit
+			case 12:
+				s.clock = uint32(v)
+				g.SmClockMhz = &s.clock
+			case 13:
+				s.util = uint32(v)
+				g.UtilPct = &s.util
+			case 14:
+				s.throttle = v
+				g.ThrottleReasons = &s.throttle
+			case 15:
+				g.EnergyEpoch = uint32(v)
+			}
+		case typ == protowire.BytesType && (num == 2 || num == 3 || num == 16):
+			v, n := protowire.ConsumeBytes(b)
+			if n < 0 {
+				return fmt.Errorf("field %d: %w", num, protowire.ParseError(n))
+			}
+			b = b[n:]
+			if !utf8.Valid(v) {
+				return fmt.Errorf("field %d: %w", num, errInvalidUTF8)
+			}
+			switch num { // rare: inventory every 60th report, errors
+			case 2:
+				g.Uuid = string(v)
+			case 3:
+				g.Model = string(v)
+			case 16:
+				g.Error = string(v)
+			}
+		default:
+			n := protowire.ConsumeFieldValue(num, typ, b)
+			if n < 0 {
+				return fmt.Errorf("field %d: %w", num, protowire.ParseError(n))
+			}
+			b = b[n:]
+		}
+	}
+	return nil
+}

@@ -1,0 +1,96 @@
+package ingest
+
+import (
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/megawatch/megawatch/collector/sim"
+	"github.com/megawatch/megawatch/internal/telemetry"
+	"google.golang.org/protobuf/encoding/protowire"
+	"google.golang.org/protobuf/proto"
+)
+
+// checkDecodeLikeProto fails unless reportDecoder accepts exactly what
+// proto.Unmarshal accepts and yields the same message (unknown fields aside).
+func checkDecodeLikeProto(t *testing.T, d *reportDecoder, data []byte) {
+	t.Helper()
+	var want telemetry.NodeReport
+	werr := proto.UnmarshalOptions{DiscardUnknown: true}.Unmarshal(data, &want)
+	got, err := d.decode(data)
+	if (err != nil) != (werr != nil) {
+		t.Fatalf("decode error %v, proto.Unmarshal error %v, input %x", err, werr, data)
+	}
+	if err == nil && !proto.Equal(got, &want) {
+		t.Fatalf("decode differs from proto.Unmarshal:\n got %v\nwant %v", got, &want)
+	}
+}
+
+func TestDecodeReportLikeProto(t *testing.T) {
+	d := newReportDecoder()
+	locs := make([]telemetry.Location, 20)
+	for i := range locs {
+		locs[i] = telemetry.Location{Site: "dc1", Hall: "h1", Row: "r01", Rack: "k01", Node: fmt.Sprintf("n%d", i)}
+	}
+	fleet, err := sim.NewFleet(sim.DefaultConfig(), locs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var rep telemetry.NodeReport
+	for w := range 70 { // past the 60th report: uuid, model and version too
+		for i := range locs {
+			fleet.Report(&rep, i, time.Unix(1_700_000_000+int64(w), 0), time.Second, 100*time.Millisecond)
+			data, _ := proto.Marshal(&rep)
+			checkDecodeLikeProto(t, d, data)
+		}
+	}
+	full, _ := proto.Marshal(testReport(testLoc(3), 9, time.Unix(1_700_000_000, 0), 8))
+	lost, _ := proto.Marshal(&telemetry.NodeReport{Node: "n", Gpus: []*telemetry.Gpu{{Index: 3, Health: telemetry.Health_HEALTH_LOST, Error: "GPU is lost"}}, Replayed: true, BootId: 7})
+	cases := [][]byte{
+		full, lost, nil,
+		protowire.AppendTag(nil, 9, protowire.VarintType), // truncated
+		append(protowire.AppendVarint(protowire.AppendTag(nil, 9, protowire.VarintType), 5), protowire.AppendVarint(protowire.AppendTag(nil, 9, protowire.VarintType), 6)...), // unpacked slots
+		protowire.AppendBytes(protowire.AppendTag(nil, 5, protowire.BytesType), []byte{0xff, 0xfe}),                                                                           // invalid UTF-8
+		protowire.AppendVarint(protowire.AppendTag(nil, 5, protowire.VarintType), 3),                                                                                          // node with a wrong wire type
+		protowire.AppendVarint(protowire.AppendTag(nil, 99, protowire.VarintType), 3),                                                                                         // unknown field
+		protowire.AppendBytes(protowire.AppendTag(nil, 10, protowire.BytesType), []byte{0x0a, 1, 0xff}),                                                                       // gpu uuid bad UTF-8
+		append(full, full...), // concatenation merges: last scalar wins, repeated fields append
+	}
+	for _, c := range cases {
+		checkDecodeLikeProto(t, d, c)
+	}
+}
+
+// FuzzDecodeReport: the allocation-free decoder agrees with proto.Unmarshal
+// on every input, valid or not.
+func FuzzDecodeReport(f *testing.F) {
+	r, _ := proto.Marshal(testReport(testLoc(1), 7, time.Unix(1_700_000_000, 0), 8))
+	f.Add(r)
+	f.Add([]byte{0x52, 0x02, 0x08, 0x01})
+	d := newReportDecoder()
+	f.Fuzz(func(t *testing.T, data []byte) {
+		checkDecodeLikeProto(t, d, data)
+	})
+}
+
+func BenchmarkDecodeReport(b *testing.B) {
+	data, _ := proto.Marshal(testReport(testLoc(1), 7, time.Unix(1_700_000_000, 0), 8))
+	b.Run("decoder=megawatch", func(b *testing.B) {
+		d := newReportDecoder()
+		b.ReportAllocs()
+		for b.Loop() {
+			if _, err := d.decode(data); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("decoder=proto.Unmarshal", func(b *testing.B) {
+		var r telemetry.NodeReport
+		b.ReportAllocs()
+		for b.Loop() {
+			if err := proto.Unmarshal(data, &r); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+}
