@@ -109,8 +109,21 @@ func (e *lpEncoder) int(key string, v int64) { e.enc.AddField(key, lineprotocol.
 // and FuzzEncode compare both encoders byte for byte).
 
 // tagBlock sets e.tags to r's escaped location tags,
-// ",hall=…,node=…,rack=…,row=…,site=…", encoded by line-protocol/v2.
+// ",hall=…,node=…,rack=…,row=…,site=…". Values that line-protocol/v2 would
+// copy unchanged (printable ASCII without ',', '=', ' ' or '\\') are
+// appended as they are; any other goes through the library's Encoder.
 func (e *lpEncoder) tagBlock(r *telemetry.NodeReport) error {
+	if plainTag(r.Hall) && plainTag(r.Node) && plainTag(r.Rack) && plainTag(r.Row) && plainTag(r.Site) {
+		b := append(e.tagBuf[:0], measNode...)
+		b = append(append(b, ",hall="...), r.Hall...)
+		b = append(append(b, ",node="...), r.Node...)
+		b = append(append(b, ",rack="...), r.Rack...)
+		b = append(append(b, ",row="...), r.Row...)
+		b = append(append(b, ",site="...), r.Site...)
+		e.tagBuf = b
+		e.tags = b[len(measNode):]
+		return nil
+	}
 	t := &e.tagEnc
 	t.SetBuffer(e.tagBuf[:0])
 	// Once the tag values pass the subject-token check (no control
@@ -128,6 +141,21 @@ func (e *lpEncoder) tagBlock(r *telemetry.NodeReport) error {
 	e.tagBuf = t.Bytes()
 	e.tags = e.tagBuf[len(measNode):]
 	return nil
+}
+
+// plainTag reports whether line-protocol/v2 encodes the tag value s as s
+// itself: non-empty printable ASCII with nothing to escape and no backslash.
+func plainTag(s string) bool {
+	if s == "" {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if c <= ' ' || c >= 0x7f || c == ',' || c == '=' || c == '\\' {
+			return false
+		}
+	}
+	return true
 }
 
 // setTime sets e.ts, the " <timestamp>\n" that ends each of a report's lines.

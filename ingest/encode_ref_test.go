@@ -190,3 +190,27 @@ func TestFloatFormatting(t *testing.T) {
 		integer(v)
 	}
 }
+
+// TestPlainTag: every value plainTag passes, line-protocol/v2 encodes (in
+// strict mode) as the value itself.
+func TestPlainTag(t *testing.T) {
+	for c := range 256 {
+		for _, s := range []string{string(rune(c)), "a" + string([]byte{byte(c)}) + "b", string([]byte{byte(c)})} {
+			if !plainTag(s) {
+				continue
+			}
+			var e lineprotocol.Encoder
+			e.StartLine("m")
+			e.AddTag("k", s)
+			e.AddField("f", lineprotocol.IntValue(1))
+			if want := "m,k=" + s + " f=1i"; e.Err() != nil || string(e.Bytes()) != want {
+				t.Errorf("plainTag(%q) but the library writes %q (err %v)", s, e.Bytes(), e.Err())
+			}
+		}
+	}
+	for _, s := range []string{"", "a b", "a,b", "a=b", `a\`, "a\x00", "é"} {
+		if plainTag(s) {
+			t.Errorf("plainTag(%q) = true", s)
+		}
+	}
+}
