@@ -24,8 +24,28 @@ if [ -z "${TELEGRAF:-}" ]; then
   done
 fi
 echo "telegraf: ${TELEGRAF:-not found, skipped}"
-go test -run '^$' -bench 'BenchmarkEncode$' -benchtime 200000x -count 3 ./ingest
-# BENCH_ROUNDS (default 3) rounds alternate the writers, so a busy neighbour slows them alike.
+# Encode and decode against their libraries' own paths, same run.
+go test -run '^$' -bench 'BenchmarkEncode$|BenchmarkDecodeReport$' -benchtime 200000x -count 3 ./ingest
+# BENCH_ROUNDS (default 3) rounds alternate the writers, so a busy neighbour
+# slows them alike; each round starts with a different writer, and every
+# phase waits until influxd and nats-server are idle.
 out=$(mktemp)
 go test -run '^$' -bench 'BenchmarkThroughput$' -benchtime 1x -count 1 -timeout 30m ./ingest | tee "$out"
-if command -v benchstat >/dev/null 2>&1; then benchstat -ignore /round "$out"; fi
+# Per round: each writer's points/s as a fraction of that round's ceiling.
+awk '/^BenchmarkThroughput\/round=/ {
+  split($1, a, "/"); r = a[2]; w = a[3]; sub(/-[0-9]+$/, "", w); sub(/writer=/, "", w)
+  for (i = 1; i < NF; i++) if ($(i+1) == "points/s") v[r, w] = $i
+  rounds[r] = 1
+} END {
+  for (r in rounds) {
+    c = v[r, "ceiling"]; if (c == 0) continue
+    line = r ": ceiling " c " points/s"
+    if (v[r, "megawatch"]) line = line sprintf(", megawatch %.3fx", v[r, "megawatch"] / c)
+    if (v[r, "telegraf"]) line = line sprintf(", telegraf %.3fx", v[r, "telegraf"] / c)
+    if (v[r, "megawatch"] && v[r, "telegraf"]) line = line sprintf(", megawatch/telegraf %.2f", v[r, "megawatch"] / v[r, "telegraf"])
+    print line
+  }
+}' "$out" | sort
+for c in benchstat "$HOME/go/bin/benchstat" /root/tools/bin/benchstat; do
+  if command -v "$c" >/dev/null 2>&1; then "$c" -ignore /round "$out"; break; fi
+done

@@ -20,14 +20,6 @@ const (
 	measAlert  = "alert"
 )
 
-// gpuIndexTags holds "0".."255" so that the gpu tag costs no allocation.
-var gpuIndexTags = func() (t [256]string) {
-	for i := range t {
-		t[i] = strconv.Itoa(i)
-	}
-	return t
-}()
-
 // lpEncoder appends DESIGN.md's points to a line-protocol buffer without
 // allocating per point. It is not safe for concurrent use.
 type lpEncoder struct {

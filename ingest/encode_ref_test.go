@@ -20,6 +20,12 @@ import (
 func refReport(r *telemetry.NodeReport, gpus bool) ([]byte, error) {
 	var e lineprotocol.Encoder
 	e.SetPrecision(lineprotocol.Nanosecond)
+	refAppend(&e, r, gpus)
+	return e.Bytes(), e.Err()
+}
+
+// refAppend appends r's lines to e (see refReport).
+func refAppend(e *lineprotocol.Encoder, r *telemetry.NodeReport, gpus bool) {
 	ts := time.Unix(0, r.WindowEndUnixNs)
 	loc := func() {
 		e.AddTag("hall", r.Hall)
@@ -66,7 +72,7 @@ func refReport(r *telemetry.NodeReport, gpus bool) ([]byte, error) {
 			break
 		}
 		e.StartLine("gpu")
-		e.AddTag("gpu", strconv.FormatUint(uint64(g.Index), 10))
+		e.AddTag("gpu", strconv.FormatUint(uint64(g.Index), 10)) // no allocation below 100
 		loc()
 		if g.EnergyMj != nil {
 			e.AddField("energy_mj", lineprotocol.IntValue(int64(*g.EnergyMj)))
@@ -101,7 +107,6 @@ func refReport(r *telemetry.NodeReport, gpus bool) ([]byte, error) {
 		}
 		e.EndLine(ts)
 	}
-	return e.Bytes(), e.Err()
 }
 
 // checkSameAsLibrary fails unless the hot path encodes r exactly as refReport.

@@ -95,79 +95,113 @@ func BenchmarkThroughput(b *testing.B) {
 	// BENCH_ROUNDS (3) rounds alternate the three writers against the same
 	// influxd (a fresh database each) so that a busy neighbour slows them
 	// alike; `benchstat -ignore /round` summarises them.
+	//
+	// Each phase starts once influxd and nats-server are idle (the previous
+	// phase's compactions done), and the order rotates from round to round
+	// (ceiling first, then megawatch first, then telegraf first).
+	var phases []phase
+	phases = append(phases, phase{"ceiling", func(b *testing.B, round int) {
+		db := fmt.Sprintf("ceiling_%d", round)
+		influx.CreateDB(b, db)
+		for b.Loop() {
+			settle(b, srv)
+			i0, n0 := srv.read()
+			cpu0 := selfCPU()
+			el := timeToWritten(b, influx, lines, func() {
+				directWrite(b, influx.URL+"/api/v2/write?bucket="+db+"/autogen&precision=ns", payloads, 4, 5000, 1)
+			})
+			report(b, lines, el, selfCPU()-cpu0, srv, i0, n0)
+		}
+		verify(b, influx, db, lines)
+	}})
+	phases = append(phases, phase{"megawatch", func(b *testing.B, round int) {
+		db := fmt.Sprintf("megawatch_%d", round)
+		influx.CreateDB(b, db)
+		for b.Loop() {
+			cfg := testConfig(influx.URL, db)
+			cfg.Consumer = fmt.Sprintf("bench_%d", round) // a fresh durable reads the stream from the start
+			// batch_wait like Telegraf's flush_interval: the last partial batches go out at once.
+			cfg.Workers, cfg.BatchWait, cfg.Rollups, cfg.AckWait = envInt("BENCH_WORKERS", DefaultConfig().Workers), 100*time.Millisecond, false, time.Minute
+			if f := os.Getenv("BENCH_CPUPROFILE"); f != "" && round == 0 {
+				pf, _ := os.Create(f)
+				pprof.StartCPUProfile(pf)
+				defer pprof.StopCPUProfile()
+			}
+			settle(b, srv)
+			i0, n0 := srv.read()
+			cpu0 := selfCPU()
+			var stop func()
+			var ing *Ingester
+			var logs io.Writer
+			if os.Getenv("BENCH_LOG") != "" {
+				logs = os.Stderr
+			}
+			el := timeToWritten(b, influx, lines, func() { ing, stop, _ = startIngest(b, cfg, ns.URL, logs) })
+			cpu := selfCPU() - cpu0
+			var m dto.Metric
+			_ = ing.m.latency.WithLabelValues("t").(prometheus.Histogram).Write(&m)
+			b.Logf("writes %d, mean latency %.1f ms", m.Histogram.GetSampleCount(), 1000*m.Histogram.GetSampleSum()/float64(max(1, m.Histogram.GetSampleCount())))
+			stop()
+			report(b, lines, el, cpu, srv, i0, n0)
+		}
+		verify(b, influx, db, lines)
+	}})
+	if telegraf != "" {
+		phases = append(phases, phase{"telegraf", func(b *testing.B, round int) {
+			db := fmt.Sprintf("telegraf_%d", round)
+			influx.CreateDB(b, db)
+			resetTelegrafConsumer(b, nc)
+			for b.Loop() {
+				cmd := exec.Command(telegraf, "--config", tgConf)
+				cmd.Env = append(os.Environ(), "TG_BUCKET="+db+"/autogen")
+				var out strings.Builder
+				cmd.Stdout, cmd.Stderr = &out, &out
+				settle(b, srv)
+				i0, n0 := srv.read()
+				el := timeToWritten(b, influx, lines, func() {
+					if err := cmd.Start(); err != nil {
+						b.Fatal(err)
+					}
+				})
+				cpu := statCPU(fmt.Sprintf("/proc/%d/stat", cmd.Process.Pid))
+				_ = cmd.Process.Kill()
+				_ = cmd.Wait()
+				report(b, lines, el, cpu, srv, i0, n0)
+			}
+			verify(b, influx, db, lines)
+		}})
+	}
 	for round := range envInt("BENCH_ROUNDS", 3) {
 		b.Run(fmt.Sprintf("round=%d", round), func(b *testing.B) {
-			b.Run("writer=ceiling", func(b *testing.B) {
-				db := fmt.Sprintf("ceiling_%d", round)
-				influx.CreateDB(b, db)
-				for b.Loop() {
-					i0, n0 := srv.read()
-					cpu0 := selfCPU()
-					el := timeToWritten(b, influx, lines, func() {
-						directWrite(b, influx.URL+"/api/v2/write?bucket="+db+"/autogen&precision=ns", payloads, 4, 5000, 1)
-					})
-					report(b, lines, el, selfCPU()-cpu0, srv, i0, n0)
-				}
-				verify(b, influx, db, lines)
-			})
-			b.Run("writer=megawatch", func(b *testing.B) {
-				db := fmt.Sprintf("megawatch_%d", round)
-				influx.CreateDB(b, db)
-				for b.Loop() {
-					cfg := testConfig(influx.URL, db)
-					cfg.Consumer = fmt.Sprintf("bench_%d", round) // a fresh durable reads the stream from the start
-					// batch_wait like Telegraf's flush_interval: the last partial batches go out at once.
-					cfg.Workers, cfg.BatchWait, cfg.Rollups, cfg.AckWait = envInt("BENCH_WORKERS", DefaultConfig().Workers), 100*time.Millisecond, false, time.Minute
-					if f := os.Getenv("BENCH_CPUPROFILE"); f != "" && round == 0 {
-						pf, _ := os.Create(f)
-						pprof.StartCPUProfile(pf)
-						defer pprof.StopCPUProfile()
-					}
-					i0, n0 := srv.read()
-					cpu0 := selfCPU()
-					var stop func()
-					var ing *Ingester
-					var logs io.Writer
-					if os.Getenv("BENCH_LOG") != "" {
-						logs = os.Stderr
-					}
-					el := timeToWritten(b, influx, lines, func() { ing, stop, _ = startIngest(b, cfg, ns.URL, logs) })
-					cpu := selfCPU() - cpu0
-					var m dto.Metric
-					_ = ing.m.latency.WithLabelValues("t").(prometheus.Histogram).Write(&m)
-					b.Logf("writes %d, mean latency %.1f ms", m.Histogram.GetSampleCount(), 1000*m.Histogram.GetSampleSum()/float64(max(1, m.Histogram.GetSampleCount())))
-					stop()
-					report(b, lines, el, cpu, srv, i0, n0)
-				}
-				verify(b, influx, db, lines)
-			})
-			if telegraf == "" {
-				return
+			for k := range phases {
+				p := phases[(k+round)%len(phases)]
+				b.Run("writer="+p.name, func(b *testing.B) { p.run(b, round) })
 			}
-			b.Run("writer=telegraf", func(b *testing.B) {
-				db := fmt.Sprintf("telegraf_%d", round)
-				influx.CreateDB(b, db)
-				resetTelegrafConsumer(b, nc)
-				for b.Loop() {
-					cmd := exec.Command(telegraf, "--config", tgConf)
-					cmd.Env = append(os.Environ(), "TG_BUCKET="+db+"/autogen")
-					var out strings.Builder
-					cmd.Stdout, cmd.Stderr = &out, &out
-					i0, n0 := srv.read()
-					el := timeToWritten(b, influx, lines, func() {
-						if err := cmd.Start(); err != nil {
-							b.Fatal(err)
-						}
-					})
-					cpu := statCPU(fmt.Sprintf("/proc/%d/stat", cmd.Process.Pid))
-					_ = cmd.Process.Kill()
-					_ = cmd.Wait()
-					report(b, lines, el, cpu, srv, i0, n0)
-				}
-				verify(b, influx, db, lines)
-			})
 		})
 	}
+}
+
+// phase is one writer of BenchmarkThroughput.
+type phase struct {
+	name string
+	run  func(b *testing.B, round int)
+}
+
+// settle waits (up to a minute) until influxd and nats-server together use
+// under 5% of a core over half a second, so that no phase pays for the
+// previous one's compactions.
+func settle(b *testing.B, srv serverCPU) {
+	b.Helper()
+	t0 := time.Now()
+	for time.Since(t0) < time.Minute {
+		i0, n0 := srv.read()
+		time.Sleep(500 * time.Millisecond)
+		i1, n1 := srv.read()
+		if (i1-i0)+(n1-n0) < 25*time.Millisecond {
+			break
+		}
+	}
+	b.Logf("servers idle after %.1f s", time.Since(t0).Seconds())
 }
 
 // setupTelegraf publishes the same lines on a JetStream subject (Telegraf's
