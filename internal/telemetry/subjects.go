@@ -41,6 +41,9 @@ func ValidateToken(s string) error {
 	if s == "" {
 		return fmt.Errorf("%w: empty", ErrBadToken)
 	}
+	if plainASCIIToken(s) { // the common case, checked on every report ingested
+		return nil
+	}
 	for i, r := range s {
 		switch {
 		case r == '.' || r == '*' || r == '>':
@@ -50,6 +53,18 @@ func ValidateToken(s string) error {
 		}
 	}
 	return nil
+}
+
+// plainASCIIToken reports whether s is printable ASCII without '.', '*' or
+// '>' (a valid token; anything else takes ValidateToken's rune loop).
+func plainASCIIToken(s string) bool {
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if c <= ' ' || c >= 0x7f || c == '.' || c == '*' || c == '>' {
+			return false
+		}
+	}
+	return true
 }
 
 // Location is where a node sits in the canonical power hierarchy.
