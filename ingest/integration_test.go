@@ -76,11 +76,12 @@ func TestIngestInflux(t *testing.T) {
 	if len(got) != len(want) {
 		t.Errorf("columns %v, want %v", got, want)
 	}
-	// node power = sum over healthy GPUs.
-	var sum float64
+	// node power = sum over healthy GPUs, summed exactly in milliwatts.
+	var sumMw uint32
 	for _, g := range r.Gpus {
-		sum += telemetry.MilliwattsToW(*g.PowerMw)
+		sumMw += *g.PowerMw
 	}
+	sum := telemetry.MilliwattsToW(sumMw)
 	ns := influx.Query(t, "mw", fmt.Sprintf(`SELECT power_w FROM node WHERE node='%s' AND time = %d`, r.Node, r.WindowEndUnixNs))
 	if len(ns) != 1 || fmt.Sprint(ns[0].Values[0][1]) != fmt.Sprint(sum) {
 		t.Errorf("node power_w: %+v, want %v", ns, sum)
