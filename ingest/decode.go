@@ -10,18 +10,18 @@ import (
 )
 
 // reportDecoder parses NodeReports (internal/telemetry/telemetry.proto)
-// into a reused telemetry.NodeReport without allocating in the steady
-// state: GPUs and their optional fields live in slots reused from message
-// to message, and location strings are interned. proto.Unmarshal costs
-// about 100 allocations per 8-GPU report. It accepts and rejects exactly
+// into a reused telemetry.NodeReport: GPUs and their optional fields live in
+// slots reused from message to message, so a report costs only its five
+// location strings (proto.Unmarshal: about 100 allocations per 8-GPU
+// report). An intern table for the strings measured no faster and would
+// cost memory per node. It accepts and rejects exactly
 // what proto.Unmarshal does and yields the same message, less unknown
 // fields (FuzzDecodeReport checks this). Not safe for concurrent use; a
 // decoded report is valid until the next decode.
 type reportDecoder struct {
-	r      telemetry.NodeReport
-	slots  []*gpuSlot
-	gpus   []*telemetry.Gpu
-	intern map[string]string
+	r     telemetry.NodeReport
+	slots []*gpuSlot
+	gpus  []*telemetry.Gpu
 }
 
 // gpuSlot holds one GPU message and the values its optional fields point to.
@@ -32,29 +32,16 @@ type gpuSlot struct {
 	temp, mem                             int32
 }
 
-// maxInterned bounds the intern table (location tokens: about 1.2 per node).
-const maxInterned = 1 << 20
-
 var errInvalidUTF8 = errors.New("string field contains invalid UTF-8")
 
-func newReportDecoder() *reportDecoder {
-	return &reportDecoder{intern: make(map[string]string)}
-}
+func newReportDecoder() *reportDecoder { return &reportDecoder{} }
 
-// str returns b as an interned string (location tokens repeat every window).
+// str returns b as a string, checked for UTF-8 as proto3 requires.
 func (d *reportDecoder) str(b []byte) (string, error) {
 	if !utf8.Valid(b) {
 		return "", errInvalidUTF8
 	}
-	if s, ok := d.intern[string(b)]; ok {
-		return s, nil
-	}
-	if len(d.intern) >= maxInterned {
-		clear(d.intern)
-	}
-	s := string(b)
-	d.intern[s] = s
-	return s, nil
+	return string(b), nil
 }
 
 // decode parses b; the result is valid until the next call.

@@ -61,7 +61,7 @@ func TestDecodeReportLikeProto(t *testing.T) {
 	}
 }
 
-// FuzzDecodeReport: the allocation-free decoder agrees with proto.Unmarshal
+// FuzzDecodeReport: reportDecoder agrees with proto.Unmarshal
 // on every input, valid or not.
 func FuzzDecodeReport(f *testing.F) {
 	r, _ := proto.Marshal(testReport(testLoc(1), 7, time.Unix(1_700_000_000, 0), 8))
