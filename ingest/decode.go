@@ -3,6 +3,7 @@ package ingest
 import (
 	"errors"
 	"fmt"
+	"slices"
 	"unicode/utf8"
 
 	"github.com/megawatch/megawatch/internal/telemetry"
@@ -32,6 +33,13 @@ type gpuSlot struct {
 	temp, mem                             int32
 }
 
+// Buffers a decoder keeps between messages (a node has 4–16 GPUs and
+// window_ms/slot_ms = 10 slots).
+const (
+	maxKeptGpus  = 64
+	maxKeptSlots = 1024
+)
+
 var errInvalidUTF8 = errors.New("string field contains invalid UTF-8")
 
 func newReportDecoder() *reportDecoder { return &reportDecoder{} }
@@ -46,6 +54,14 @@ func (d *reportDecoder) str(b []byte) (string, error) {
 
 // decode parses b; the result is valid until the next call.
 func (d *reportDecoder) decode(b []byte) (*telemetry.NodeReport, error) {
+	// A freak message (thousands of GPUs or slots) does not keep its
+	// buffers for the life of the worker.
+	if len(d.slots) > maxKeptGpus {
+		d.slots, d.gpus = slices.Clone(d.slots[:maxKeptGpus]), nil // a fresh array: the old one pins every slot
+	}
+	if cap(d.r.SlotPowerW) > maxKeptSlots {
+		d.r.SlotPowerW = nil
+	}
 	r := &d.r
 	slotPower := r.SlotPowerW[:0]
 	*r = telemetry.NodeReport{}

@@ -94,3 +94,20 @@ func BenchmarkDecodeReport(b *testing.B) {
 		}
 	})
 }
+
+// TestDecoderDropsFreakBuffers: after a message with thousands of GPUs and
+// slots, the next decode no longer holds buffers of that size.
+func TestDecoderDropsFreakBuffers(t *testing.T) {
+	d := newReportDecoder()
+	big := &telemetry.NodeReport{Node: "n1", SlotPowerW: make([]uint32, 100_000)}
+	for i := range 5000 {
+		big.Gpus = append(big.Gpus, &telemetry.Gpu{Index: uint32(i)})
+	}
+	data, _ := proto.Marshal(big)
+	checkDecodeLikeProto(t, d, data)
+	small, _ := proto.Marshal(testReport(testLoc(1), 1, time.Unix(1_700_000_000, 0), 8))
+	checkDecodeLikeProto(t, d, small)
+	if len(d.slots) > maxKeptGpus || cap(d.gpus) > maxKeptGpus || cap(d.r.SlotPowerW) > maxKeptSlots {
+		t.Errorf("decoder keeps %d gpu slots, %d gpu pointers, %d slot values", len(d.slots), cap(d.gpus), cap(d.r.SlotPowerW))
+	}
+}
