@@ -207,6 +207,11 @@ func (d *diskLog) append(e entry) error {
 	}
 	d.segs[len(d.segs)-1].n++
 	d.nextIdx++
+	// One fsync per report (one a second): the backlog of a NATS outage
+	// survives a power cut too, not only a process restart.
+	if err := d.f.Sync(); err != nil {
+		return fmt.Errorf("buffer_dir: fsync: %w", err)
+	}
 	return nil
 }
 
@@ -222,6 +227,7 @@ func (d *diskLog) rotate() error {
 		return fmt.Errorf("buffer_dir: %w", err)
 	}
 	d.f = f
+	syncDir(d.dir) // the new segment's directory entry
 	if len(d.segs) == 0 {
 		d.off = 0
 	}
@@ -257,6 +263,15 @@ func (d *diskLog) advance(n int) {
 	}
 	if err := os.Rename(tmp, filepath.Join(d.dir, headFile)); err != nil {
 		d.logger.Warn("buffer head not written", "err", err)
+	}
+}
+
+// syncDir makes created and renamed files in dir durable (best effort: not
+// every filesystem supports fsync on a directory).
+func syncDir(dir string) {
+	if f, err := os.Open(dir); err == nil {
+		_ = f.Sync()
+		f.Close()
 	}
 }
 

@@ -197,3 +197,20 @@ func TestDiskLogTornTail(t *testing.T) {
 		t.Errorf("after appending past a torn tail: %d entries, err %v; want 4", len(old), err)
 	}
 }
+
+// BenchmarkDiskLogAppend: one report written to the disk buffer and
+// fsynced (the collector does this once a second with buffer_dir set).
+func BenchmarkDiskLogAppend(b *testing.B) {
+	d, _, err := openDiskLog(b.TempDir(), 256, slog.New(slog.DiscardHandler))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer d.close()
+	e := testEntry(1)
+	for b.Loop() {
+		if err := d.append(e); err != nil {
+			b.Fatal(err)
+		}
+		d.advance(1)
+	}
+}
