@@ -6,9 +6,11 @@
 package notify
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"maps"
 	"net/http"
 	"strconv"
@@ -107,6 +109,26 @@ type StatusError struct {
 
 func (e *StatusError) Error() string {
 	return fmt.Sprintf("POST %s: HTTP %d: %s", e.URL, e.Code, e.Body)
+}
+
+// PostJSON posts body as JSON to url (with header's extra fields) and
+// classifies the answer as HTTPResult does; transport errors are retryable.
+func PostJSON(ctx context.Context, client *http.Client, url string, body []byte, header http.Header) (retry bool, err error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(body))
+	if err != nil {
+		return false, err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	for k, v := range header {
+		req.Header[k] = v
+	}
+	resp, err := client.Do(req)
+	if err != nil {
+		return true, err
+	}
+	defer resp.Body.Close()
+	rb, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
+	return HTTPResult(url, resp, rb)
 }
 
 // HTTPResult classifies an HTTP answer: nil for 2xx; retryable for 429 and

@@ -5,11 +5,9 @@
 package alertmanager
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
-	"io"
 	"net/http"
 	"strings"
 	"time"
@@ -101,16 +99,9 @@ func (n *Notifier) Notify(ctx context.Context, alerts []notify.Alert) (bool, err
 	if err != nil {
 		return false, fmt.Errorf("alertmanager: encode: %w", err)
 	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, n.url, bytes.NewReader(body))
+	retry, err := notify.PostJSON(ctx, n.client, n.url, body, nil)
 	if err != nil {
-		return false, fmt.Errorf("alertmanager: %w", err)
+		return retry, fmt.Errorf("alertmanager: %w", err)
 	}
-	req.Header.Set("Content-Type", "application/json")
-	resp, err := n.client.Do(req)
-	if err != nil {
-		return true, fmt.Errorf("alertmanager: %w", err)
-	}
-	defer resp.Body.Close()
-	rb, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
-	return notify.HTTPResult(n.url, resp, rb)
+	return false, nil
 }

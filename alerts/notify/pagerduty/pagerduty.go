@@ -5,12 +5,10 @@
 package pagerduty
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
 	"strings"
 	"time"
@@ -148,18 +146,7 @@ func (n *Notifier) Notify(ctx context.Context, alerts []notify.Alert) (bool, err
 		if err != nil {
 			return false, fmt.Errorf("pagerduty: encode: %w", err)
 		}
-		req, err := http.NewRequestWithContext(ctx, http.MethodPost, n.url, bytes.NewReader(body))
-		if err != nil {
-			return false, fmt.Errorf("pagerduty: %w", err)
-		}
-		req.Header.Set("Content-Type", "application/json")
-		resp, err := n.client.Do(req)
-		if err != nil {
-			return true, fmt.Errorf("pagerduty: %w", err)
-		}
-		rb, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
-		resp.Body.Close()
-		if retry, err := notify.HTTPResult(n.url, resp, rb); err != nil {
+		if retry, err := notify.PostJSON(ctx, n.client, n.url, body, nil); err != nil {
 			return retry, fmt.Errorf("pagerduty: %w", err)
 		}
 	}

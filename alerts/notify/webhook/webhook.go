@@ -4,14 +4,12 @@
 package webhook
 
 import (
-	"bytes"
 	"context"
 	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
-	"io"
 	"net/http"
 	"strings"
 
@@ -83,19 +81,13 @@ func (n *Notifier) Notify(ctx context.Context, alerts []notify.Alert) (bool, err
 	if err != nil {
 		return false, fmt.Errorf("webhook: encode: %w", err)
 	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, n.url, bytes.NewReader(body))
-	if err != nil {
-		return false, fmt.Errorf("webhook: %w", err)
-	}
-	req.Header.Set("Content-Type", "application/json")
+	var h http.Header
 	if len(n.secret) > 0 {
-		req.Header.Set(SignatureHeader, Sign(n.secret, body))
+		h = http.Header{SignatureHeader: {Sign(n.secret, body)}}
 	}
-	resp, err := n.client.Do(req)
+	retry, err := notify.PostJSON(ctx, n.client, n.url, body, h)
 	if err != nil {
-		return true, fmt.Errorf("webhook: %w", err)
+		return retry, fmt.Errorf("webhook: %w", err)
 	}
-	defer resp.Body.Close()
-	rb, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
-	return notify.HTTPResult(n.url, resp, rb)
+	return false, nil
 }
