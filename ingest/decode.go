@@ -44,8 +44,8 @@ var errInvalidUTF8 = errors.New("string field contains invalid UTF-8")
 
 func newReportDecoder() *reportDecoder { return &reportDecoder{} }
 
-// str returns b as a string, checked for UTF-8 as proto3 requires.
-func (d *reportDecoder) str(b []byte) (string, error) {
+// protoString returns b as a string, checked for UTF-8 as proto3 requires.
+func protoString(b []byte) (string, error) {
 	if !utf8.Valid(b) {
 		return "", errInvalidUTF8
 	}
@@ -86,20 +86,17 @@ func (d *reportDecoder) decode(b []byte) (*telemetry.NodeReport, error) {
 			var err error
 			switch num {
 			case 1:
-				r.Site, err = d.str(v)
+				r.Site, err = protoString(v)
 			case 2:
-				r.Hall, err = d.str(v)
+				r.Hall, err = protoString(v)
 			case 3:
-				r.Row, err = d.str(v)
+				r.Row, err = protoString(v)
 			case 4:
-				r.Rack, err = d.str(v)
+				r.Rack, err = protoString(v)
 			case 5:
-				r.Node, err = d.str(v)
+				r.Node, err = protoString(v)
 			case 13:
-				if !utf8.Valid(v) {
-					err = errInvalidUTF8
-				}
-				r.Version = string(v)
+				r.Version, err = protoString(v)
 			case 9: // packed slot_power_w
 				for len(v) > 0 {
 					x, m := protowire.ConsumeVarint(v)
@@ -155,6 +152,12 @@ func (d *reportDecoder) decode(b []byte) (*telemetry.NodeReport, error) {
 	return r, nil
 }
 
+// set stores v in *p and returns p (an optional field pointing into a slot).
+func set[T uint32 | uint64 | int32](p *T, v T) *T {
+	*p = v
+	return p
+}
+
 // gpu returns the i-th GPU slot, cleared.
 func (d *reportDecoder) gpu(i int) *gpuSlot {
 	if i == len(d.slots) {
@@ -190,35 +193,25 @@ func decodeGpu(b []byte, s *gpuSlot) error {
 			case 4:
 				g.Health = telemetry.Health(int32(v))
 			case 5:
-				s.power = uint32(v)
-				g.PowerMw = &s.power
+				g.PowerMw = set(&s.power, uint32(v))
 			case 6:
-				s.pmin = uint32(v)
-				g.PowerMinMw = &s.pmin
+				g.PowerMinMw = set(&s.pmin, uint32(v))
 			case 7:
-				s.pmax = uint32(v)
-				g.PowerMaxMw = &s.pmax
+				g.PowerMaxMw = set(&s.pmax, uint32(v))
 			case 8:
-				s.energy = v
-				g.EnergyMj = &s.energy
+				g.EnergyMj = set(&s.energy, v)
 			case 9:
-				s.temp = int32(v)
-				g.TempC = &s.temp
+				g.TempC = set(&s.temp, int32(v))
 			case 10:
-				s.mem = int32(v)
-				g.MemTempC = &s.mem
+				g.MemTempC = set(&s.mem, int32(v))
 			case 11:
-				s.limit = uint32(v)
-				g.PowerLimitMw = &s.limit
+				g.PowerLimitMw = set(&s.limit, uint32(v))
 			case 12:
-				s.clock = uint32(v)
-				g.SmClockMhz = &s.clock
+				g.SmClockMhz = set(&s.clock, uint32(v))
 			case 13:
-				s.util = uint32(v)
-				g.UtilPct = &s.util
+				g.UtilPct = set(&s.util, uint32(v))
 			case 14:
-				s.throttle = v
-				g.ThrottleReasons = &s.throttle
+				g.ThrottleReasons = set(&s.throttle, v)
 			case 15:
 				g.EnergyEpoch = uint32(v)
 			}
@@ -228,16 +221,17 @@ func decodeGpu(b []byte, s *gpuSlot) error {
 				return fmt.Errorf("field %d: %w", num, protowire.ParseError(n))
 			}
 			b = b[n:]
-			if !utf8.Valid(v) {
-				return fmt.Errorf("field %d: %w", num, errInvalidUTF8)
-			}
+			var err error
 			switch num { // rare: inventory every 60th report, errors
 			case 2:
-				g.Uuid = string(v)
+				g.Uuid, err = protoString(v)
 			case 3:
-				g.Model = string(v)
+				g.Model, err = protoString(v)
 			case 16:
-				g.Error = string(v)
+				g.Error, err = protoString(v)
+			}
+			if err != nil {
+				return fmt.Errorf("field %d: %w", num, err)
 			}
 		default:
 			n := protowire.ConsumeFieldValue(num, typ, b)

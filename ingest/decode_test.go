@@ -5,7 +5,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/megawatch/megawatch/collector/sim"
 	"github.com/megawatch/megawatch/internal/telemetry"
 	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
@@ -32,10 +31,7 @@ func TestDecodeReportLikeProto(t *testing.T) {
 	for i := range locs {
 		locs[i] = telemetry.Location{Site: "dc1", Hall: "h1", Row: "r01", Rack: "k01", Node: fmt.Sprintf("n%d", i)}
 	}
-	fleet, err := sim.NewFleet(sim.DefaultConfig(), locs)
-	if err != nil {
-		t.Fatal(err)
-	}
+	fleet := newFleet(t, locs)
 	var rep telemetry.NodeReport
 	for w := range 70 { // past the 60th report: uuid, model and version too
 		for i := range locs {

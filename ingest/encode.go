@@ -196,7 +196,7 @@ func (e *lpEncoder) appendNode(b []byte, r *telemetry.NodeReport) []byte {
 
 // appendGPU appends one gpu point; absent optional fields stay absent.
 func (e *lpEncoder) appendGPU(b []byte, g *telemetry.Gpu) []byte {
-	b = append(b, "gpu,gpu="...)
+	b = append(b, measGPU+",gpu="...)
 	b = appendDec(b, uint64(g.Index))
 	b = append(b, e.tags...)
 	if g.EnergyMj != nil {
@@ -324,12 +324,12 @@ func (e *lpEncoder) report(r *telemetry.NodeReport, gpus bool) (int, error) {
 	return n, nil
 }
 
-// gpuLines writes downsampled gpu points (gpu_every > 1).
-func (e *lpEncoder) gpuLines(r *telemetry.NodeReport, gs []*telemetry.Gpu, ts time.Time) (int, error) {
+// gpuLines writes downsampled gpu points (gpu_every > 1) at r's window end.
+func (e *lpEncoder) gpuLines(r *telemetry.NodeReport, gs []*telemetry.Gpu) (int, error) {
 	if err := e.tagBlock(r); err != nil {
 		return 0, err
 	}
-	e.setTime(ts.UnixNano())
+	e.setTime(r.WindowEndUnixNs)
 	b := e.enc.Bytes()
 	for _, g := range gs {
 		b = e.appendGPU(b, g)

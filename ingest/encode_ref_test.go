@@ -10,7 +10,6 @@ import (
 	"time"
 
 	"github.com/influxdata/line-protocol/v2/lineprotocol"
-	"github.com/megawatch/megawatch/collector/sim"
 	"github.com/megawatch/megawatch/internal/telemetry"
 )
 
@@ -137,10 +136,7 @@ func TestFastEncodeMatchesLibrary(t *testing.T) {
 	for i := range locs {
 		locs[i] = telemetry.Location{Site: "dc1", Hall: fmt.Sprintf("h%d", i%3), Row: fmt.Sprintf("r%02d", i), Rack: "k,= \\x", Node: fmt.Sprintf("n=%05d", i)}
 	}
-	fleet, err := sim.NewFleet(sim.DefaultConfig(), locs)
-	if err != nil {
-		t.Fatal(err)
-	}
+	fleet := newFleet(t, locs)
 	var rep telemetry.NodeReport
 	for w := range 20 {
 		for i := range locs {

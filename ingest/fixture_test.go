@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/megawatch/megawatch/collector/sim"
 	"github.com/megawatch/megawatch/internal/natsx"
 	"github.com/megawatch/megawatch/internal/telemetry"
 	"github.com/nats-io/nats.go"
@@ -22,6 +23,25 @@ import (
 func u32(v uint32) *uint32 { return &v }
 func u64(v uint64) *uint64 { return &v }
 func i32(v int32) *int32   { return &v }
+
+// fleetLocs is a campus of n nodes: 18 per rack, 72 per row, 500 per hall.
+func fleetLocs(n int) []telemetry.Location {
+	locs := make([]telemetry.Location, n)
+	for i := range locs {
+		locs[i] = telemetry.Location{Site: "dc1", Hall: fmt.Sprintf("h%d", i/500), Row: fmt.Sprintf("r%02d", i/72), Rack: fmt.Sprintf("k%03d", i/18), Node: fmt.Sprintf("n%05d", i)}
+	}
+	return locs
+}
+
+// newFleet is the simulator's fleet model (realistic reports) for locs.
+func newFleet(tb testing.TB, locs []telemetry.Location) *sim.Fleet {
+	tb.Helper()
+	fleet, err := sim.NewFleet(sim.DefaultConfig(), locs)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return fleet
+}
 
 func testLoc(i int) telemetry.Location {
 	return telemetry.Location{Site: "dc1", Hall: fmt.Sprintf("h%d", 1+i%2), Row: "r01", Rack: fmt.Sprintf("k%02d", i%4), Node: fmt.Sprintf("n%04d", i)}

@@ -2,12 +2,10 @@ package ingest
 
 import (
 	"bytes"
-	"fmt"
 	"testing"
 	"time"
 
 	"github.com/klauspost/compress/gzip"
-	"github.com/megawatch/megawatch/collector/sim"
 	"github.com/megawatch/megawatch/internal/telemetry"
 	"google.golang.org/protobuf/proto"
 )
@@ -17,14 +15,8 @@ import (
 // reports — the part of the ≤ 3 µs/point budget that is ingest's own code.
 func BenchmarkPipeline(b *testing.B) {
 	const nodes = 200
-	locs := make([]telemetry.Location, nodes)
-	for i := range locs {
-		locs[i] = telemetry.Location{Site: "dc1", Hall: fmt.Sprintf("h%d", i/100), Row: fmt.Sprintf("r%02d", i/72), Rack: fmt.Sprintf("k%03d", i/18), Node: fmt.Sprintf("n%05d", i)}
-	}
-	fleet, err := sim.NewFleet(sim.DefaultConfig(), locs)
-	if err != nil {
-		b.Fatal(err)
-	}
+	locs := fleetLocs(nodes)
+	fleet := newFleet(b, locs)
 	now := time.Now().Truncate(time.Second)
 	type msg struct {
 		subject string

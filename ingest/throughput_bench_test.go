@@ -16,7 +16,6 @@ import (
 	"time"
 
 	"github.com/klauspost/compress/gzip"
-	"github.com/megawatch/megawatch/collector/sim"
 	"github.com/megawatch/megawatch/internal/telemetry"
 	"github.com/megawatch/megawatch/internal/testenv"
 	"github.com/nats-io/nats.go"
@@ -45,14 +44,8 @@ func BenchmarkThroughput(b *testing.B) {
 	ensureStreams(b, js)
 
 	// The reports of a simulated fleet, and their lines as ingest encodes them.
-	locs := make([]telemetry.Location, nodes)
-	for i := range locs {
-		locs[i] = telemetry.Location{Site: "dc1", Hall: fmt.Sprintf("h%d", i/500), Row: fmt.Sprintf("r%02d", i/72), Rack: fmt.Sprintf("k%03d", i/18), Node: fmt.Sprintf("n%05d", i)}
-	}
-	fleet, err := sim.NewFleet(sim.DefaultConfig(), locs)
-	if err != nil {
-		b.Fatal(err)
-	}
+	locs := fleetLocs(nodes)
+	fleet := newFleet(b, locs)
 	base := time.Now().Truncate(time.Second).Add(-time.Duration(windows+60) * time.Second)
 	var payloads [][]byte // line protocol per report
 	var rep telemetry.NodeReport

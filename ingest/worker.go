@@ -244,7 +244,7 @@ func (w *worker) encodeReport(b *batch, r *telemetry.NodeReport) (int, error) {
 	var gerr error
 	w.in.down.add(r, func(gs []*telemetry.Gpu) {
 		var k int
-		k, gerr = b.enc.gpuLines(r, gs, time.Unix(0, r.WindowEndUnixNs))
+		k, gerr = b.enc.gpuLines(r, gs)
 		n += k
 	})
 	if gerr != nil {
