@@ -161,7 +161,7 @@ func (e *lpEncoder) setTime(ns int64) {
 // power_max_w (max slot), gpus, gpus_healthy.
 func (e *lpEncoder) appendNode(b []byte, r *telemetry.NodeReport) []byte {
 	var sumMw uint64
-	var healthy, havePower int64
+	var healthy, havePower uint64
 	for _, g := range r.Gpus {
 		if g.Health != telemetry.Health_HEALTH_OK {
 			continue
@@ -175,9 +175,9 @@ func (e *lpEncoder) appendNode(b []byte, r *telemetry.NodeReport) []byte {
 	b = append(b, measNode...)
 	b = append(b, e.tags...)
 	b = append(b, " gpus="...)
-	b = strconv.AppendInt(b, int64(len(r.Gpus)), 10)
+	b = appendDec(b, uint64(len(r.Gpus)))
 	b = append(b, "i,gpus_healthy="...)
-	b = strconv.AppendInt(b, healthy, 10)
+	b = appendDec(b, healthy)
 	b = append(b, 'i')
 	if len(r.SlotPowerW) > 0 {
 		mx := uint32(0)
@@ -308,34 +308,36 @@ func appendDec(b []byte, v uint64) []byte {
 // report writes the node point and, when gpus is set, every GPU's point.
 // It returns the number of lines written; on error the buffer is unchanged.
 func (e *lpEncoder) report(r *telemetry.NodeReport, gpus bool) (int, error) {
-	if err := e.tagBlock(r); err != nil {
-		return 0, err
-	}
-	e.setTime(r.WindowEndUnixNs)
-	b := e.appendNode(e.enc.Bytes(), r)
-	n := 1
+	var gs []*telemetry.Gpu
 	if gpus {
-		for _, g := range r.Gpus {
-			b = e.appendGPU(b, g)
-		}
-		n += len(r.Gpus)
+		gs = r.Gpus
 	}
-	e.enc.SetBuffer(b)
-	return n, nil
+	return e.lines(r, true, gs)
 }
 
 // gpuLines writes downsampled gpu points (gpu_every > 1) at r's window end.
 func (e *lpEncoder) gpuLines(r *telemetry.NodeReport, gs []*telemetry.Gpu) (int, error) {
+	return e.lines(r, false, gs)
+}
+
+// lines appends r's node point (if node) and the points of gs, all at r's
+// window end with r's location tags.
+func (e *lpEncoder) lines(r *telemetry.NodeReport, node bool, gs []*telemetry.Gpu) (int, error) {
 	if err := e.tagBlock(r); err != nil {
 		return 0, err
 	}
 	e.setTime(r.WindowEndUnixNs)
 	b := e.enc.Bytes()
+	n := len(gs)
+	if node {
+		b = e.appendNode(b, r)
+		n++
+	}
 	for _, g := range gs {
 		b = e.appendGPU(b, g)
 	}
 	e.enc.SetBuffer(b)
-	return len(gs), nil
+	return n, nil
 }
 
 // rollup writes the rollup point: MW fields from the watt fields, tags
