@@ -166,41 +166,33 @@ func (a *gpuAcc) fill(g *telemetry.Gpu) {
 		g.Health = telemetry.Health_HEALTH_ERROR
 	}
 	if a.powerMs > 0 {
-		a.vPower = uint32(a.powerWms/a.powerMs + 0.5)
-		g.PowerMw = &a.vPower
+		g.PowerMw = set(&a.vPower, uint32(a.powerWms/a.powerMs+0.5))
 	}
 	if a.haveMin {
-		a.vMin = a.minMw
-		g.PowerMinMw = &a.vMin
+		g.PowerMinMw = set(&a.vMin, a.minMw)
 	}
 	if a.haveMax {
-		a.vMax = a.maxMw
-		g.PowerMaxMw = &a.vMax
+		g.PowerMaxMw = set(&a.vMax, a.maxMw)
 	}
 	if a.haveEnergy {
 		g.EnergyMj = &a.vEnergy
 	}
 	if a.haveTemp {
-		a.vTemp = a.temp
-		g.TempC = &a.vTemp
+		g.TempC = set(&a.vTemp, a.temp)
 	}
 	if a.haveMem {
-		a.vMem = a.memTemp
-		g.MemTempC = &a.vMem
+		g.MemTempC = set(&a.vMem, a.memTemp)
 	}
 	if a.haveLimit {
 		g.PowerLimitMw = &a.vLimit
 	}
 	if a.clockN > 0 {
-		a.vClock = uint32(a.clockSum/float64(a.clockN) + 0.5)
-		g.SmClockMhz = &a.vClock
+		g.SmClockMhz = set(&a.vClock, uint32(a.clockSum/float64(a.clockN)+0.5))
 	}
 	if a.utilN > 0 {
-		a.vUtl = uint32(a.utilSum/float64(a.utilN) + 0.5)
-		g.UtilPct = &a.vUtl
+		g.UtilPct = set(&a.vUtl, uint32(a.utilSum/float64(a.utilN)+0.5))
 	}
 	if a.haveThrottle {
-		a.vThrottle = a.throttle
-		g.ThrottleReasons = &a.vThrottle
+		g.ThrottleReasons = set(&a.vThrottle, a.throttle)
 	}
 }

@@ -245,15 +245,8 @@ func (a *Aggregator) HandleReport(subject string, data []byte) error {
 		return ErrShape
 	}
 	k := r.windowEndNs / a.windowNs
-	if a.lastTick >= 0 {
-		if k <= a.lastTick {
-			a.stats.Late++
-			return ErrLate
-		}
-		if k >= a.lastTick+int64(a.ring) {
-			a.stats.Future++
-			return ErrFuture
-		}
+	if err := a.admitWindow(k); err != nil {
+		return err
 	}
 	R, S := a.ring, a.nSlots
 	j := int(idx)*R + int(k%int64(R))
@@ -292,6 +285,23 @@ func clamp16(v int32) int16 {
 		return -32768
 	}
 	return int16(max(-32767, min(32767, v)))
+}
+
+// admitWindow accepts window k unless it is at or before the last tick
+// (late) or beyond the history ring (future), counting what it refuses.
+func (a *Aggregator) admitWindow(k int64) error {
+	if a.lastTick < 0 {
+		return nil
+	}
+	if k <= a.lastTick {
+		a.stats.Late++
+		return ErrLate
+	}
+	if k >= a.lastTick+int64(a.ring) {
+		a.stats.Future++
+		return ErrFuture
+	}
+	return nil
 }
 
 // Tick aggregates the window ending at windowEnd (wall-clock aligned) and

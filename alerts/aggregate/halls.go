@@ -89,15 +89,8 @@ func (a *Aggregator) HandleRollup(data []byte) error {
 		}
 	}
 	k := m.GetWindowEndUnixNs() / a.windowNs
-	if a.lastTick >= 0 {
-		if k <= a.lastTick {
-			a.stats.Late++
-			return ErrLate
-		}
-		if k >= a.lastTick+int64(a.ring) {
-			a.stats.Future++
-			return ErrFuture
-		}
+	if err := a.admitWindow(k); err != nil {
+		return err
 	}
 	j := i*a.ring + int(k%int64(a.ring))
 	h.win[j] = k
