@@ -99,10 +99,7 @@ func (s stream) missing(t testing.TB, influx *testenv.Influxd, db string) string
 func TestFaultInfluxKilled(t *testing.T) {
 	influx := testenv.StartInfluxd(t)
 	influx.CreateDB(t, "mw")
-	ns := testenv.StartNATSServer(t)
-	nc := connect(t, ns.URL)
-	js, _ := jetstream.New(nc)
-	ensureStreams(t, js)
+	ns, js := natsProcess(t)
 	cfg := testConfig(influx.URL, "mw")
 	cfg.MaxInflightBytes = 1 << 20
 	in, _, _ := startIngest(t, cfg, ns.URL, nil)
@@ -153,10 +150,7 @@ func TestFaultInfluxKilled(t *testing.T) {
 func TestFaultIngestKilled(t *testing.T) {
 	influx := testenv.StartInfluxd(t)
 	influx.CreateDB(t, "mw")
-	ns := testenv.StartNATSServer(t)
-	nc := connect(t, ns.URL)
-	js, _ := jetstream.New(nc)
-	ensureStreams(t, js)
+	ns, js := natsProcess(t)
 	s := newStream(40, 40)
 	s.publish(t, js, 0, nil)
 	slow := httptest.NewServer(delayProxy(influx.URL, 300*time.Millisecond, nil))
@@ -197,10 +191,7 @@ func TestIngestChildProcess(t *testing.T) {
 func TestFaultNATSKilled(t *testing.T) {
 	influx := testenv.StartInfluxd(t)
 	influx.CreateDB(t, "mw")
-	ns := testenv.StartNATSServer(t)
-	nc := connect(t, ns.URL)
-	js, _ := jetstream.New(nc)
-	ensureStreams(t, js)
+	ns, js := natsProcess(t)
 	// Two ingest processes share the durable consumer.
 	startIngest(t, testConfig(influx.URL, "mw"), ns.URL, nil)
 	startIngest(t, testConfig(influx.URL, "mw"), ns.URL, nil)
@@ -220,10 +211,7 @@ func TestFaultNATSKilled(t *testing.T) {
 func TestRetryAfter(t *testing.T) {
 	influx := testenv.StartInfluxd(t)
 	influx.CreateDB(t, "mw")
-	ns := testenv.StartNATSServer(t)
-	nc := connect(t, ns.URL)
-	js, _ := jetstream.New(nc)
-	ensureStreams(t, js)
+	ns, js := natsProcess(t)
 	var unavailable atomic.Bool
 	var refused atomic.Int64
 	unavailable.Store(true)

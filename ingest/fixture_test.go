@@ -11,7 +11,9 @@ import (
 
 	"github.com/megawatch/megawatch/collector/sim"
 	"github.com/megawatch/megawatch/internal/natsx"
+	"github.com/megawatch/megawatch/internal/natsx/natstest"
 	"github.com/megawatch/megawatch/internal/telemetry"
+	"github.com/megawatch/megawatch/internal/testenv"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"google.golang.org/protobuf/proto"
@@ -41,6 +43,29 @@ func newFleet(tb testing.TB, locs []telemetry.Location) *sim.Fleet {
 		tb.Fatal(err)
 	}
 	return fleet
+}
+
+// natsProcess starts a nats-server process (tests that kill or restart it)
+// with megawatch's streams.
+func natsProcess(t *testing.T) (*testenv.NATSServer, jetstream.JetStream) {
+	t.Helper()
+	ns := testenv.StartNATSServer(t)
+	js, err := jetstream.New(connect(t, ns.URL))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ensureStreams(t, js)
+	return ns, js
+}
+
+// natsInProcess starts an in-process NATS server with megawatch's streams
+// and returns its URL.
+func natsInProcess(t *testing.T) (string, jetstream.JetStream) {
+	t.Helper()
+	srv := natstest.RunServer(t)
+	js := natstest.JetStream(t, natstest.Connect(t, srv.URL()))
+	ensureStreams(t, js)
+	return srv.URL(), js
 }
 
 func testLoc(i int) telemetry.Location {

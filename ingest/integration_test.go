@@ -7,7 +7,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/megawatch/megawatch/internal/natsx/natstest"
 	"github.com/megawatch/megawatch/internal/telemetry"
 	"github.com/megawatch/megawatch/internal/testenv"
 )
@@ -17,10 +16,7 @@ import (
 func TestIngestInflux(t *testing.T) {
 	influx := testenv.StartInfluxd(t)
 	influx.CreateDB(t, "mw")
-	srv := natstest.RunServer(t)
-	nc := natstest.Connect(t, srv.URL())
-	js := natstest.JetStream(t, nc)
-	ensureStreams(t, js)
+	natsURL, js := natsInProcess(t)
 
 	const nodes, windows = 20, 5
 	end := time.Now().Truncate(time.Second).Add(-time.Minute)
@@ -34,7 +30,7 @@ func TestIngestInflux(t *testing.T) {
 	cfg := testConfig(influx.URL, "mw")
 	cfg.Targets[0].TokenEnv = "MW_TEST_TOKEN" // influxd 1.8 without auth ignores it
 	cfg.EnsureDB = true
-	in, _, _ := startIngest(t, cfg, srv.URL(), logs)
+	in, _, _ := startIngest(t, cfg, natsURL, logs)
 	waitFor(t, 30*time.Second, "all gpu points", func() bool {
 		return influx.Count(t, "mw", `SELECT count(power_w) FROM gpu`) == nodes*windows*8
 	})
@@ -95,10 +91,7 @@ func TestIngestInflux(t *testing.T) {
 func TestRollupsAndAlerts(t *testing.T) {
 	influx := testenv.StartInfluxd(t)
 	influx.CreateDB(t, "mw")
-	srv := natstest.RunServer(t)
-	nc := natstest.Connect(t, srv.URL())
-	js := natstest.JetStream(t, nc)
-	ensureStreams(t, js)
+	natsURL, js := natsInProcess(t)
 	end := time.Now().Truncate(time.Second).Add(-time.Minute).UnixNano()
 	osc := 0.5
 	for i, path := range [][]string{{"dc1"}, {"dc1", "h1"}, {"dc1", "h1", "r01"}, {"dc1", "h1", "r01", "k01"}} {
@@ -112,7 +105,7 @@ func TestRollupsAndAlerts(t *testing.T) {
 		Value: 4, Threshold: 3.5, Message: "site over", AtUnixNs: end}
 	subj, _ := telemetry.AlertSubject("page", "site_power")
 	publishRaw(t, js, subj, a, "")
-	startIngest(t, testConfig(influx.URL, "mw"), srv.URL(), nil)
+	startIngest(t, testConfig(influx.URL, "mw"), natsURL, nil)
 	waitFor(t, 30*time.Second, "rollups and alert", func() bool {
 		return influx.Count(t, "mw", `SELECT count(power_mw) FROM rollup`) == 4 && influx.Count(t, "mw", `SELECT count(value) FROM alert`) == 1
 	})

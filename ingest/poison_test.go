@@ -9,7 +9,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/megawatch/megawatch/internal/natsx/natstest"
 	"github.com/megawatch/megawatch/internal/telemetry"
 	"github.com/megawatch/megawatch/internal/testenv"
 	"github.com/nats-io/nats.go/jetstream"
@@ -55,10 +54,7 @@ func deadLetters(t testing.TB, js jetstream.JetStream) []string {
 func TestPoison(t *testing.T) {
 	influx := testenv.StartInfluxd(t)
 	influx.Exec(t, "", `CREATE DATABASE mw WITH SHARD DURATION 1h`)
-	srv := natstest.RunServer(t)
-	nc := natstest.Connect(t, srv.URL())
-	js := natstest.JetStream(t, nc)
-	ensureStreams(t, js)
+	natsURL, js := natsInProcess(t)
 	now := time.Now().Truncate(time.Second)
 	old := now.Add(-5 * time.Hour)
 	// A string power_w in the shard of `old`: any float power_w there conflicts.
@@ -94,7 +90,7 @@ func TestPoison(t *testing.T) {
 
 	cfg := testConfig(influx.URL, "mw")
 	cfg.BatchLines = 100 // several batches, so the conflict is split out of a real batch
-	startIngest(t, cfg, srv.URL(), nil)
+	startIngest(t, cfg, natsURL, nil)
 	want := []string{
 		"decode megawatch.v1.power.dc1.h1.r01.k01.junk",
 		"location " + mustPowerSubject(testLoc(12)),

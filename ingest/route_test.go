@@ -8,7 +8,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/megawatch/megawatch/internal/natsx/natstest"
 	"github.com/megawatch/megawatch/internal/testenv"
 )
 
@@ -18,10 +17,7 @@ func TestTargets(t *testing.T) {
 	influx := testenv.StartInfluxd(t)
 	influx.CreateDB(t, "mw_h1")
 	influx.CreateDB(t, "mw_rest")
-	srv := natstest.RunServer(t)
-	nc := natstest.Connect(t, srv.URL())
-	js := natstest.JetStream(t, nc)
-	ensureStreams(t, js)
+	natsURL, js := natsInProcess(t)
 	file := filepath.Join(t.TempDir(), "rollups.lp")
 	cfg := testConfig(influx.URL, "unused")
 	cfg.Targets = []Target{
@@ -32,7 +28,7 @@ func TestTargets(t *testing.T) {
 	s := newStream(10, 3)
 	s.publish(t, js, 0, nil)
 	publishRollup(t, js, []string{"dc1", "h1"}, time.Now().Add(-time.Minute))
-	startIngest(t, cfg, srv.URL(), nil)
+	startIngest(t, cfg, natsURL, nil)
 	waitFor(t, 30*time.Second, "both buckets", func() bool {
 		return influx.Count(t, "mw_h1", `SELECT count(gpus) FROM node`) == 15 && influx.Count(t, "mw_rest", `SELECT count(gpus) FROM node`) == 15
 	})
@@ -50,17 +46,14 @@ func TestTargets(t *testing.T) {
 func TestGPUEvery(t *testing.T) {
 	influx := testenv.StartInfluxd(t)
 	influx.CreateDB(t, "mw")
-	srv := natstest.RunServer(t)
-	nc := natstest.Connect(t, srv.URL())
-	js := natstest.JetStream(t, nc)
-	ensureStreams(t, js)
+	natsURL, js := natsInProcess(t)
 	s := newStream(4, 10)
 	s.base = time.Now().Truncate(5 * time.Second).Add(-10 * time.Minute)
 	s.publish(t, js, 0, nil)
 	cfg := testConfig(influx.URL, "mw")
 	cfg.GPUEvery = 5
 	cfg.Workers = 1 // in order: a late window would join the next group
-	startIngest(t, cfg, srv.URL(), nil)
+	startIngest(t, cfg, natsURL, nil)
 	waitFor(t, 30*time.Second, "points", func() bool {
 		return influx.Count(t, "mw", `SELECT count(gpus) FROM node`) == 40 && influx.Count(t, "mw", `SELECT count(power_w) FROM gpu`) == 4*2*8
 	})
