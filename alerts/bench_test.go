@@ -2,7 +2,6 @@ package alerts
 
 import (
 	"context"
-	"fmt"
 	"syscall"
 	"testing"
 	"time"
@@ -11,6 +10,7 @@ import (
 	"github.com/megawatch/megawatch/internal/natsx/natstest"
 	"github.com/megawatch/megawatch/internal/telemetry"
 	"github.com/megawatch/megawatch/internal/topology"
+	"github.com/megawatch/megawatch/internal/topology/topotest"
 	"google.golang.org/protobuf/proto"
 )
 
@@ -19,30 +19,6 @@ func cpuTime() time.Duration {
 	var ru syscall.Rusage
 	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
-}
-
-func campus(b *testing.B, halls, rows, racks int) *topology.Topology {
-	y := fmt.Sprintf(`
-levels: [site, hall, row, rack]
-domains:
-  - name: dc1
-    capacity_kw: %d
-    children:
-      - name: h[%02d-%02d]
-        capacity_kw: %d
-        children:
-          - name: r[%02d-%02d]
-            capacity_kw: %d
-            children:
-              - name: k[%02d-%02d]
-                capacity_kw: 250
-                nodes: ["g-{hall}-{row}-{rack}-n[01-18]"]
-`, halls*rows*racks*250, 1, halls, rows*racks*250, 1, rows, racks*250, 1, racks)
-	topo, err := topology.Parse([]byte(y), "bench")
-	if err != nil {
-		b.Fatal(err)
-	}
-	return topo
 }
 
 // feedWindow hands every node's report for the window ending at end to the
@@ -77,7 +53,7 @@ func BenchmarkEngineTick(b *testing.B) {
 	}{{"nodes=69120_1GW", 4, 20, 48}, {"nodes=345600_5GW", 10, 40, 48}} {
 		for _, fft := range []string{"default", "all"} { // all: the baseline, an FFT on every domain
 			b.Run(c.name+"/fft="+fft, func(b *testing.B) {
-				topo := campus(b, c.halls, c.rows, c.racks)
+				topo := topotest.Campus(b, c.halls, c.rows, c.racks, 250)
 				srv := natstest.RunServer(b)
 				nc := natstest.Connect(b, srv.URL())
 				cfg := DefaultConfig()

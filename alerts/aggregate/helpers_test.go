@@ -1,7 +1,6 @@
 package aggregate
 
 import (
-	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -9,6 +8,7 @@ import (
 	"github.com/megawatch/megawatch/collector/sim"
 	"github.com/megawatch/megawatch/internal/telemetry"
 	"github.com/megawatch/megawatch/internal/topology"
+	"github.com/megawatch/megawatch/internal/topology/topotest"
 	"google.golang.org/protobuf/proto"
 )
 
@@ -49,26 +49,9 @@ func parseTopo(t testing.TB, y string) *topology.Topology {
 	return topo
 }
 
-// bigTopo is a campus of halls × rows × racks × 18 nodes.
+// bigTopo is a campus of halls × rows × racks × 18 nodes, 200 kW racks.
 func bigTopo(t testing.TB, halls, rows, racks int) *topology.Topology {
-	t.Helper()
-	y := fmt.Sprintf(`
-levels: [site, hall, row, rack]
-domains:
-  - name: dc1
-    capacity_kw: %d
-    children:
-      - name: h[%02d-%02d]
-        capacity_kw: %d
-        children:
-          - name: r[%02d-%02d]
-            capacity_kw: %d
-            children:
-              - name: k[%02d-%02d]
-                capacity_kw: 200
-                nodes: ["g-{hall}-{row}-{rack}-n[01-18]"]
-`, halls*rows*racks*200, 1, halls, rows*racks*200, 1, rows, racks*200, 1, racks)
-	return parseTopo(t, y)
+	return topotest.Campus(t, halls, rows, racks, 200)
 }
 
 func testConfig() Config {
