@@ -85,10 +85,9 @@ func decodeReport(b []byte, r *report) error {
 					return fmt.Errorf("slot_power_w: %w", protowire.ParseError(m))
 				}
 				v = v[m:]
-				if len(r.slots) >= 1024 {
-					return errors.New("slot_power_w: more than 1024 slots")
+				if err := r.addSlot(x); err != nil {
+					return err
 				}
-				r.slots = append(r.slots, uint32(x))
 			}
 		case num == 9 && typ == protowire.VarintType: // unpacked slot_power_w
 			x, n := protowire.ConsumeVarint(b)
@@ -96,10 +95,9 @@ func decodeReport(b []byte, r *report) error {
 				return fmt.Errorf("slot_power_w: %w", protowire.ParseError(n))
 			}
 			b = b[n:]
-			if len(r.slots) >= 1024 {
-				return errors.New("slot_power_w: more than 1024 slots")
+			if err := r.addSlot(x); err != nil {
+				return err
 			}
-			r.slots = append(r.slots, uint32(x))
 		case num == 10 && typ == protowire.BytesType:
 			v, n := protowire.ConsumeBytes(b)
 			if n < 0 {
@@ -117,6 +115,15 @@ func decodeReport(b []byte, r *report) error {
 			b = b[n:]
 		}
 	}
+	return nil
+}
+
+// addSlot appends one slot_power_w value (packed or not), at most 1024.
+func (r *report) addSlot(x uint64) error {
+	if len(r.slots) >= 1024 {
+		return errors.New("slot_power_w: more than 1024 slots")
+	}
+	r.slots = append(r.slots, uint32(x))
 	return nil
 }
 
