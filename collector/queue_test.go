@@ -198,19 +198,32 @@ func TestDiskLogTornTail(t *testing.T) {
 	}
 }
 
-// BenchmarkDiskLogAppend: one report written to the disk buffer and
-// fsynced (the collector does this once a second with buffer_dir set).
-func BenchmarkDiskLogAppend(b *testing.B) {
-	d, _, err := openDiskLog(b.TempDir(), 256, slog.New(slog.DiscardHandler))
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer d.close()
+// BenchmarkBufferReport: one report through the collector's buffer, pushed
+// and then acknowledged (push, next, commit). With buffer_dir the report is
+// appended and fsynced and the head file rewritten (what the collector does
+// once a second); the memory-only buffer (buffer_dir "") is the baseline.
+func BenchmarkBufferReport(b *testing.B) {
 	e := testEntry(1)
-	for b.Loop() {
-		if err := d.append(e); err != nil {
+	run := func(b *testing.B, disk *diskLog) {
+		q := newQueue(1000, 1<<20, disk)
+		b.ReportAllocs()
+		for b.Loop() {
+			if _, err := q.push(e); err != nil {
+				b.Fatal(err)
+			}
+			if _, ok := q.next(); !ok {
+				b.Fatal("queue empty")
+			}
+			q.commit()
+		}
+	}
+	b.Run("buffer=disk", func(b *testing.B) {
+		d, _, err := openDiskLog(b.TempDir(), 256, slog.New(slog.DiscardHandler))
+		if err != nil {
 			b.Fatal(err)
 		}
-		d.advance(1)
-	}
+		defer d.close()
+		run(b, d)
+	})
+	b.Run("buffer=memory", func(b *testing.B) { run(b, nil) })
 }
