@@ -103,6 +103,7 @@ func BenchmarkTick(b *testing.B) {
 			}
 			k := testEpoch.Add(time.Second).UnixNano() / a.windowNs
 			a.lastTick = k - 1
+			a.run = a.cfg.StaleAfter + 2 // past the analysis warm-up
 			R := int64(a.ring)
 			var cpu time.Duration
 			b.ReportAllocs()
