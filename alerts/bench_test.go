@@ -74,12 +74,14 @@ func BenchmarkEngineTick(b *testing.B) {
 				t0 := time.Unix(1800000000, 0)
 				feedWindow(b, e, topo, t0, subj)
 				ctx := context.Background()
-				// 60 windows of history (nodes held, then estimated) so that
-				// every domain runs its FFT in the timed ticks.
-				for w := range 60 {
+				// 60 windows of history after the analysis warm-up (nodes
+				// held, then estimated) so that every domain runs its FFT in
+				// every timed tick.
+				warm := 60 + cfg.StaleAfter + 2
+				for w := range warm {
 					e.Tick(ctx, t0.Add(time.Duration(w)*time.Second))
 				}
-				w := 60
+				w := warm
 				var cpu time.Duration
 				b.ReportAllocs()
 				for b.Loop() {
