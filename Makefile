@@ -2,7 +2,7 @@
 export CGO_ENABLED := 1
 export CGO_CFLAGS := -O2 -g -Wno-deprecated-declarations
 
-.PHONY: build test test-short generate fuzz bench tools
+.PHONY: build test test-short generate proto fuzz bench tools
 
 build:
 	go build -o bin/megawatch ./cmd/megawatch
@@ -16,5 +16,5 @@ test-short:
 
 # Regenerates internal/telemetry/*.pb.go. Needs protoc (Debian: protobuf-compiler)
 # and protoc-gen-go (go install google.golang.org/protobuf/cmd/protoc-gen-go@v1.36.12).
-generate:
+generate proto:
 	protoc --go_out=. --go_opt=module=github.com/megawatch/megawatch internal/telemetry/telemetry.proto

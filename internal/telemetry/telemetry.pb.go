@@ -84,6 +84,59 @@ func (Health) EnumDescriptor() ([]byte, []int) {
 	return file_internal_telemetry_telemetry_proto_rawDescGZIP(), []int{0}
 }
 
+// Where a NodeReport's node_power_mw came from. NONE: no source answered.
+type NodePowerSource int32
+
+const (
+	NodePowerSource_NODE_POWER_NONE    NodePowerSource = 0
+	NodePowerSource_NODE_POWER_REDFISH NodePowerSource = 1 // BMC over Redfish: chassis total power
+	NodePowerSource_NODE_POWER_HWMON   NodePowerSource = 2 // in-band ACPI power meter (hwmon power_meter)
+	NodePowerSource_NODE_POWER_MODEL   NodePowerSource = 3 // estimated: static host power + per-GPU overhead + GPU power
+)
+
+// Enum value maps for NodePowerSource.
+var (
+	NodePowerSource_name = map[int32]string{
+		0: "NODE_POWER_NONE",
+		1: "NODE_POWER_REDFISH",
+		2: "NODE_POWER_HWMON",
+		3: "NODE_POWER_MODEL",
+	}
+	NodePowerSource_value = map[string]int32{
+		"NODE_POWER_NONE":    0,
+		"NODE_POWER_REDFISH": 1,
+		"NODE_POWER_HWMON":   2,
+		"NODE_POWER_MODEL":   3,
+	}
+)
+
+func (x NodePowerSource) Enum() *NodePowerSource {
+	p := new(NodePowerSource)
+	*p = x
+	return p
+}
+
+func (x NodePowerSource) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (NodePowerSource) Descriptor() protoreflect.EnumDescriptor {
+	return file_internal_telemetry_telemetry_proto_enumTypes[1].Descriptor()
+}
+
+func (NodePowerSource) Type() protoreflect.EnumType {
+	return &file_internal_telemetry_telemetry_proto_enumTypes[1]
+}
+
+func (x NodePowerSource) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use NodePowerSource.Descriptor instead.
+func (NodePowerSource) EnumDescriptor() ([]byte, []int) {
+	return file_internal_telemetry_telemetry_proto_rawDescGZIP(), []int{1}
+}
+
 type AlertState int32
 
 const (
@@ -120,11 +173,11 @@ func (x AlertState) String() string {
 }
 
 func (AlertState) Descriptor() protoreflect.EnumDescriptor {
-	return file_internal_telemetry_telemetry_proto_enumTypes[1].Descriptor()
+	return file_internal_telemetry_telemetry_proto_enumTypes[2].Descriptor()
 }
 
 func (AlertState) Type() protoreflect.EnumType {
-	return &file_internal_telemetry_telemetry_proto_enumTypes[1]
+	return &file_internal_telemetry_telemetry_proto_enumTypes[2]
 }
 
 func (x AlertState) Number() protoreflect.EnumNumber {
@@ -133,7 +186,7 @@ func (x AlertState) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use AlertState.Descriptor instead.
 func (AlertState) EnumDescriptor() ([]byte, []int) {
-	return file_internal_telemetry_telemetry_proto_rawDescGZIP(), []int{1}
+	return file_internal_telemetry_telemetry_proto_rawDescGZIP(), []int{2}
 }
 
 // One node, one window. Published to
@@ -159,6 +212,13 @@ type NodeReport struct {
 	Version         string   `protobuf:"bytes,13,opt,name=version,proto3" json:"version,omitempty"`              // collector version; first report and every 60th
 	BootId          uint64   `protobuf:"varint,14,opt,name=boot_id,json=bootId,proto3" json:"boot_id,omitempty"` // random per collector process; seq restarts with it
 	SlotMissingMask uint32   `protobuf:"varint,15,opt,name=slot_missing_mask,json=slotMissingMask,proto3" json:"slot_missing_mask,omitempty"`
+	// Whole-node input power (GPUs, CPUs, memory, NICs, fans, PSU losses),
+	// mean over the window, milliwatts; absent when no node-power source
+	// answered this window. Field numbers 16-29 are for node power.
+	NodePowerMw     *uint32         `protobuf:"varint,16,opt,name=node_power_mw,json=nodePowerMw,proto3,oneof" json:"node_power_mw,omitempty"`
+	NodePowerSource NodePowerSource `protobuf:"varint,17,opt,name=node_power_source,json=nodePowerSource,proto3,enum=megawatch.telemetry.v1.NodePowerSource" json:"node_power_source,omitempty"` // where node_power_mw came from
+	CpuPowerMw      *uint32         `protobuf:"varint,18,opt,name=cpu_power_mw,json=cpuPowerMw,proto3,oneof" json:"cpu_power_mw,omitempty"`                                                      // RAPL package + DRAM, mean over the window
+	NodeEnergyMj    *uint64         `protobuf:"varint,19,opt,name=node_energy_mj,json=nodeEnergyMj,proto3,oneof" json:"node_energy_mj,omitempty"`                                                // BMC energy counter, millijoules, when it has one
 	unknownFields   protoimpl.UnknownFields
 	sizeCache       protoimpl.SizeCache
 }
@@ -294,6 +354,34 @@ func (x *NodeReport) GetBootId() uint64 {
 func (x *NodeReport) GetSlotMissingMask() uint32 {
 	if x != nil {
 		return x.SlotMissingMask
+	}
+	return 0
+}
+
+func (x *NodeReport) GetNodePowerMw() uint32 {
+	if x != nil && x.NodePowerMw != nil {
+		return *x.NodePowerMw
+	}
+	return 0
+}
+
+func (x *NodeReport) GetNodePowerSource() NodePowerSource {
+	if x != nil {
+		return x.NodePowerSource
+	}
+	return NodePowerSource_NODE_POWER_NONE
+}
+
+func (x *NodeReport) GetCpuPowerMw() uint32 {
+	if x != nil && x.CpuPowerMw != nil {
+		return *x.CpuPowerMw
+	}
+	return 0
+}
+
+func (x *NodeReport) GetNodeEnergyMj() uint64 {
+	if x != nil && x.NodeEnergyMj != nil {
+		return *x.NodeEnergyMj
 	}
 	return 0
 }
@@ -831,7 +919,7 @@ var File_internal_telemetry_telemetry_proto protoreflect.FileDescriptor
 
 const file_internal_telemetry_telemetry_proto_rawDesc = "" +
 	"\n" +
-	"\"internal/telemetry/telemetry.proto\x12\x16megawatch.telemetry.v1\"\xb1\x03\n" +
+	"\"internal/telemetry/telemetry.proto\x12\x16megawatch.telemetry.v1\"\xb7\x05\n" +
 	"\n" +
 	"NodeReport\x12\x12\n" +
 	"\x04site\x18\x01 \x01(\tR\x04site\x12\x12\n" +
@@ -850,7 +938,15 @@ const file_internal_telemetry_telemetry_proto_rawDesc = "" +
 	"\breplayed\x18\f \x01(\bR\breplayed\x12\x18\n" +
 	"\aversion\x18\r \x01(\tR\aversion\x12\x17\n" +
 	"\aboot_id\x18\x0e \x01(\x04R\x06bootId\x12*\n" +
-	"\x11slot_missing_mask\x18\x0f \x01(\rR\x0fslotMissingMask\"\xc4\x05\n" +
+	"\x11slot_missing_mask\x18\x0f \x01(\rR\x0fslotMissingMask\x12'\n" +
+	"\rnode_power_mw\x18\x10 \x01(\rH\x00R\vnodePowerMw\x88\x01\x01\x12S\n" +
+	"\x11node_power_source\x18\x11 \x01(\x0e2'.megawatch.telemetry.v1.NodePowerSourceR\x0fnodePowerSource\x12%\n" +
+	"\fcpu_power_mw\x18\x12 \x01(\rH\x01R\n" +
+	"cpuPowerMw\x88\x01\x01\x12)\n" +
+	"\x0enode_energy_mj\x18\x13 \x01(\x04H\x02R\fnodeEnergyMj\x88\x01\x01B\x10\n" +
+	"\x0e_node_power_mwB\x0f\n" +
+	"\r_cpu_power_mwB\x11\n" +
+	"\x0f_node_energy_mj\"\xc4\x05\n" +
 	"\x03Gpu\x12\x14\n" +
 	"\x05index\x18\x01 \x01(\rR\x05index\x12\x12\n" +
 	"\x04uuid\x18\x02 \x01(\tR\x04uuid\x12\x14\n" +
@@ -946,7 +1042,12 @@ const file_internal_telemetry_telemetry_proto_rawDesc = "" +
 	"\tHEALTH_OK\x10\x00\x12\x0f\n" +
 	"\vHEALTH_LOST\x10\x01\x12\x12\n" +
 	"\x0eHEALTH_TIMEOUT\x10\x02\x12\x10\n" +
-	"\fHEALTH_ERROR\x10\x03*q\n" +
+	"\fHEALTH_ERROR\x10\x03*j\n" +
+	"\x0fNodePowerSource\x12\x13\n" +
+	"\x0fNODE_POWER_NONE\x10\x00\x12\x16\n" +
+	"\x12NODE_POWER_REDFISH\x10\x01\x12\x14\n" +
+	"\x10NODE_POWER_HWMON\x10\x02\x12\x14\n" +
+	"\x10NODE_POWER_MODEL\x10\x03*q\n" +
 	"\n" +
 	"AlertState\x12\x18\n" +
 	"\x14ALERT_STATE_INACTIVE\x10\x00\x12\x17\n" +
@@ -966,29 +1067,31 @@ func file_internal_telemetry_telemetry_proto_rawDescGZIP() []byte {
 	return file_internal_telemetry_telemetry_proto_rawDescData
 }
 
-var file_internal_telemetry_telemetry_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
+var file_internal_telemetry_telemetry_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
 var file_internal_telemetry_telemetry_proto_msgTypes = make([]protoimpl.MessageInfo, 6)
 var file_internal_telemetry_telemetry_proto_goTypes = []any{
-	(Health)(0),        // 0: megawatch.telemetry.v1.Health
-	(AlertState)(0),    // 1: megawatch.telemetry.v1.AlertState
-	(*NodeReport)(nil), // 2: megawatch.telemetry.v1.NodeReport
-	(*Gpu)(nil),        // 3: megawatch.telemetry.v1.Gpu
-	(*Rollup)(nil),     // 4: megawatch.telemetry.v1.Rollup
-	(*AlertEvent)(nil), // 5: megawatch.telemetry.v1.AlertEvent
-	nil,                // 6: megawatch.telemetry.v1.AlertEvent.LabelsEntry
-	nil,                // 7: megawatch.telemetry.v1.AlertEvent.AnnotationsEntry
+	(Health)(0),          // 0: megawatch.telemetry.v1.Health
+	(NodePowerSource)(0), // 1: megawatch.telemetry.v1.NodePowerSource
+	(AlertState)(0),      // 2: megawatch.telemetry.v1.AlertState
+	(*NodeReport)(nil),   // 3: megawatch.telemetry.v1.NodeReport
+	(*Gpu)(nil),          // 4: megawatch.telemetry.v1.Gpu
+	(*Rollup)(nil),       // 5: megawatch.telemetry.v1.Rollup
+	(*AlertEvent)(nil),   // 6: megawatch.telemetry.v1.AlertEvent
+	nil,                  // 7: megawatch.telemetry.v1.AlertEvent.LabelsEntry
+	nil,                  // 8: megawatch.telemetry.v1.AlertEvent.AnnotationsEntry
 }
 var file_internal_telemetry_telemetry_proto_depIdxs = []int32{
-	3, // 0: megawatch.telemetry.v1.NodeReport.gpus:type_name -> megawatch.telemetry.v1.Gpu
-	0, // 1: megawatch.telemetry.v1.Gpu.health:type_name -> megawatch.telemetry.v1.Health
-	1, // 2: megawatch.telemetry.v1.AlertEvent.state:type_name -> megawatch.telemetry.v1.AlertState
-	6, // 3: megawatch.telemetry.v1.AlertEvent.labels:type_name -> megawatch.telemetry.v1.AlertEvent.LabelsEntry
-	7, // 4: megawatch.telemetry.v1.AlertEvent.annotations:type_name -> megawatch.telemetry.v1.AlertEvent.AnnotationsEntry
-	5, // [5:5] is the sub-list for method output_type
-	5, // [5:5] is the sub-list for method input_type
-	5, // [5:5] is the sub-list for extension type_name
-	5, // [5:5] is the sub-list for extension extendee
-	0, // [0:5] is the sub-list for field type_name
+	4, // 0: megawatch.telemetry.v1.NodeReport.gpus:type_name -> megawatch.telemetry.v1.Gpu
+	1, // 1: megawatch.telemetry.v1.NodeReport.node_power_source:type_name -> megawatch.telemetry.v1.NodePowerSource
+	0, // 2: megawatch.telemetry.v1.Gpu.health:type_name -> megawatch.telemetry.v1.Health
+	2, // 3: megawatch.telemetry.v1.AlertEvent.state:type_name -> megawatch.telemetry.v1.AlertState
+	7, // 4: megawatch.telemetry.v1.AlertEvent.labels:type_name -> megawatch.telemetry.v1.AlertEvent.LabelsEntry
+	8, // 5: megawatch.telemetry.v1.AlertEvent.annotations:type_name -> megawatch.telemetry.v1.AlertEvent.AnnotationsEntry
+	6, // [6:6] is the sub-list for method output_type
+	6, // [6:6] is the sub-list for method input_type
+	6, // [6:6] is the sub-list for extension type_name
+	6, // [6:6] is the sub-list for extension extendee
+	0, // [0:6] is the sub-list for field type_name
 }
 
 func init() { file_internal_telemetry_telemetry_proto_init() }
@@ -996,6 +1099,7 @@ func file_internal_telemetry_telemetry_proto_init() {
 	if File_internal_telemetry_telemetry_proto != nil {
 		return
 	}
+	file_internal_telemetry_telemetry_proto_msgTypes[0].OneofWrappers = []any{}
 	file_internal_telemetry_telemetry_proto_msgTypes[1].OneofWrappers = []any{}
 	file_internal_telemetry_telemetry_proto_msgTypes[2].OneofWrappers = []any{}
 	type x struct{}
@@ -1003,7 +1107,7 @@ func file_internal_telemetry_telemetry_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_internal_telemetry_telemetry_proto_rawDesc), len(file_internal_telemetry_telemetry_proto_rawDesc)),
-			NumEnums:      2,
+			NumEnums:      3,
 			NumMessages:   6,
 			NumExtensions: 0,
 			NumServices:   0,
