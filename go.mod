@@ -16,6 +16,12 @@ require (
 )
 
 require (
+	github.com/goburrow/serial v0.1.0 // indirect
+	github.com/gosnmp/gosnmp v1.47.0 // indirect
+	github.com/simonvetter/modbus v1.6.4 // indirect
+)
+
+require (
 	github.com/antithesishq/antithesis-sdk-go v0.8.0-default-no-op // indirect
 	github.com/apapsch/go-jsonmerge/v2 v2.0.0 // indirect
 	github.com/beorn7/perks v1.0.1 // indirect

@@ -72,6 +72,27 @@ func (c StreamsConfig) RollupStream() jetstream.StreamConfig {
 	}
 }
 
+// MeterStream is the MEGAWATCH_METER stream config: facility meter reports
+// (`megawatch meters`), a stream of its own so that its retention and
+// consumers are independent of the node power stream (meters are a few
+// thousand messages per second at most). Dedup by Nats-Msg-Id
+// meter:<meter>:<window_end_ms> over DuplicateWindow lets two pollers of the
+// same meters run for HA and store one report per meter and window.
+func (c StreamsConfig) MeterStream() jetstream.StreamConfig {
+	return jetstream.StreamConfig{
+		Name:        telemetry.StreamMeter,
+		Description: "megawatch facility meter reports (PDUs, branch circuits, switchgear)",
+		Subjects:    []string{telemetry.MeterWildcard},
+		Storage:     jetstream.FileStorage,
+		Retention:   jetstream.LimitsPolicy,
+		MaxAge:      c.MaxAge,
+		MaxBytes:    c.maxBytes(),
+		Duplicates:  c.DuplicateWindow,
+		Replicas:    c.Replicas,
+		Discard:     jetstream.DiscardOld,
+	}
+}
+
 // DeadLetterStream keeps dead-lettered messages for inspection.
 func (c StreamsConfig) DeadLetterStream() jetstream.StreamConfig {
 	return jetstream.StreamConfig{
@@ -101,9 +122,10 @@ func EnsureStream(ctx context.Context, js jetstream.JetStream, cfg jetstream.Str
 	return s, nil
 }
 
-// EnsureStreams sets up MEGAWATCH_POWER, MEGAWATCH_ROLLUP and MEGAWATCH_DEADLETTER.
+// EnsureStreams sets up MEGAWATCH_POWER, MEGAWATCH_ROLLUP,
+// MEGAWATCH_DEADLETTER and MEGAWATCH_METER.
 func EnsureStreams(ctx context.Context, js jetstream.JetStream, c StreamsConfig) error {
-	for _, sc := range []jetstream.StreamConfig{c.PowerStream(), c.RollupStream(), c.DeadLetterStream()} {
+	for _, sc := range []jetstream.StreamConfig{c.PowerStream(), c.RollupStream(), c.DeadLetterStream(), c.MeterStream()} {
 		if _, err := EnsureStream(ctx, js, sc); err != nil {
 			return err
 		}

@@ -189,6 +189,55 @@ func (AlertState) EnumDescriptor() ([]byte, []int) {
 	return file_internal_telemetry_telemetry_proto_rawDescGZIP(), []int{2}
 }
 
+type MeterProtocol int32
+
+const (
+	MeterProtocol_METER_PROTOCOL_UNSPECIFIED MeterProtocol = 0
+	MeterProtocol_METER_PROTOCOL_SNMP        MeterProtocol = 1 // SNMP v2c or v3 (rack PDUs)
+	MeterProtocol_METER_PROTOCOL_MODBUS      MeterProtocol = 2 // Modbus TCP (branch-circuit monitors, switchgear meters)
+)
+
+// Enum value maps for MeterProtocol.
+var (
+	MeterProtocol_name = map[int32]string{
+		0: "METER_PROTOCOL_UNSPECIFIED",
+		1: "METER_PROTOCOL_SNMP",
+		2: "METER_PROTOCOL_MODBUS",
+	}
+	MeterProtocol_value = map[string]int32{
+		"METER_PROTOCOL_UNSPECIFIED": 0,
+		"METER_PROTOCOL_SNMP":        1,
+		"METER_PROTOCOL_MODBUS":      2,
+	}
+)
+
+func (x MeterProtocol) Enum() *MeterProtocol {
+	p := new(MeterProtocol)
+	*p = x
+	return p
+}
+
+func (x MeterProtocol) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (MeterProtocol) Descriptor() protoreflect.EnumDescriptor {
+	return file_internal_telemetry_telemetry_proto_enumTypes[3].Descriptor()
+}
+
+func (MeterProtocol) Type() protoreflect.EnumType {
+	return &file_internal_telemetry_telemetry_proto_enumTypes[3]
+}
+
+func (x MeterProtocol) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use MeterProtocol.Descriptor instead.
+func (MeterProtocol) EnumDescriptor() ([]byte, []int) {
+	return file_internal_telemetry_telemetry_proto_rawDescGZIP(), []int{3}
+}
+
 // One node, one window. Published to
 // megawatch.v1.power.<site>.<hall>.<row>.<rack>.<node>.
 type NodeReport struct {
@@ -915,6 +964,176 @@ func (x *AlertEvent) GetFingerprint() string {
 	return ""
 }
 
+// One facility meter (a rack PDU inlet, a branch-circuit monitor, a
+// switchgear meter), one window. Published by `megawatch meters` to
+// megawatch.v1.meter.<domain path...>.<meter> (stream MEGAWATCH_METER) with
+// Nats-Msg-Id meter:<meter>:<window_end_unix_ms>, so that two pollers of the
+// same meter store one message per window. A meter that could not be read is
+// reported with stale = true and no power_w: never as 0 W.
+type MeterReport struct {
+	state           protoimpl.MessageState `protogen:"open.v1"`
+	Meter           string                 `protobuf:"bytes,1,opt,name=meter,proto3" json:"meter,omitempty"` // unique meter name in the topology
+	Level           string                 `protobuf:"bytes,2,opt,name=level,proto3" json:"level,omitempty"` // level of the domain it measures: "site", "hall", "row", "rack", ...
+	Path            []string               `protobuf:"bytes,3,rep,name=path,proto3" json:"path,omitempty"`   // that domain's names from the site down
+	WindowEndUnixNs int64                  `protobuf:"varint,4,opt,name=window_end_unix_ns,json=windowEndUnixNs,proto3" json:"window_end_unix_ns,omitempty"`
+	WindowMs        uint32                 `protobuf:"varint,5,opt,name=window_ms,json=windowMs,proto3" json:"window_ms,omitempty"`
+	PowerW          *float64               `protobuf:"fixed64,6,opt,name=power_w,json=powerW,proto3,oneof" json:"power_w,omitempty"`       // active power, watts (absent when not read)
+	EnergyWh        *float64               `protobuf:"fixed64,7,opt,name=energy_wh,json=energyWh,proto3,oneof" json:"energy_wh,omitempty"` // the meter's energy counter, watt-hours (absent when not read or not configured)
+	Phase           string                 `protobuf:"bytes,8,opt,name=phase,proto3" json:"phase,omitempty"`                               // phase(s) covered, e.g. "L1", "L1-L3"; "" = all the domain's phases
+	Feed            string                 `protobuf:"bytes,9,opt,name=feed,proto3" json:"feed,omitempty"`                                 // feed covered, e.g. "a", "b"; "" = every feed of the domain
+	Stale           bool                   `protobuf:"varint,10,opt,name=stale,proto3" json:"stale,omitempty"`                             // this window has no fresh reading
+	Error           string                 `protobuf:"bytes,11,opt,name=error,proto3" json:"error,omitempty"`                              // why, when stale (never contains credentials)
+	Protocol        MeterProtocol          `protobuf:"varint,12,opt,name=protocol,proto3,enum=megawatch.telemetry.v1.MeterProtocol" json:"protocol,omitempty"`
+	Seq             uint64                 `protobuf:"varint,13,opt,name=seq,proto3" json:"seq,omitempty"`                                   // per meter and poller, +1 per report
+	ReadUnixNs      int64                  `protobuf:"varint,14,opt,name=read_unix_ns,json=readUnixNs,proto3" json:"read_unix_ns,omitempty"` // when the last successful reading was taken (0: never)
+	Poller          string                 `protobuf:"bytes,15,opt,name=poller,proto3" json:"poller,omitempty"`                              // which poller published this (HA pair: the first one stored wins)
+	Version         string                 `protobuf:"bytes,16,opt,name=version,proto3" json:"version,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
+}
+
+func (x *MeterReport) Reset() {
+	*x = MeterReport{}
+	mi := &file_internal_telemetry_telemetry_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MeterReport) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MeterReport) ProtoMessage() {}
+
+func (x *MeterReport) ProtoReflect() protoreflect.Message {
+	mi := &file_internal_telemetry_telemetry_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MeterReport.ProtoReflect.Descriptor instead.
+func (*MeterReport) Descriptor() ([]byte, []int) {
+	return file_internal_telemetry_telemetry_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *MeterReport) GetMeter() string {
+	if x != nil {
+		return x.Meter
+	}
+	return ""
+}
+
+func (x *MeterReport) GetLevel() string {
+	if x != nil {
+		return x.Level
+	}
+	return ""
+}
+
+func (x *MeterReport) GetPath() []string {
+	if x != nil {
+		return x.Path
+	}
+	return nil
+}
+
+func (x *MeterReport) GetWindowEndUnixNs() int64 {
+	if x != nil {
+		return x.WindowEndUnixNs
+	}
+	return 0
+}
+
+func (x *MeterReport) GetWindowMs() uint32 {
+	if x != nil {
+		return x.WindowMs
+	}
+	return 0
+}
+
+func (x *MeterReport) GetPowerW() float64 {
+	if x != nil && x.PowerW != nil {
+		return *x.PowerW
+	}
+	return 0
+}
+
+func (x *MeterReport) GetEnergyWh() float64 {
+	if x != nil && x.EnergyWh != nil {
+		return *x.EnergyWh
+	}
+	return 0
+}
+
+func (x *MeterReport) GetPhase() string {
+	if x != nil {
+		return x.Phase
+	}
+	return ""
+}
+
+func (x *MeterReport) GetFeed() string {
+	if x != nil {
+		return x.Feed
+	}
+	return ""
+}
+
+func (x *MeterReport) GetStale() bool {
+	if x != nil {
+		return x.Stale
+	}
+	return false
+}
+
+func (x *MeterReport) GetError() string {
+	if x != nil {
+		return x.Error
+	}
+	return ""
+}
+
+func (x *MeterReport) GetProtocol() MeterProtocol {
+	if x != nil {
+		return x.Protocol
+	}
+	return MeterProtocol_METER_PROTOCOL_UNSPECIFIED
+}
+
+func (x *MeterReport) GetSeq() uint64 {
+	if x != nil {
+		return x.Seq
+	}
+	return 0
+}
+
+func (x *MeterReport) GetReadUnixNs() int64 {
+	if x != nil {
+		return x.ReadUnixNs
+	}
+	return 0
+}
+
+func (x *MeterReport) GetPoller() string {
+	if x != nil {
+		return x.Poller
+	}
+	return ""
+}
+
+func (x *MeterReport) GetVersion() string {
+	if x != nil {
+		return x.Version
+	}
+	return ""
+}
+
 var File_internal_telemetry_telemetry_proto protoreflect.FileDescriptor
 
 const file_internal_telemetry_telemetry_proto_rawDesc = "" +
@@ -1037,7 +1256,30 @@ const file_internal_telemetry_telemetry_proto_rawDesc = "" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\x1a>\n" +
 	"\x10AnnotationsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01*N\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xf0\x03\n" +
+	"\vMeterReport\x12\x14\n" +
+	"\x05meter\x18\x01 \x01(\tR\x05meter\x12\x14\n" +
+	"\x05level\x18\x02 \x01(\tR\x05level\x12\x12\n" +
+	"\x04path\x18\x03 \x03(\tR\x04path\x12+\n" +
+	"\x12window_end_unix_ns\x18\x04 \x01(\x03R\x0fwindowEndUnixNs\x12\x1b\n" +
+	"\twindow_ms\x18\x05 \x01(\rR\bwindowMs\x12\x1c\n" +
+	"\apower_w\x18\x06 \x01(\x01H\x00R\x06powerW\x88\x01\x01\x12 \n" +
+	"\tenergy_wh\x18\a \x01(\x01H\x01R\benergyWh\x88\x01\x01\x12\x14\n" +
+	"\x05phase\x18\b \x01(\tR\x05phase\x12\x12\n" +
+	"\x04feed\x18\t \x01(\tR\x04feed\x12\x14\n" +
+	"\x05stale\x18\n" +
+	" \x01(\bR\x05stale\x12\x14\n" +
+	"\x05error\x18\v \x01(\tR\x05error\x12A\n" +
+	"\bprotocol\x18\f \x01(\x0e2%.megawatch.telemetry.v1.MeterProtocolR\bprotocol\x12\x10\n" +
+	"\x03seq\x18\r \x01(\x04R\x03seq\x12 \n" +
+	"\fread_unix_ns\x18\x0e \x01(\x03R\n" +
+	"readUnixNs\x12\x16\n" +
+	"\x06poller\x18\x0f \x01(\tR\x06poller\x12\x18\n" +
+	"\aversion\x18\x10 \x01(\tR\aversionB\n" +
+	"\n" +
+	"\b_power_wB\f\n" +
+	"\n" +
+	"_energy_wh*N\n" +
 	"\x06Health\x12\r\n" +
 	"\tHEALTH_OK\x10\x00\x12\x0f\n" +
 	"\vHEALTH_LOST\x10\x01\x12\x12\n" +
@@ -1053,7 +1295,11 @@ const file_internal_telemetry_telemetry_proto_rawDesc = "" +
 	"\x14ALERT_STATE_INACTIVE\x10\x00\x12\x17\n" +
 	"\x13ALERT_STATE_PENDING\x10\x01\x12\x16\n" +
 	"\x12ALERT_STATE_FIRING\x10\x02\x12\x18\n" +
-	"\x14ALERT_STATE_RESOLVED\x10\x03B=Z;github.com/megawatch/megawatch/internal/telemetry;telemetryb\x06proto3"
+	"\x14ALERT_STATE_RESOLVED\x10\x03*c\n" +
+	"\rMeterProtocol\x12\x1e\n" +
+	"\x1aMETER_PROTOCOL_UNSPECIFIED\x10\x00\x12\x17\n" +
+	"\x13METER_PROTOCOL_SNMP\x10\x01\x12\x19\n" +
+	"\x15METER_PROTOCOL_MODBUS\x10\x02B=Z;github.com/megawatch/megawatch/internal/telemetry;telemetryb\x06proto3"
 
 var (
 	file_internal_telemetry_telemetry_proto_rawDescOnce sync.Once
@@ -1067,31 +1313,34 @@ func file_internal_telemetry_telemetry_proto_rawDescGZIP() []byte {
 	return file_internal_telemetry_telemetry_proto_rawDescData
 }
 
-var file_internal_telemetry_telemetry_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_internal_telemetry_telemetry_proto_msgTypes = make([]protoimpl.MessageInfo, 6)
+var file_internal_telemetry_telemetry_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
+var file_internal_telemetry_telemetry_proto_msgTypes = make([]protoimpl.MessageInfo, 7)
 var file_internal_telemetry_telemetry_proto_goTypes = []any{
 	(Health)(0),          // 0: megawatch.telemetry.v1.Health
 	(NodePowerSource)(0), // 1: megawatch.telemetry.v1.NodePowerSource
 	(AlertState)(0),      // 2: megawatch.telemetry.v1.AlertState
-	(*NodeReport)(nil),   // 3: megawatch.telemetry.v1.NodeReport
-	(*Gpu)(nil),          // 4: megawatch.telemetry.v1.Gpu
-	(*Rollup)(nil),       // 5: megawatch.telemetry.v1.Rollup
-	(*AlertEvent)(nil),   // 6: megawatch.telemetry.v1.AlertEvent
-	nil,                  // 7: megawatch.telemetry.v1.AlertEvent.LabelsEntry
-	nil,                  // 8: megawatch.telemetry.v1.AlertEvent.AnnotationsEntry
+	(MeterProtocol)(0),   // 3: megawatch.telemetry.v1.MeterProtocol
+	(*NodeReport)(nil),   // 4: megawatch.telemetry.v1.NodeReport
+	(*Gpu)(nil),          // 5: megawatch.telemetry.v1.Gpu
+	(*Rollup)(nil),       // 6: megawatch.telemetry.v1.Rollup
+	(*AlertEvent)(nil),   // 7: megawatch.telemetry.v1.AlertEvent
+	(*MeterReport)(nil),  // 8: megawatch.telemetry.v1.MeterReport
+	nil,                  // 9: megawatch.telemetry.v1.AlertEvent.LabelsEntry
+	nil,                  // 10: megawatch.telemetry.v1.AlertEvent.AnnotationsEntry
 }
 var file_internal_telemetry_telemetry_proto_depIdxs = []int32{
-	4, // 0: megawatch.telemetry.v1.NodeReport.gpus:type_name -> megawatch.telemetry.v1.Gpu
-	1, // 1: megawatch.telemetry.v1.NodeReport.node_power_source:type_name -> megawatch.telemetry.v1.NodePowerSource
-	0, // 2: megawatch.telemetry.v1.Gpu.health:type_name -> megawatch.telemetry.v1.Health
-	2, // 3: megawatch.telemetry.v1.AlertEvent.state:type_name -> megawatch.telemetry.v1.AlertState
-	7, // 4: megawatch.telemetry.v1.AlertEvent.labels:type_name -> megawatch.telemetry.v1.AlertEvent.LabelsEntry
-	8, // 5: megawatch.telemetry.v1.AlertEvent.annotations:type_name -> megawatch.telemetry.v1.AlertEvent.AnnotationsEntry
-	6, // [6:6] is the sub-list for method output_type
-	6, // [6:6] is the sub-list for method input_type
-	6, // [6:6] is the sub-list for extension type_name
-	6, // [6:6] is the sub-list for extension extendee
-	0, // [0:6] is the sub-list for field type_name
+	5,  // 0: megawatch.telemetry.v1.NodeReport.gpus:type_name -> megawatch.telemetry.v1.Gpu
+	1,  // 1: megawatch.telemetry.v1.NodeReport.node_power_source:type_name -> megawatch.telemetry.v1.NodePowerSource
+	0,  // 2: megawatch.telemetry.v1.Gpu.health:type_name -> megawatch.telemetry.v1.Health
+	2,  // 3: megawatch.telemetry.v1.AlertEvent.state:type_name -> megawatch.telemetry.v1.AlertState
+	9,  // 4: megawatch.telemetry.v1.AlertEvent.labels:type_name -> megawatch.telemetry.v1.AlertEvent.LabelsEntry
+	10, // 5: megawatch.telemetry.v1.AlertEvent.annotations:type_name -> megawatch.telemetry.v1.AlertEvent.AnnotationsEntry
+	3,  // 6: megawatch.telemetry.v1.MeterReport.protocol:type_name -> megawatch.telemetry.v1.MeterProtocol
+	7,  // [7:7] is the sub-list for method output_type
+	7,  // [7:7] is the sub-list for method input_type
+	7,  // [7:7] is the sub-list for extension type_name
+	7,  // [7:7] is the sub-list for extension extendee
+	0,  // [0:7] is the sub-list for field type_name
 }
 
 func init() { file_internal_telemetry_telemetry_proto_init() }
@@ -1102,13 +1351,14 @@ func file_internal_telemetry_telemetry_proto_init() {
 	file_internal_telemetry_telemetry_proto_msgTypes[0].OneofWrappers = []any{}
 	file_internal_telemetry_telemetry_proto_msgTypes[1].OneofWrappers = []any{}
 	file_internal_telemetry_telemetry_proto_msgTypes[2].OneofWrappers = []any{}
+	file_internal_telemetry_telemetry_proto_msgTypes[4].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_internal_telemetry_telemetry_proto_rawDesc), len(file_internal_telemetry_telemetry_proto_rawDesc)),
-			NumEnums:      3,
-			NumMessages:   6,
+			NumEnums:      4,
+			NumMessages:   7,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
