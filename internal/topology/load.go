@@ -29,6 +29,8 @@ type FileDomain struct {
 	// Nodes, for racks: host names or patterns; {site}, {hall}, {row},
 	// {rack} (any level) are replaced by the enclosing domains' names.
 	Nodes []string `yaml:"nodes"`
+	// Meters measure this domain (docs/meters.md); any level may have them.
+	Meters []FileMeter `yaml:"meters"`
 }
 
 // Load reads and validates a topology file. Every problem is reported, each
@@ -64,6 +66,9 @@ type builder struct {
 	t     *Topology
 	errs  []error
 	where map[string]string // node name → key where it was defined
+
+	meterWhere map[string]string    // meter name → key where it was defined
+	meterSpecs map[string]meterSpec // meter key → its checked definition
 }
 
 func (b *builder) errf(key, format string, a ...any) {
@@ -79,8 +84,8 @@ func (f File) build(source string) (*Topology, error) {
 	}
 	b := &builder{
 		t: &Topology{source: source, levels: slices.Clone(levels), byKey: map[string]*Domain{},
-			byLevel: map[string][]*Domain{}, byName: map[string]*Node{}},
-		where: map[string]string{},
+			byLevel: map[string][]*Domain{}, byName: map[string]*Node{}, meterByName: map[string]*Meter{}},
+		where: map[string]string{}, meterWhere: map[string]string{}, meterSpecs: map[string]meterSpec{},
 	}
 	b.checkLevels(levels)
 	if len(b.errs) > 0 {
@@ -182,6 +187,9 @@ func (b *builder) domains(list []FileDomain, key string, parent *Domain, names m
 				sub[kk] = vv
 			}
 			sub[level] = name
+			if len(fd.Meters) > 0 {
+				b.meters(d, fd.Meters, k+".meters", sub)
+			}
 			if isRack {
 				b.rackNodes(d, fd.Nodes, k+".nodes", sub)
 			} else if len(fd.Children) > 0 {

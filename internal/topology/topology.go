@@ -35,6 +35,7 @@ type Domain struct {
 	Children      []*Domain
 	Nodes         []string // racks only: node host names
 	NodesExpected int      // nodes in this subtree
+	Meters        []*Meter // facility meters that measure this domain
 	key           string
 }
 
@@ -60,6 +61,9 @@ type Topology struct {
 	byLevel map[string][]*Domain
 	nodes   []*Node
 	byName  map[string]*Node
+
+	meters      []*Meter
+	meterByName map[string]*Meter
 }
 
 // Source is the file (or name) the topology was read from.
