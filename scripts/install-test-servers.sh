@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs the real servers that megawatch's integration tests run against:
 #   nats-server 2.15.2, influxd 1.8.10 (both from the Go module proxy),
-#   Alertmanager (Debian's prometheus-alertmanager) and Chromium (Debian) for the browser test.
+#   Alertmanager (Debian's prometheus-alertmanager) and Chromium (Debian) for the browser test,
+#   snmpd, snmp and python3-pymodbus (Debian) for the facility meter tests.
 # Binaries built with Go go to $MEGAWATCH_TOOLS/bin (default ~/.cache/megawatch/tools/bin),
 # where internal/testenv looks for them. Idempotent: present versions are kept.
 set -euo pipefail
@@ -23,6 +24,10 @@ need_apt=()
 command -v prometheus-alertmanager >/dev/null 2>&1 || need_apt+=(prometheus-alertmanager)
 command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)
 command -v protoc >/dev/null 2>&1 || need_apt+=(protobuf-compiler)
+# facility meter tests (meters/): net-snmp's agent and tools, pymodbus as a Modbus TCP server
+[ -x /usr/sbin/snmpd ] || command -v snmpd >/dev/null 2>&1 || need_apt+=(snmpd)
+command -v snmpget >/dev/null 2>&1 || need_apt+=(snmp)
+/usr/bin/python3 -c 'import pymodbus' >/dev/null 2>&1 || need_apt+=(python3-pymodbus)
 if [ ${#need_apt[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then
     echo "installing with apt-get: ${need_apt[*]}"
