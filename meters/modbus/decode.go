@@ -68,7 +68,7 @@ func Decode(regs []uint16, r topology.Register) (float64, error) {
 		scale = 1
 	}
 	out := v * scale
-	if math.IsInf(out, 0) {
+	if math.IsInf(out, 0) || math.IsNaN(out) {
 		return 0, fmt.Errorf("%w: %v × scale %v overflows", ErrBadValue, v, scale)
 	}
 	return out, nil
