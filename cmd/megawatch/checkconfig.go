@@ -12,6 +12,7 @@ import (
 	"github.com/megawatch/megawatch/collector"
 	"github.com/megawatch/megawatch/ingest"
 	"github.com/megawatch/megawatch/internal/topology"
+	"github.com/megawatch/megawatch/meters"
 )
 
 // configKinds maps a config kind to its loader, which applies defaults,
@@ -22,6 +23,7 @@ func configKinds() map[string]func(path string) error {
 		"ingest":    func(p string) error { _, err := ingest.LoadConfig(p); return err },
 		"topology":  func(p string) error { _, err := topology.Load(p); return err },
 		"alerts":    loadAlertsConfig,
+		"meters":    func(p string) error { _, err := meters.LoadConfig(p); return err },
 	}
 }
 

@@ -1,6 +1,6 @@
 // Command megawatch is the one binary of the megawatch pipeline.
 //
-//	megawatch collector|ingest|alerts|demo|loadgen|tap|check-config|version [flags]
+//	megawatch collector|meters|ingest|alerts|demo|loadgen|tap|check-config|version [flags]
 package main
 
 import (
@@ -29,6 +29,7 @@ var errUsage = errors.New("usage")
 func commands() map[string]command {
 	return map[string]command{
 		"collector":    {"read GPU power and thermals through NVML and publish node reports to NATS", runCollector},
+		"meters":       {"poll facility meters (SNMP PDUs, Modbus switchgear) and publish meter reports to NATS", runMeters},
 		"ingest":       {"write reports, rollups and alert events from JetStream to InfluxDB", runIngest},
 		"alerts":       {"aggregate power up the hierarchy, evaluate alert rules, notify, serve the live page", runAlerts},
 		"demo":         {"run the whole pipeline on a simulated campus, in one process", runDemo},

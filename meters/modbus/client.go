@@ -26,13 +26,21 @@ type Reading struct {
 // device (the circuits of a branch-circuit monitor) share it, and their
 // requests are serialised: many devices accept only a few connections.
 type Client struct {
-	addr string
-	mu   sync.Mutex
-	c    *mb.ModbusClient // nil: not connected
+	addr    string
+	timeout time.Duration
+	mu      sync.Mutex
+	c       *mb.ModbusClient // nil: not connected
 }
 
 // NewClient returns a client for host:port; it connects on first use.
-func NewClient(addr string) *Client { return &Client{addr: addr} }
+// timeout bounds each request on the connection (a read's context deadline
+// bounds the connect and makes a late read fail fast).
+func NewClient(addr string, timeout time.Duration) *Client {
+	if timeout <= 0 {
+		timeout = time.Second
+	}
+	return &Client{addr: addr, timeout: timeout}
+}
 
 // Close closes the connection.
 func (c *Client) Close() error {
@@ -97,7 +105,7 @@ func (c *Client) connect(ctx context.Context, timeout time.Duration) error {
 		return fmt.Errorf("modbus connect %s: %w", c.addr, err)
 	}
 	probe.Close()
-	cl, err := mb.NewClient(&mb.ClientConfiguration{URL: "tcp://" + c.addr, Timeout: timeout,
+	cl, err := mb.NewClient(&mb.ClientConfiguration{URL: "tcp://" + c.addr, Timeout: min(c.timeout, max(timeout, c.timeout/2)),
 		Logger: log.New(io.Discard, "", 0)})
 	if err != nil {
 		return fmt.Errorf("modbus %s: %w", c.addr, err)

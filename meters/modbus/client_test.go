@@ -29,7 +29,7 @@ func TestReadPymodbus(t *testing.T) {
 	srv.SetInput(3203, Encode(98765432101, *sw.Energy)...)
 	srv.SetHolding(100, Encode(456789, bcm.Power)...)
 
-	c := NewClient(srv.Addr)
+	c := NewClient(srv.Addr, 2*time.Second)
 	t.Cleanup(func() { c.Close() })
 	rd, err := c.Read(ctxT(t), sw)
 	if err != nil {
@@ -78,7 +78,7 @@ func TestReadPymodbus(t *testing.T) {
 
 // An unreachable device costs the meter's timeout, not the library's 5 s dial.
 func TestReadTimeout(t *testing.T) {
-	c := NewClient("127.0.0.1:1") // nothing listens: refused at once
+	c := NewClient("127.0.0.1:1", time.Second) // nothing listens: refused at once
 	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
 	defer cancel()
 	m := &topology.ModbusMeter{UnitID: 1, Power: topology.Register{Type: "u16", WordOrder: "big", ByteOrder: "big", Function: "holding", Scale: 1}}
