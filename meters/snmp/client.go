@@ -34,10 +34,11 @@ var ErrAgent = errors.New("agent error")
 // Client polls one meter. It is not safe for concurrent use: the poller
 // runs one poll per meter at a time.
 type Client struct {
-	g    *gosnmp.GoSNMP
-	oids []string
-	m    *topology.SNMPMeter
-	open bool
+	g     *gosnmp.GoSNMP
+	fresh func() *gosnmp.GoSNMP
+	oids  []string
+	m     *topology.SNMPMeter
+	open  bool
 }
 
 // New prepares a client for the meter at addr (host:port); no packet is
@@ -51,7 +52,27 @@ func New(addr string, m *topology.SNMPMeter, cred Credentials) (*Client, error) 
 	if err != nil {
 		return nil, fmt.Errorf("snmp address %q: port: %w", addr, err)
 	}
-	g := &gosnmp.GoSNMP{Target: host, Port: uint16(port), Transport: "udp", Retries: 0, MaxOids: gosnmp.MaxOids,
+	g, err := session(host, uint16(port), m, cred)
+	if err != nil {
+		return nil, err
+	}
+	// After a failed read the session starts over: a fresh socket and, for
+	// v3, a fresh engine discovery (an agent that restarted has new engine
+	// boots and time, and rejects the old ones as outside its time window).
+	fresh := func() *gosnmp.GoSNMP {
+		g, _ := session(host, uint16(port), m, cred) // checked above
+		return g
+	}
+	c := &Client{g: g, fresh: fresh, m: m, oids: []string{m.Power.OID}}
+	if m.Energy != nil {
+		c.oids = append(c.oids, m.Energy.OID)
+	}
+	return c, nil
+}
+
+func session(host string, port uint16, m *topology.SNMPMeter, cred Credentials) (*gosnmp.GoSNMP, error) {
+	var err error
+	g := &gosnmp.GoSNMP{Target: host, Port: port, Transport: "udp", Retries: 0, MaxOids: gosnmp.MaxOids,
 		Timeout: 2 * time.Second}
 	switch m.Version {
 	case "2c":
@@ -78,11 +99,7 @@ func New(addr string, m *topology.SNMPMeter, cred Credentials) (*Client, error) 
 	default:
 		return nil, fmt.Errorf("snmp version %q: want 2c or 3", m.Version)
 	}
-	c := &Client{g: g, m: m, oids: []string{m.Power.OID}}
-	if m.Energy != nil {
-		c.oids = append(c.oids, m.Energy.OID)
-	}
-	return c, nil
+	return g, nil
 }
 
 func authProtocol(s string) (gosnmp.SnmpV3AuthProtocol, error) {
@@ -149,6 +166,8 @@ func (c *Client) Read(ctx context.Context) (Reading, error) {
 	}
 	pkt, err := c.g.Get(c.oids)
 	if err != nil {
+		_ = c.Close()
+		c.g = c.fresh()
 		return Reading{}, fmt.Errorf("snmp get: %w", err)
 	}
 	if pkt.Error != gosnmp.NoError {

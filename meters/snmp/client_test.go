@@ -132,6 +132,19 @@ func TestReadSNMPDv3(t *testing.T) {
 		t.Fatalf("v3 second poll: %+v, %v", rd, err)
 	}
 
+	// A restarted agent has new engine boots and time: the client discovers
+	// them again instead of failing for ever.
+	agent.Kill()
+	ctxK, cancelK := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancelK()
+	if _, err := c.Read(ctxK); err == nil {
+		t.Fatal("killed agent answered")
+	}
+	agent.Restart()
+	if rd, err = read(t, c); err != nil || rd.PowerW != 15300 {
+		t.Fatalf("v3 after agent restart: %+v, %v", rd, err)
+	}
+
 	wrong, _ := New(agent.Addr, m, Credentials{AuthPass: "not-the-password", PrivPass: agent.V3.PrivPass})
 	defer wrong.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
