@@ -1,0 +1,110 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/megawatch/megawatch/internal/natsx/natstest"
+	"github.com/megawatch/megawatch/internal/telemetry"
+	"github.com/megawatch/megawatch/internal/testenv"
+	"github.com/megawatch/megawatch/internal/topology"
+	"google.golang.org/protobuf/proto"
+)
+
+// `megawatch meters` polls a PDU on snmpd, publishes its reports to
+// MEGAWATCH_METER, and serves /readyz and per-meter /metrics.
+func TestMetersSubcommand(t *testing.T) {
+	agent := testenv.StartSNMPD(t)
+	srv := natstest.RunServer(t)
+	dir := t.TempDir()
+	topo := filepath.Join(dir, "topology.yaml")
+	doc := fmt.Sprintf(`domains:
+  - name: dc1
+    capacity_kw: 100
+    children:
+      - name: h1
+        capacity_kw: 50
+        children:
+          - name: r01
+            capacity_kw: 10
+            children:
+              - name: rk01
+                capacity_kw: 5
+                nodes: [n1]
+                meters:
+                  - {name: pdu-rk01, protocol: snmp, address: %q, snmp: {community_file: %q, preset: apc-rpdu2-device}}
+`, agent.Addr, filepath.Join(dir, "community"))
+	for name, content := range map[string]string{"topology.yaml": doc, "community": agent.Community + "\n"} {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(content), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	tp, err := topology.Load(topo)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, _ := tp.Meter("pdu-rk01")
+	agent.Set(m.SNMP.Power.OID, "integer", 4321)
+	agent.Set(m.SNMP.Energy.OID, "gauge", 10)
+
+	port := testenv.FreePort(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	var logs bytes.Buffer
+	go func() {
+		done <- runMeters(ctx, []string{"--topology", topo, "--nats", srv.URL(), "--poller", "t1",
+			"--metrics-addr", fmt.Sprintf("127.0.0.1:%d", port), "--log-level", "warn"}, io.Discard, &logs)
+	}()
+	nc := natstest.Connect(t, srv.URL())
+	sub, err := nc.SubscribeSync(telemetry.MeterWildcard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	msg, err := sub.NextMsg(60 * time.Second)
+	if err != nil {
+		t.Fatalf("no meter report: %v\n%s", err, logs.String())
+	}
+	var rep telemetry.MeterReport
+	if err := proto.Unmarshal(msg.Data, &rep); err != nil {
+		t.Fatal(err)
+	}
+	if msg.Subject != "megawatch.v1.meter.dc1.h1.r01.rk01.pdu-rk01" || rep.GetPowerW() != 43210 || rep.GetEnergyWh() != 1000 || rep.Poller != "t1" || rep.Stale {
+		t.Fatalf("report on %s: %v", msg.Subject, &rep)
+	}
+	base := fmt.Sprintf("http://127.0.0.1:%d", port)
+	if err := testenv.WaitHTTP(base+"/readyz", http.StatusOK, 30*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.Get(base + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	for _, want := range []string{`megawatch_meters_polls_total{meter="pdu-rk01",protocol="snmp"}`, `megawatch_meters_stale{meter="pdu-rk01"} 0`, `megawatch_meters_power_watts{meter="pdu-rk01"} 43210`} {
+		if !strings.Contains(string(body), want) {
+			t.Errorf("metrics lack %s", want)
+		}
+	}
+	if strings.Contains(string(body), agent.Community) || strings.Contains(logs.String(), agent.Community) {
+		t.Fatal("the community appears in metrics or logs")
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Errorf("meters: %v", err)
+	}
+
+	// check-config knows the meters config, and the shipped one is valid.
+	var out bytes.Buffer
+	if err := runCheckConfig(context.Background(), []string{"../../configs/meters.yaml"}, &out, &out); err != nil || !strings.Contains(out.String(), "(meters): ok") {
+		t.Fatalf("check-config configs/meters.yaml: %v\n%s", err, out.String())
+	}
+}
