@@ -47,3 +47,25 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 	}
 	return m
 }
+
+// meterMetrics are one meter's series, looked up once.
+type meterMetrics struct {
+	polls, published   prometheus.Counter
+	latency            prometheus.Observer
+	lastLatency, stale prometheus.Gauge
+	power              prometheus.Gauge
+	errors, staleRep   *prometheus.CounterVec // by kind, by reason
+}
+
+func (m *metrics) forMeter(name, protocol string) meterMetrics {
+	l := prometheus.Labels{"meter": name}
+	return meterMetrics{
+		polls:       m.polls.WithLabelValues(name, protocol),
+		latency:     m.latency.WithLabelValues(protocol),
+		lastLatency: m.lastLatency.WithLabelValues(name),
+		stale:       m.stale.WithLabelValues(name),
+		power:       m.power.WithLabelValues(name),
+		errors:      m.errors.MustCurryWith(l),
+		staleRep:    m.staleRep.MustCurryWith(l),
+	}
+}

@@ -46,7 +46,8 @@ type meter struct {
 	timeout time.Duration
 	busy    atomic.Bool
 	seq     atomic.Uint64 // +1 per report
-	read    atomic.Int64  // unix ns of the last successful read
+	mm      meterMetrics
+	read    atomic.Int64 // unix ns of the last successful read
 
 	// Touched only by the worker that holds busy.
 	failures int
@@ -101,6 +102,7 @@ func New(cfg Config, topo *topology.Topology, js jetstream.JetStream, logger *sl
 			to = min(d.Timeout, cfg.Interval-cfg.Interval/10)
 		}
 		pm := &meter{def: d, subject: subj, proto: protocolOf(d), protoS: d.Protocol, r: rs[d], timeout: to}
+		pm.mm = p.m.forMeter(d.Name, d.Protocol)
 		p.meters = append(p.meters, pm)
 	}
 	p.m.meters.Set(float64(len(p.meters)))
@@ -193,12 +195,12 @@ func (p *Poller) poll(ctx context.Context, j job) {
 	rd, err := m.r.Read(rctx)
 	lat := time.Since(start)
 	cancel()
-	p.m.polls.WithLabelValues(m.def.Name, m.protoS).Inc()
-	p.m.latency.WithLabelValues(m.protoS).Observe(lat.Seconds())
-	p.m.lastLatency.WithLabelValues(m.def.Name).Set(lat.Seconds())
+	m.mm.polls.Inc()
+	m.mm.latency.Observe(lat.Seconds())
+	m.mm.lastLatency.Set(lat.Seconds())
 	if err != nil {
 		kind := m.r.ErrorKind(err)
-		p.m.errors.WithLabelValues(m.def.Name, kind).Inc()
+		m.mm.errors.WithLabelValues(kind).Inc()
 		m.failures++
 		m.lastErr = err.Error()
 		delay := p.cfg.BackoffMax
@@ -217,7 +219,7 @@ func (p *Poller) poll(ctx context.Context, j job) {
 	}
 	m.failures, m.nextTry, m.lastErr = 0, time.Time{}, ""
 	m.read.Store(start.UnixNano())
-	p.m.power.WithLabelValues(m.def.Name).Set(rd.PowerW)
+	m.mm.power.Set(rd.PowerW)
 	p.publish(ctx, m.report(j.windowEnd, p, &rd, ""), m, "")
 }
 
@@ -245,10 +247,10 @@ func (m *meter) report(windowEnd time.Time, p *Poller, rd *Reading, errText stri
 // per meter and window however many pollers publish it.
 func (p *Poller) publish(ctx context.Context, r *telemetry.MeterReport, m *meter, staleReason string) {
 	if staleReason != "" {
-		p.m.stale.WithLabelValues(m.def.Name).Set(1)
-		p.m.staleRep.WithLabelValues(m.def.Name, staleReason).Inc()
+		m.mm.stale.Set(1)
+		m.mm.staleRep.WithLabelValues(staleReason).Inc()
 	} else {
-		p.m.stale.WithLabelValues(m.def.Name).Set(0)
+		m.mm.stale.Set(0)
 	}
 	data, err := proto.Marshal(r)
 	if err != nil {
