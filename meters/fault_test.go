@@ -158,3 +158,52 @@ domains:
 		t.Fatal("hung meter never reported")
 	}
 }
+
+// More slow meters than one worker can read in a window: the ones whose
+// window passed are reported stale ("overload"), never read late.
+func TestOverloadIsStale(t *testing.T) {
+	doc := fmt.Sprintf(`
+domains:
+  - name: s
+    capacity_kw: 10
+    meters:
+      - {name: m1, protocol: modbus, address: "%s", modbus: {power: {address: 0, type: u16}}}
+      - {name: m2, protocol: modbus, address: "%s", modbus: {power: {address: 0, type: u16}}}
+      - {name: m3, protocol: modbus, address: "%s", modbus: {power: {address: 0, type: u16}}}
+    children: [{name: h, capacity_kw: 1, children: [{name: r, capacity_kw: 1, children: [{name: k, capacity_kw: 1, nodes: [n]}]}]}]
+`, hangingServer(t), hangingServer(t), hangingServer(t))
+	topo, err := topology.Parse([]byte(doc), "overload.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := natstest.RunServer(t)
+	js := natstest.JetStream(t, natstest.Connect(t, srv.URL()))
+	cfg := testConfig("p")
+	cfg.Interval, cfg.Timeout, cfg.BackoffMax, cfg.Workers = 200*time.Millisecond, 150*time.Millisecond, 200*time.Millisecond, 1
+	reg := prometheus.NewRegistry()
+	p, err := New(cfg, topo, js, slog.New(slog.DiscardHandler), reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); _ = p.Run(ctx) }()
+	deadline := time.Now().Add(60 * time.Second)
+	for counter(t, reg, "megawatch_meters_stale_reports_total", map[string]string{"reason": "overload"}) == 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("no overload stale report")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	cancel()
+	<-done
+	st, err := js.Stream(context.Background(), "MEGAWATCH_METER")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, rep := range (&rig{stream: st}).stored(t) {
+		if !rep.Stale || rep.PowerW != nil {
+			t.Fatalf("report %v: want stale without power", rep)
+		}
+	}
+}

@@ -30,7 +30,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		stale: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "megawatch_meters_stale",
 			Help: "1 while a meter's last report was stale (no fresh reading)."}, []string{"meter"}),
 		staleRep: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "megawatch_meters_stale_reports_total",
-			Help: "Stale reports published, by meter and reason (error, backoff, busy)."}, []string{"meter", "reason"}),
+			Help: "Stale reports published, by meter and reason (error, backoff, busy, overload)."}, []string{"meter", "reason"}),
 		power: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "megawatch_meters_power_watts",
 			Help: "Each meter's last fresh active power reading."}, []string{"meter"}),
 		published: prometheus.NewCounter(prometheus.CounterOpts{Name: "megawatch_meters_reports_published_total",

@@ -190,8 +190,19 @@ func (p *Poller) poll(ctx context.Context, j job) {
 		p.publish(ctx, m.report(j.windowEnd, p, nil, fmt.Sprintf("backing off after %d failures: %s", m.failures, m.lastErr)), m, "backoff")
 		return
 	}
-	rctx, cancel := context.WithTimeout(ctx, m.timeout)
+	// The read must end before the next window starts: a job that waited
+	// for a worker too long (more meters than workers × interval / latency)
+	// is reported stale rather than read late.
 	start := time.Now()
+	dl := start.Add(m.timeout)
+	if next := j.windowEnd.Add(p.cfg.Interval); next.Before(dl) {
+		dl = next
+	}
+	if dl.Sub(start) < m.timeout/10 {
+		p.publish(ctx, m.report(j.windowEnd, p, nil, "overloaded: no worker was free before the window passed (raise workers)"), m, "overload")
+		return
+	}
+	rctx, cancel := context.WithDeadline(ctx, dl)
 	rd, err := m.r.Read(rctx)
 	lat := time.Since(start)
 	cancel()
