@@ -17,6 +17,7 @@ import (
 
 type metersFlags struct {
 	config, topology, nats, scope, poller, metricsAddr, logLevel string
+	probe                                                        bool
 }
 
 func (f *metersFlags) register(fs *flag.FlagSet) {
@@ -27,6 +28,7 @@ func (f *metersFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&f.poller, "poller", "", "this poller's name in reports (default: host name)")
 	fs.StringVar(&f.metricsAddr, "metrics-addr", "", "serve /metrics, /healthz, /readyz here (default 127.0.0.1:9403)")
 	fs.StringVar(&f.logLevel, "log-level", "", "debug, info, warn or error")
+	fs.BoolVar(&f.probe, "probe", false, "read every meter once, print the readings and exit (nothing is published; exit status 1 if any failed)")
 }
 
 func (f *metersFlags) apply(fs *flag.FlagSet, cfg *meters.Config) {
@@ -48,7 +50,7 @@ func (f *metersFlags) apply(fs *flag.FlagSet, cfg *meters.Config) {
 	})
 }
 
-func runMeters(ctx context.Context, args []string, _, stderr io.Writer) error {
+func runMeters(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := newFlagSet("meters", stderr)
 	var f metersFlags
 	f.register(fs)
@@ -77,6 +79,17 @@ func runMeters(ctx context.Context, args []string, _, stderr io.Writer) error {
 	topo, err := configs.LoadTopology(cfg.TopologyFile)
 	if err != nil {
 		return err
+	}
+	if f.probe {
+		p, err := meters.New(cfg, topo, nil, logger, nil)
+		if err != nil {
+			return err
+		}
+		defer p.Close()
+		if failed := meters.WriteProbe(stdout, p.Probe(ctx)); failed > 0 {
+			return fmt.Errorf("%d of %d meters could not be read", failed, p.Meters())
+		}
+		return nil
 	}
 	cfg.NATS.Name = fmt.Sprintf("%s %s", cfg.NATS.Name, cfg.PollerName())
 	nc, err := natsx.Connect(cfg.NATS, logger)

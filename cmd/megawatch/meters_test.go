@@ -102,6 +102,20 @@ func TestMetersSubcommand(t *testing.T) {
 		t.Errorf("meters: %v", err)
 	}
 
+	// --probe reads each meter once and prints it; nothing is published.
+	var probe bytes.Buffer
+	if err := runMeters(context.Background(), []string{"--topology", topo, "--probe"}, &probe, io.Discard); err != nil {
+		t.Fatalf("probe: %v\n%s", err, probe.String())
+	}
+	if !strings.Contains(probe.String(), "pdu-rk01") || !strings.Contains(probe.String(), "43210") || !strings.Contains(probe.String(), "dc1/h1/r01/rk01") {
+		t.Fatalf("probe printed:\n%s", probe.String())
+	}
+	agent.Kill()
+	probe.Reset()
+	if err := runMeters(context.Background(), []string{"--topology", topo, "--probe"}, &probe, io.Discard); err == nil || !strings.Contains(err.Error(), "1 of 1 meters") {
+		t.Fatalf("probe of a dead agent: %v\n%s", err, probe.String())
+	}
+
 	// check-config knows the meters config, and the shipped one is valid.
 	var out bytes.Buffer
 	if err := runCheckConfig(context.Background(), []string{"../../configs/meters.yaml"}, &out, &out); err != nil || !strings.Contains(out.String(), "(meters): ok") {
