@@ -57,6 +57,16 @@ func readers(ms []*topology.Meter, timeout time.Duration) (map[*topology.Meter]R
 	var shared []*modbus.Client
 	var errs []error
 	secretErrs := map[string]int{} // one line per broken key, not per meter of a range
+	deviceTimeout := map[string]time.Duration{} // the longest timeout of the meters on a Modbus device
+	for _, m := range ms {
+		if m.Modbus != nil {
+			to := timeout
+			if m.Timeout > 0 {
+				to = m.Timeout
+			}
+			deviceTimeout[m.Address] = max(deviceTimeout[m.Address], to)
+		}
+	}
 	for _, m := range ms {
 		switch {
 		case m.SNMP != nil:
@@ -86,7 +96,7 @@ func readers(ms []*topology.Meter, timeout time.Duration) (map[*topology.Meter]R
 		case m.Modbus != nil:
 			c, ok := devices[m.Address]
 			if !ok {
-				c = modbus.NewClient(m.Address, timeout)
+				c = modbus.NewClient(m.Address, deviceTimeout[m.Address])
 				devices[m.Address] = c
 				shared = append(shared, c)
 			}
