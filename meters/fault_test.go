@@ -13,6 +13,7 @@ import (
 
 	"github.com/megawatch/megawatch/internal/natsx"
 	"github.com/megawatch/megawatch/internal/natsx/natstest"
+	"github.com/megawatch/megawatch/internal/testenv"
 	"github.com/megawatch/megawatch/internal/topology"
 )
 
@@ -205,5 +206,79 @@ domains:
 		if !rep.Stale || rep.PowerW != nil {
 			t.Fatalf("report %v: want stale without power", rep)
 		}
+	}
+}
+
+// HA with one poller cut off from the meter: its stale reports never mask
+// the peer's fresh ones; the stream has both for a window, and one of each
+// at most.
+func TestStaleNeverMasksFresh(t *testing.T) {
+	mbus := testenv.StartModbusServer(t)
+	mbus.SetHolding(0, 777)
+	doc := func(addr string) *topology.Topology {
+		topo, err := topology.Parse([]byte(fmt.Sprintf(`
+domains:
+  - name: s
+    capacity_kw: 10
+    meters:
+      - {name: m, protocol: modbus, address: "%s", modbus: {power: {address: 0, type: u16}}}
+    children: [{name: h, capacity_kw: 1, children: [{name: r, capacity_kw: 1, children: [{name: k, capacity_kw: 1, nodes: [n]}]}]}]
+`, addr)), "ha.yaml")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return topo
+	}
+	srv := natstest.RunServer(t)
+	js := natstest.JetStream(t, natstest.Connect(t, srv.URL()))
+	st, err := natsx.EnsureStream(context.Background(), js, natsx.DefaultStreamsConfig().MeterStream())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	for _, c := range []struct{ name, addr string }{{"cut-off", "127.0.0.1:1"}, {"ok", mbus.Addr}} {
+		cfg := testConfig(c.name)
+		cfg.Interval, cfg.Timeout, cfg.BackoffMax = 200*time.Millisecond, 150*time.Millisecond, 200*time.Millisecond
+		p, err := New(cfg, doc(c.addr), js, slog.New(slog.DiscardHandler), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		wg.Add(1)
+		go func() { defer wg.Done(); _ = p.Run(ctx) }()
+	}
+	defer func() { cancel(); wg.Wait() }()
+	r := &rig{stream: st}
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		fresh, stale, both := map[int64]int{}, map[int64]int{}, 0
+		for _, rep := range r.stored(t) {
+			if rep.Stale {
+				stale[rep.WindowEndUnixNs]++
+				if rep.Poller != "cut-off" {
+					t.Fatalf("stale report from %s", rep.Poller)
+				}
+			} else {
+				fresh[rep.WindowEndUnixNs]++
+				if rep.GetPowerW() != 777 {
+					t.Fatalf("fresh report %v", rep)
+				}
+			}
+		}
+		for w, n := range stale {
+			if n > 1 || fresh[w] > 1 {
+				t.Fatalf("window %d: %d stale and %d fresh reports stored", w, n, fresh[w])
+			}
+			if fresh[w] == 1 {
+				both++
+			}
+		}
+		if both >= 5 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("only %d windows with both a stale and a fresh report (fresh %d, stale %d)", both, len(fresh), len(stale))
+		}
+		time.Sleep(100 * time.Millisecond)
 	}
 }

@@ -255,7 +255,8 @@ func (m *meter) report(windowEnd time.Time, p *Poller, rd *Reading, errText stri
 }
 
 // publish sends one report with its window's Msg-Id; JetStream keeps one
-// per meter and window however many pollers publish it.
+// fresh and one stale report per meter and window at most, however many
+// pollers publish them.
 func (p *Poller) publish(ctx context.Context, r *telemetry.MeterReport, m *meter, staleReason string) {
 	if staleReason != "" {
 		m.mm.stale.Set(1)
@@ -269,7 +270,7 @@ func (p *Poller) publish(ctx context.Context, r *telemetry.MeterReport, m *meter
 		return
 	}
 	msg := &nats.Msg{Subject: m.subject, Data: data, Header: nats.Header{}}
-	msg.Header.Set(telemetry.HeaderMsgID, telemetry.MeterMsgID(r.Meter, r.WindowEndUnixNs))
+	msg.Header.Set(telemetry.HeaderMsgID, telemetry.MeterReportMsgID(r))
 	msg.Header.Set(telemetry.HeaderSchema, telemetry.SchemaVersion)
 	pctx, cancel := context.WithTimeout(ctx, p.cfg.PublishTimeout)
 	defer cancel()

@@ -164,7 +164,7 @@ func (r *rig) stored(t testing.TB) []*telemetry.MeterReport {
 		if err != nil || meter != rep.Meter || strings.Join(path, "/") != strings.Join(rep.Path, "/") {
 			t.Fatalf("report %s/%s on subject %s (%v)", strings.Join(rep.Path, "/"), rep.Meter, raw.Subject, err)
 		}
-		if raw.Header.Get(telemetry.HeaderMsgID) != telemetry.MeterMsgID(rep.Meter, rep.WindowEndUnixNs) {
+		if raw.Header.Get(telemetry.HeaderMsgID) != telemetry.MeterReportMsgID(&rep) {
 			t.Fatalf("msg id %q", raw.Header.Get(telemetry.HeaderMsgID))
 		}
 		out = append(out, &rep)
@@ -259,11 +259,11 @@ func TestPollersEndToEnd(t *testing.T) {
 	cancel()
 	wg.Wait()
 
-	// HA: one stored report per meter and window, though both pollers
-	// published every window.
+	// HA: one stored report per meter, window and freshness, though both
+	// pollers published every window.
 	seen := map[string]string{}
 	for _, rep := range r.stored(t) {
-		k := telemetry.MeterMsgID(rep.Meter, rep.WindowEndUnixNs)
+		k := telemetry.MeterReportMsgID(rep)
 		if prev, dup := seen[k]; dup {
 			t.Fatalf("two stored reports for %s (pollers %s and %s)", k, prev, rep.Poller)
 		}

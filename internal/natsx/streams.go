@@ -76,8 +76,9 @@ func (c StreamsConfig) RollupStream() jetstream.StreamConfig {
 // (`megawatch meters`), a stream of its own so that its retention and
 // consumers are independent of the node power stream (meters are a few
 // thousand messages per second at most). Dedup by Nats-Msg-Id
-// meter:<meter>:<window_end_ms> over DuplicateWindow lets two pollers of the
-// same meters run for HA and store one report per meter and window.
+// meter:<meter>:<window_end_ms> (":stale" appended for stale reports) over
+// DuplicateWindow lets two pollers of the same meters run for HA and store
+// one fresh report per meter and window.
 func (c StreamsConfig) MeterStream() jetstream.StreamConfig {
 	return jetstream.StreamConfig{
 		Name:        telemetry.StreamMeter,

@@ -59,9 +59,26 @@ func ParseMeterSubject(subject string) (path []string, meter string, err error) 
 	return parts[:len(parts)-1], parts[len(parts)-1], nil
 }
 
-// MeterMsgID is the JetStream dedup id of a meter's window:
-// meter:<meter>:<window_end_unix_ms>. Two pollers of one meter (HA) publish
-// the same id for the same window, so the stream stores one of them.
+// MeterMsgID is the JetStream dedup id of a meter's fresh report for a
+// window: meter:<meter>:<window_end_unix_ms>. Two pollers of one meter (HA)
+// publish the same id for the same window, so the stream stores one of them.
 func MeterMsgID(meter string, windowEndUnixNs int64) string {
 	return "meter:" + meter + ":" + strconv.FormatInt(windowEndUnixNs/1e6, 10)
+}
+
+// MeterStaleMsgID is the dedup id of a stale report for a window:
+// meter:<meter>:<window_end_unix_ms>:stale. A poller that could not read
+// the meter never masks the fresh report of its HA peer: for one window the
+// stream holds at most one fresh and one stale report, and consumers take
+// the fresh one when both are there.
+func MeterStaleMsgID(meter string, windowEndUnixNs int64) string {
+	return MeterMsgID(meter, windowEndUnixNs) + ":stale"
+}
+
+// MeterReportMsgID is MeterMsgID or MeterStaleMsgID, as r is fresh or stale.
+func MeterReportMsgID(r *MeterReport) string {
+	if r.GetStale() {
+		return MeterStaleMsgID(r.GetMeter(), r.GetWindowEndUnixNs())
+	}
+	return MeterMsgID(r.GetMeter(), r.GetWindowEndUnixNs())
 }

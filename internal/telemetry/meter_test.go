@@ -40,6 +40,12 @@ func TestMeterMsgID(t *testing.T) {
 	if got := MeterMsgID("pdu-a", 1_700_000_001_999_999_999); got != "meter:pdu-a:1700000001999" {
 		t.Fatalf("MeterMsgID = %q", got)
 	}
+	if got := MeterReportMsgID(&MeterReport{Meter: "pdu-a", WindowEndUnixNs: 2e9, Stale: true}); got != "meter:pdu-a:2000:stale" {
+		t.Fatalf("stale msg id %q", got)
+	}
+	if got := MeterReportMsgID(&MeterReport{Meter: "pdu-a", WindowEndUnixNs: 2e9}); got != "meter:pdu-a:2000" {
+		t.Fatalf("fresh msg id %q", got)
+	}
 	// Not the node id space: a meter named like a node gets another id.
 	if MeterMsgID("n1", 5e9) == MsgID("n1", 5e9) {
 		t.Fatal("meter and node msg ids collide")

@@ -967,9 +967,10 @@ func (x *AlertEvent) GetFingerprint() string {
 // One facility meter (a rack PDU inlet, a branch-circuit monitor, a
 // switchgear meter), one window. Published by `megawatch meters` to
 // megawatch.v1.meter.<domain path...>.<meter> (stream MEGAWATCH_METER) with
-// Nats-Msg-Id meter:<meter>:<window_end_unix_ms>, so that two pollers of the
-// same meter store one message per window. A meter that could not be read is
-// reported with stale = true and no power_w: never as 0 W.
+// Nats-Msg-Id meter:<meter>:<window_end_unix_ms> (":stale" appended when
+// stale), so that two pollers of the same meter store one fresh message per
+// window, and a stale one never masks a fresh one. A meter that could not be
+// read is reported with stale = true and no power_w: never as 0 W.
 type MeterReport struct {
 	state           protoimpl.MessageState `protogen:"open.v1"`
 	Meter           string                 `protobuf:"bytes,1,opt,name=meter,proto3" json:"meter,omitempty"` // unique meter name in the topology
