@@ -56,7 +56,7 @@ func readers(ms []*topology.Meter, timeout time.Duration) (map[*topology.Meter]R
 	devices := map[string]*modbus.Client{}
 	var shared []*modbus.Client
 	var errs []error
-	secretErrs := map[string]int{} // one line per broken key, not per meter of a range
+	secretErrs := map[string]int{}              // one line per broken key, not per meter of a range
 	deviceTimeout := map[string]time.Duration{} // the longest timeout of the meters on a Modbus device
 	for _, m := range ms {
 		if m.Modbus != nil {
