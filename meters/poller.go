@@ -135,6 +135,9 @@ func (p *Poller) Run(ctx context.Context) error {
 	defer p.close()
 	if p.cfg.EnsureStream {
 		if err := p.ensureStream(ctx); err != nil {
+			if ctx.Err() != nil {
+				return nil // stopped before NATS was reachable
+			}
 			return err
 		}
 	}
