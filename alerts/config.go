@@ -62,6 +62,10 @@ type NotifiersConfig struct {
 	NATS         Toggle                  `yaml:"nats"`
 	Log          Toggle                  `yaml:"log"`
 	Dispatch     notify.DispatcherConfig `yaml:"dispatch"`
+	// LogOnly allows `megawatch alerts` to start with no paging notifier
+	// (no Alertmanager URL, PagerDuty key or webhook): alerts then reach
+	// only the log and NATS. Without it such a start is refused.
+	LogOnly bool `yaml:"log_only"`
 }
 
 // Toggle switches a notifier without settings.

@@ -56,6 +56,8 @@ type Engine struct {
 	snap  atomic.Pointer[web.Snapshot]
 	ready atomic.Bool
 	m     metrics
+
+	paging []string // names of the notifiers that reach a person (notifiers.go)
 }
 
 type metrics struct {
@@ -109,7 +111,8 @@ func New(cfg Config, topo *topology.Topology, nc *nats.Conn, logger *slog.Logger
 			return nil, fmt.Errorf("jetstream: %w", err)
 		}
 	}
-	ns, err := e.notifiers()
+	ns, paging, err := e.notifiers()
+	e.paging = paging
 	if err != nil {
 		return nil, err
 	}
@@ -161,7 +164,7 @@ func (e *Engine) Run(ctx context.Context) error {
 		if gath == nil {
 			gath = prometheus.NewRegistry()
 		}
-		mux := obs.Mux(gath, e.readyErr)
+		mux := obs.MuxDetail(gath, e.readyErr, e.readyDetail)
 		mux.Handle("/", web.Handler(e, e.logger, e.cfg.Window))
 		addr, err := obs.Serve(ctx, e.cfg.HTTPAddr, mux, e.logger)
 		if err != nil {

@@ -28,7 +28,11 @@ type ReadyFunc func() error
 
 // Mux returns the handler for /metrics, /healthz and /readyz; callers may
 // add routes to it.
-func Mux(reg *prometheus.Registry, ready ReadyFunc) *http.ServeMux {
+func Mux(reg *prometheus.Registry, ready ReadyFunc) *http.ServeMux { return MuxDetail(reg, ready, nil) }
+
+// MuxDetail is Mux whose /readyz also prints detail() (e.g. which
+// notifiers page) after "ready".
+func MuxDetail(reg *prometheus.Registry, ready ReadyFunc, detail func() string) *http.ServeMux {
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
@@ -42,6 +46,9 @@ func Mux(reg *prometheus.Registry, ready ReadyFunc) *http.ServeMux {
 			}
 		}
 		fmt.Fprintln(w, "ready")
+		if detail != nil {
+			fmt.Fprintln(w, detail())
+		}
 	})
 	return mux
 }
