@@ -44,7 +44,8 @@ func (e *Engine) notifiers() ([]notify.Notifier, []string, error) {
 	if pdKeyAbsent(pd) {
 		// The key is injected by the deployment (a Kubernetes Secret, an
 		// EnvironmentFile); where it is not, PagerDuty is off.
-		e.logger.Warn("pagerduty off: routing key variable not set", "notifiers.pagerduty.routing_key_env", pd.RoutingKeyEnv)
+		e.logger.Warn("pagerduty off: no routing key (variable unset or key file empty)",
+			"notifiers.pagerduty.routing_key_env", pd.RoutingKeyEnv, "notifiers.pagerduty.routing_key_file", pd.RoutingKeyFile)
 	} else if pd.Enabled() {
 		n, err := pagerduty.New(pd, client)
 		if err != nil {
@@ -83,10 +84,16 @@ func (e *Engine) notifiers() ([]notify.Notifier, []string, error) {
 // Paging names the notifiers that reach a person; empty when none does.
 func (e *Engine) Paging() []string { return e.paging }
 
-// pdKeyAbsent reports whether PagerDuty is configured through an env var
-// that is not set here (PagerDuty is then off).
+// pdKeyAbsent reports whether PagerDuty's routing key source is there but
+// empty: an env var that is not set, or a file that is empty (systemd's
+// SetCredential= fallback when the key file is not installed). PagerDuty
+// is then off. A key file that does not exist is an error, not absence.
 func pdKeyAbsent(pd pagerduty.Config) bool {
-	return pd.RoutingKeyEnv != "" && pd.RoutingKeyFile == "" && os.Getenv(pd.RoutingKeyEnv) == ""
+	if pd.RoutingKeyFile != "" {
+		b, err := os.ReadFile(pd.RoutingKeyFile)
+		return err == nil && strings.TrimSpace(string(b)) == ""
+	}
+	return pd.RoutingKeyEnv != "" && os.Getenv(pd.RoutingKeyEnv) == ""
 }
 
 // CheckPaging resolves which notifiers would page (reading the env vars

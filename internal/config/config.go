@@ -1,5 +1,12 @@
 // Package config loads YAML config files strictly (unknown keys are errors)
 // and prefixes validation problems with the file they came from.
+//
+// A file may name systemd's credentials directory as $CREDENTIALS_DIRECTORY
+// or ${CREDENTIALS_DIRECTORY} (e.g. creds_file:
+// ${CREDENTIALS_DIRECTORY}/nats.creds with LoadCredential=nats.creds:...);
+// it is replaced by the variable's value when the file is read, and a file
+// that uses it where the variable is unset is an error. No other variable
+// is expanded.
 package config
 
 import (
@@ -8,6 +15,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"regexp"
 
 	"go.yaml.in/yaml/v3"
 )
@@ -22,8 +30,32 @@ func Load(path string, dst any) error {
 	return Decode(b, path, dst)
 }
 
+// CredentialsVar is the one environment variable config files may use.
+const CredentialsVar = "CREDENTIALS_DIRECTORY"
+
+var credRef = regexp.MustCompile(`\$\{CREDENTIALS_DIRECTORY\}|\$CREDENTIALS_DIRECTORY\b`)
+
+// ExpandCredentials replaces $CREDENTIALS_DIRECTORY / ${CREDENTIALS_DIRECTORY}
+// in b with the variable's value; source names b in the error when the
+// file uses it and the variable is unset (a systemd unit without
+// LoadCredential=).
+func ExpandCredentials(b []byte, source string) ([]byte, error) {
+	if !credRef.Match(b) {
+		return b, nil
+	}
+	dir := os.Getenv(CredentialsVar)
+	if dir == "" {
+		return nil, fmt.Errorf("%s: uses $%s, which is not set (systemd sets it for units with LoadCredential=)", source, CredentialsVar)
+	}
+	return credRef.ReplaceAllLiteral(b, []byte(dir)), nil
+}
+
 // Decode is Load on bytes; source names them in errors.
 func Decode(b []byte, source string, dst any) error {
+	b, err := ExpandCredentials(b, source)
+	if err != nil {
+		return err
+	}
 	dec := yaml.NewDecoder(bytes.NewReader(b))
 	dec.KnownFields(true)
 	if err := dec.Decode(dst); err != nil {
@@ -81,6 +113,9 @@ func LoadAndValidate(path string, dst any, validate func() error) error {
 	b, err := os.ReadFile(path)
 	if err != nil {
 		return fmt.Errorf("config: %w", err)
+	}
+	if b, err = ExpandCredentials(b, path); err != nil {
+		return err
 	}
 	var errs []error
 	dec := yaml.NewDecoder(bytes.NewReader(b))

@@ -88,3 +88,26 @@ func TestSecret(t *testing.T) {
 		t.Fatal("both accepted")
 	}
 }
+
+func TestCredentialsDirectoryIsExpanded(t *testing.T) {
+	type C struct {
+		A string `yaml:"a"`
+		B string `yaml:"b"`
+	}
+	t.Setenv(CredentialsVar, "/run/credentials/x.service")
+	var c C
+	if err := Decode([]byte("a: ${CREDENTIALS_DIRECTORY}/nats.creds\nb: $CREDENTIALS_DIRECTORY/k # $HOME stays\n"), "f.yaml", &c); err != nil {
+		t.Fatal(err)
+	}
+	if c.A != "/run/credentials/x.service/nats.creds" || c.B != "/run/credentials/x.service/k" {
+		t.Errorf("got %+v", c)
+	}
+	t.Setenv(CredentialsVar, "")
+	err := Decode([]byte("a: ${CREDENTIALS_DIRECTORY}/nats.creds\n"), "f.yaml", &c)
+	if err == nil || !strings.Contains(err.Error(), "f.yaml") || !strings.Contains(err.Error(), "CREDENTIALS_DIRECTORY") {
+		t.Errorf("unset variable: %v", err)
+	}
+	if err := Decode([]byte("a: $HOME\n"), "f.yaml", &c); err != nil || c.A != "$HOME" {
+		t.Errorf("other variables must stay: %+v %v", c, err)
+	}
+}
