@@ -23,6 +23,7 @@ need_apt=()
 command -v prometheus-alertmanager >/dev/null 2>&1 || need_apt+=(prometheus-alertmanager)
 command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)
 command -v protoc >/dev/null 2>&1 || need_apt+=(protobuf-compiler)
+command -v systemd-analyze >/dev/null 2>&1 || need_apt+=(systemd)   # systemd-analyze verify (configs/systemd_test.go)
 if [ ${#need_apt[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then
     echo "installing with apt-get: ${need_apt[*]}"

@@ -418,7 +418,9 @@ func checkContainerConfig(t *testing.T, m *manifests, w workload, c corev1.Conta
 		if perr != nil || !slices.ContainsFunc(paging, func(s string) bool { return strings.HasPrefix(s, "alertmanager:") }) {
 			t.Errorf("%s: with its env, alerts pages through %q (%v), want the Alertmanagers", what, paging, perr)
 		}
-		if !slices.ContainsFunc(c.Env, func(e corev1.EnvVar) bool { return e.Name == cfg.Notifiers.PagerDuty.RoutingKeyEnv && e.ValueFrom != nil }) {
+		if !slices.ContainsFunc(c.Env, func(e corev1.EnvVar) bool {
+			return e.Name == cfg.Notifiers.PagerDuty.RoutingKeyEnv && e.ValueFrom != nil
+		}) {
 			t.Errorf("%s: the PagerDuty key variable %q that alerts reads is not injected", what, cfg.Notifiers.PagerDuty.RoutingKeyEnv)
 		}
 	default:
