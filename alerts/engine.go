@@ -57,7 +57,8 @@ type Engine struct {
 	ready atomic.Bool
 	m     metrics
 
-	paging []string // names of the notifiers that reach a person (notifiers.go)
+	paging []string       // names of the notifiers that reach a person (notifiers.go)
+	live   *obs.Heartbeat // beats every tick of Run's loop (/healthz)
 }
 
 type metrics struct {
@@ -113,6 +114,7 @@ func New(cfg Config, topo *topology.Topology, nc *nats.Conn, logger *slog.Logger
 	}
 	ns, paging, err := e.notifiers()
 	e.paging = paging
+	e.live = obs.NewHeartbeat(max(15*time.Second, 30*cfg.Window+cfg.Grace))
 	if err != nil {
 		return nil, err
 	}
@@ -164,7 +166,7 @@ func (e *Engine) Run(ctx context.Context) error {
 		if gath == nil {
 			gath = prometheus.NewRegistry()
 		}
-		mux := obs.MuxDetail(gath, e.readyErr, e.readyDetail)
+		mux := obs.Handler(obs.Options{Registry: gath, Ready: e.readyErr, Detail: e.readyDetail, Live: e.live})
 		mux.Handle("/", web.Handler(e, e.logger, e.cfg.Window))
 		addr, err := obs.Serve(ctx, e.cfg.HTTPAddr, mux, e.logger)
 		if err != nil {
@@ -204,6 +206,7 @@ func (e *Engine) Run(ctx context.Context) error {
 		case <-t.C:
 		}
 		e.Tick(ctx, next)
+		e.live.Beat()
 		next = next.Add(e.cfg.Window)
 	}
 }
