@@ -64,10 +64,12 @@ ENTRYPOINT ["/usr/local/bin/megawatch"]
 CMD ["collector", "--config", "/etc/megawatch/collector.yaml", "--buffer-dir", "/var/lib/megawatch/buffer"]
 
 # --- default: ingest, alerts (live page :8080), demo, tap, loadgen, check-config ---
+# distroless nonroot is uid/gid 65532; USER is numeric so that Kubernetes
+# can check runAsNonRoot (configs/k8s sets runAsUser/fsGroup 65532 to match).
 FROM gcr.io/distroless/static-debian12:nonroot AS megawatch
 COPY --from=build /out/static/megawatch /usr/local/bin/megawatch
 COPY configs/*.yaml /etc/megawatch/
-USER nonroot:nonroot
+USER 65532:65532
 EXPOSE 8080 9102
 ENTRYPOINT ["/usr/local/bin/megawatch"]
 CMD ["alerts", "--config", "/etc/megawatch/alerts.yaml", "--http-addr", ":8080"]

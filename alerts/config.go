@@ -3,6 +3,7 @@ package alerts
 import (
 	"errors"
 	"fmt"
+	"math"
 	"slices"
 	"strings"
 	"time"
@@ -62,6 +63,10 @@ type NotifiersConfig struct {
 	NATS         Toggle                  `yaml:"nats"`
 	Log          Toggle                  `yaml:"log"`
 	Dispatch     notify.DispatcherConfig `yaml:"dispatch"`
+	// LogOnly allows `megawatch alerts` to start with no paging notifier
+	// (no Alertmanager URL, PagerDuty key or webhook): alerts then reach
+	// only the log and NATS. Without it such a start is refused.
+	LogOnly bool `yaml:"log_only"`
 }
 
 // Toggle switches a notifier without settings.
@@ -190,6 +195,27 @@ func (c Config) Validate() error {
 	}
 	if err := telemetry.ValidateToken(c.KVBucket); err != nil {
 		bad("kv_bucket", "%v", err)
+	}
+	if err := config.ValidateListenAddr("http_addr", c.HTTPAddr); err != nil {
+		errs = append(errs, err)
+	}
+	// Ratios (coverage) are 0..1 and counts are not negative: a negative
+	// coverage threshold would never fire.
+	for i, r := range c.Rules {
+		lo, hi := 0.0, 0.0
+		switch rules.Unit(r.Metric) {
+		case "ratio":
+			lo, hi = 0, 1
+		case "count":
+			lo, hi = 0, math.Inf(1)
+		default:
+			continue
+		}
+		for key, v := range map[string]*float64{"threshold": r.Threshold, "clear": r.Clear} {
+			if v != nil && (*v < lo || *v > hi) {
+				bad(fmt.Sprintf("rules[%d] (%s): %s", i, r.Name, key), "%g is outside %g..%g for %s (a %s)", *v, lo, hi, r.Metric, rules.Unit(r.Metric))
+			}
+		}
 	}
 	return errors.Join(errs...)
 }

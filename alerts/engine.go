@@ -56,6 +56,9 @@ type Engine struct {
 	snap  atomic.Pointer[web.Snapshot]
 	ready atomic.Bool
 	m     metrics
+
+	paging []string       // names of the notifiers that reach a person (notifiers.go)
+	live   *obs.Heartbeat // beats every tick of Run's loop (/healthz)
 }
 
 type metrics struct {
@@ -109,7 +112,9 @@ func New(cfg Config, topo *topology.Topology, nc *nats.Conn, logger *slog.Logger
 			return nil, fmt.Errorf("jetstream: %w", err)
 		}
 	}
-	ns, err := e.notifiers()
+	ns, paging, err := e.notifiers()
+	e.paging = paging
+	e.live = obs.NewHeartbeat(max(15*time.Second, 30*cfg.Window+cfg.Grace))
 	if err != nil {
 		return nil, err
 	}
@@ -161,7 +166,7 @@ func (e *Engine) Run(ctx context.Context) error {
 		if gath == nil {
 			gath = prometheus.NewRegistry()
 		}
-		mux := obs.Mux(gath, e.readyErr)
+		mux := obs.Handler(obs.Options{Registry: gath, Ready: e.readyErr, Detail: e.readyDetail, Live: e.live})
 		mux.Handle("/", web.Handler(e, e.logger, e.cfg.Window))
 		addr, err := obs.Serve(ctx, e.cfg.HTTPAddr, mux, e.logger)
 		if err != nil {
@@ -201,6 +206,7 @@ func (e *Engine) Run(ctx context.Context) error {
 		case <-t.C:
 		}
 		e.Tick(ctx, next)
+		e.live.Beat()
 		next = next.Add(e.cfg.Window)
 	}
 }

@@ -12,6 +12,7 @@ import (
 
 	"github.com/NVIDIA/go-nvml/pkg/nvml"
 	"github.com/megawatch/megawatch/internal/natsx"
+	"github.com/megawatch/megawatch/internal/obs"
 	"github.com/megawatch/megawatch/internal/telemetry"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -33,6 +34,7 @@ type Collector struct {
 	pub     *publisher
 	emitted atomic.Bool
 	runOnce sync.Once
+	live    *obs.Heartbeat // beats once per window summarised (/healthz)
 }
 
 // New sets up a collector for the GPUs of dev (an initialised
@@ -79,10 +81,15 @@ func New(cfg Config, dev nvml.Interface, loc telemetry.Location, nc *nats.Conn, 
 	q := newQueue(cfg.BufferMax, cfg.BufferMaxBytes, disk)
 	q.load(old)
 
-	c := &Collector{cfg: cfg, loc: loc, nc: nc, js: js, logger: logger, m: m}
+	c := &Collector{cfg: cfg, loc: loc, nc: nc, js: js, logger: logger, m: m, live: obs.NewHeartbeat(max(15*time.Second, 30*cfg.Window))}
 	c.pub = newPublisher(nc, js, q, cfg.MaxPending, m, logger)
 	c.sampler = newSampler(cfg, loc, subject, gpus, rand.Uint64(), m, logger, nil)
-	logger.Info("collector ready", "subject", subject, "gpus", len(gpus), "window", cfg.Window, "slot", cfg.Slot)
+	// Not "ready": that is /readyz, once a window was summarised and NATS
+	// is connected.
+	logger.Info("collector started", "subject", subject, "gpus", len(gpus), "window", cfg.Window, "slot", cfg.Slot)
+	if !nc.IsConnected() {
+		logger.Warn("NATS not connected: reports are buffered until it is, and /readyz says not ready", "nats_status", nc.Status().String())
+	}
 	return c, nil
 }
 
@@ -102,6 +109,7 @@ func (c *Collector) Run(ctx context.Context) error {
 	in := make(chan entry, 16)
 	c.sampler.emit = func(e entry) {
 		c.emitted.Store(true)
+		c.live.Beat()
 		select {
 		case in <- e:
 		case <-ctx.Done():
@@ -121,6 +129,10 @@ func (c *Collector) Run(ctx context.Context) error {
 	}
 	return nil
 }
+
+// Live is the sampling loop's heartbeat: /healthz fails once no window
+// was summarised for 30 windows (at least 15 s), e.g. a hung NVML call.
+func (c *Collector) Live() *obs.Heartbeat { return c.live }
 
 // Ready is nil once a report was produced and NATS is connected.
 func (c *Collector) Ready() error {

@@ -82,7 +82,7 @@ func DefaultConfig() Config {
 		MaxPending:     64,
 		AckTimeout:     5 * time.Second,
 		FlushTimeout:   2 * time.Second,
-		MetricsAddr:    ":9401",
+		MetricsAddr:    "127.0.0.1:9401", // loopback: set the address Prometheus scrapes (k8s: ":9401")
 		LogLevel:       "info",
 		Sim:            sim.DefaultConfig(),
 	}
@@ -104,6 +104,9 @@ func (c Config) Validate() error {
 	var errs []error
 	bad := func(key, f string, a ...any) { errs = append(errs, fmt.Errorf("%s: %s", key, fmt.Sprintf(f, a...))) }
 	if err := c.NATS.Validate("nats"); err != nil {
+		errs = append(errs, err)
+	}
+	if err := config.ValidateListenAddr("metrics_addr", c.MetricsAddr); err != nil {
 		errs = append(errs, err)
 	}
 	if c.EnsureStream {

@@ -392,7 +392,8 @@ func TestCollectorOnSimulator(t *testing.T) {
 	for _, want := range []string{
 		`megawatch_collector_samples_total{node="gpu-h1-r01-rk01-n01"}`,
 		`megawatch_collector_nvml_errors_total{gpu="2",kind="lost",node="gpu-h1-r01-rk01-n01"}`,
-		`megawatch_collector_nvml_call_seconds_bucket{call="power_instant"`,
+		`megawatch_collector_nvml_call_seconds_bucket{node="gpu-h1-r01-rk01-n01",le="0.001"}`,
+		`megawatch_collector_nvml_call_duration_seconds_count{call="power_instant"`,
 		`megawatch_collector_reports_published_total`, `megawatch_collector_reports_buffered`,
 		`megawatch_collector_reports_dropped_total`, `megawatch_collector_publish_seconds_bucket`,
 	} {

@@ -121,6 +121,9 @@ func (c Config) Validate() error {
 	if err := c.NATS.Validate("nats"); err != nil {
 		errs = append(errs, err)
 	}
+	if err := config.ValidateListenAddr("metrics_addr", c.MetricsAddr); err != nil {
+		errs = append(errs, err)
+	}
 	if err := c.Streams.Validate("streams"); err != nil {
 		errs = append(errs, err)
 	}

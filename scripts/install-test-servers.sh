@@ -28,6 +28,7 @@ command -v protoc >/dev/null 2>&1 || need_apt+=(protobuf-compiler)
 [ -x /usr/sbin/snmpd ] || command -v snmpd >/dev/null 2>&1 || need_apt+=(snmpd)
 command -v snmpget >/dev/null 2>&1 || need_apt+=(snmp)
 /usr/bin/python3 -c 'import pymodbus' >/dev/null 2>&1 || need_apt+=(python3-pymodbus)
+command -v systemd-analyze >/dev/null 2>&1 || need_apt+=(systemd)   # systemd-analyze verify (configs/systemd_test.go)
 if [ ${#need_apt[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then
     echo "installing with apt-get: ${need_apt[*]}"

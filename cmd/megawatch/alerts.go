@@ -60,6 +60,9 @@ func runAlerts(ctx context.Context, args []string, _, stderr io.Writer) error {
 	if err := cfg.Validate(); err != nil {
 		return err
 	}
+	if _, err := cfg.Notifiers.CheckPaging(); err != nil {
+		return fmt.Errorf("alerts: %w", err)
+	}
 	topo, err := cfg.LoadTopology()
 	if err != nil {
 		return err

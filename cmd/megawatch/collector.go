@@ -33,7 +33,7 @@ func (f *collectorFlags) register(fs *flag.FlagSet) {
 	fs.BoolVar(&f.sim, "sim", false, "read simulated GPUs instead of NVML")
 	fs.StringVar(&f.simModel, "sim-model", "", "simulated node model with --sim: dgxh100 or dgxb200")
 	fs.StringVar(&f.bufferDir, "buffer-dir", "", "keep the offline buffer in this directory (survives restarts)")
-	fs.StringVar(&f.metricsAddr, "metrics-addr", "", "serve /metrics, /healthz, /readyz here (default :9401; \"\" in the file disables)")
+	fs.StringVar(&f.metricsAddr, "metrics-addr", "", "serve /metrics, /healthz, /readyz here (default 127.0.0.1:9401, loopback only; \"\" in the file disables)")
 	fs.StringVar(&f.logLevel, "log-level", "", "debug, info, warn or error")
 }
 
@@ -134,7 +134,7 @@ func runCollector(ctx context.Context, args []string, _, stderr io.Writer) error
 	if err != nil {
 		return err
 	}
-	addr, err := obs.Serve(ctx, cfg.MetricsAddr, obs.Mux(reg, c.Ready), logger)
+	addr, err := obs.Serve(ctx, cfg.MetricsAddr, obs.Handler(obs.Options{Registry: reg, Ready: c.Ready, Live: c.Live()}), logger)
 	if err != nil {
 		return err
 	}

@@ -204,7 +204,10 @@ func (d *demo) run(ctx context.Context) error {
 	acfg.AnalysisWindow = d.scen.at(60)
 	acfg.Rules = d.scen.rules(acfg.Rules)
 	acfg.Notifiers.Alertmanager.URLs = nil
+	acfg.Notifiers.Alertmanager.URLsEnv = ""
+	acfg.Notifiers.PagerDuty.RoutingKeyEnv = ""
 	acfg.Notifiers.Log.Enabled = true
+	acfg.Notifiers.LogOnly = true // the demo prints its pages in the terminal
 	pages := newPagePrinter(d.out, d.logger.Handler())
 	eng, err := alerts.New(acfg, topo, nc, slog.New(pages), reg)
 	if err != nil {

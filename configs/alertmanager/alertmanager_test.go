@@ -1,7 +1,9 @@
-// Package alertmanager_test runs the real Alertmanager with the example
-// config and checks that a megawatch page reaches PagerDuty (an httptest
-// server stands in for events.pagerduty.com) with the routing key from
-// its file, and that a warning does not page.
+// Package alertmanager_test checks the example Alertmanager config with the
+// real Alertmanager 0.25 (Debian's prometheus-alertmanager) and its amtool:
+// a critical page reaches PagerDuty (an httptest server stands in for
+// events.pagerduty.com) with the routing key from its file AND the chat
+// channel; a warning reaches chat only; the coverage warning is never
+// inhibited by the power page it qualifies, while the power warning is.
 package alertmanager_test
 
 import (
@@ -11,7 +13,9 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -19,6 +23,30 @@ import (
 
 	"github.com/megawatch/megawatch/internal/testenv"
 )
+
+// amtool's route test, as docs/operations.md tells the operator to run it.
+func TestRoutesWithAmtool(t *testing.T) {
+	amtool := testenv.Binary(t, "amtool")
+	for _, c := range []struct {
+		labels []string
+		want   string
+	}{
+		{[]string{"alertname=hall_power_critical", "severity=critical", "level=hall", "domain=dc1/h1", "team=facility"}, "pagerduty-facility,facility-chat"},
+		{[]string{"alertname=site_ramp", "severity=critical", "level=site", "domain=dc1"}, "pagerduty-facility,facility-chat"},
+		{[]string{"alertname=hall_power_high", "severity=warning", "level=hall", "domain=dc1/h1"}, "facility-chat"},
+		{[]string{"alertname=hall_coverage_low", "severity=warning", "level=hall", "domain=dc1/h1", "team=telemetry"}, "facility-chat"},
+	} {
+		args := append([]string{"config", "routes", "test", "--config.file=alertmanager.yml", "--verify.receivers=" + c.want}, c.labels...)
+		out, err := exec.Command(amtool, args...).CombinedOutput()
+		if err != nil {
+			t.Errorf("amtool %s: %v\n%s", strings.Join(args, " "), err, out)
+		}
+	}
+	out, err := exec.Command(amtool, "check-config", "alertmanager.yml").CombinedOutput()
+	if err != nil {
+		t.Errorf("amtool check-config: %v\n%s", err, out)
+	}
+}
 
 type pdEvent struct {
 	RoutingKey  string `json:"routing_key"`
@@ -32,23 +60,50 @@ type pdEvent struct {
 	} `json:"payload"`
 }
 
-func TestPagesRouteToPagerDuty(t *testing.T) {
-	testenv.Short(t)
-	var mu sync.Mutex
-	var events []pdEvent
-	pd := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		var ev pdEvent
-		b, _ := io.ReadAll(r.Body)
-		if err := json.Unmarshal(b, &ev); err != nil {
-			t.Errorf("PagerDuty got %s: %v", b, err)
+type webhookMsg struct {
+	Receiver string `json:"receiver"`
+	Status   string `json:"status"`
+	Alerts   []struct {
+		Labels map[string]string `json:"labels"`
+	} `json:"alerts"`
+}
+
+type recorder[T any] struct {
+	mu  sync.Mutex
+	got []T
+}
+
+func (r *recorder[T]) server(t *testing.T, reply string) *httptest.Server {
+	s := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		var v T
+		b, _ := io.ReadAll(req.Body)
+		if err := json.Unmarshal(b, &v); err != nil {
+			t.Errorf("%s got %s: %v", req.URL.Path, b, err)
 		}
-		mu.Lock()
-		events = append(events, ev)
-		mu.Unlock()
+		r.mu.Lock()
+		r.got = append(r.got, v)
+		r.mu.Unlock()
 		w.WriteHeader(http.StatusAccepted)
-		_, _ = w.Write([]byte(`{"status":"success","dedup_key":"x"}`))
+		_, _ = w.Write([]byte(reply))
 	}))
-	defer pd.Close()
+	t.Cleanup(s.Close)
+	return s
+}
+
+func (r *recorder[T]) all() []T {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return slices.Clone(r.got)
+}
+
+// The real Alertmanager with the example config: what reaches PagerDuty
+// and chat, and what the v2 API reports as inhibited.
+func TestPagesRouteToPagerDutyAndChat(t *testing.T) {
+	testenv.Short(t)
+	var pd recorder[pdEvent]
+	var chat recorder[webhookMsg]
+	pdSrv := pd.server(t, `{"status":"success","dedup_key":"x"}`)
+	chatSrv := chat.server(t, "")
 
 	src, err := os.ReadFile("alertmanager.yml")
 	if err != nil {
@@ -61,8 +116,9 @@ func TestPagesRouteToPagerDuty(t *testing.T) {
 	}
 	conf := string(src)
 	for old, repl := range map[string]string{
-		"https://events.pagerduty.com/v2/enqueue":         pd.URL + "/v2/enqueue",
-		"/etc/alertmanager/secrets/pagerduty-routing-key": keyFile,
+		"https://events.pagerduty.com/v2/enqueue":                       pdSrv.URL + "/v2/enqueue",
+		"/etc/alertmanager/secrets/pagerduty-routing-key":               keyFile,
+		"http://alertmanager-chat-bridge.monitoring.svc:8080/megawatch": chatSrv.URL + "/megawatch",
 		"group_wait: 10s": "group_wait: 100ms",
 	} {
 		if !strings.Contains(conf, old) {
@@ -72,21 +128,25 @@ func TestPagesRouteToPagerDuty(t *testing.T) {
 	}
 	am := testenv.StartAlertmanager(t, conf)
 
-	// What megawatch's Alertmanager notifier posts: a critical hall page
-	// and a warning on the other hall.
-	now := time.Now().UTC()
-	alerts := []map[string]any{{
-		"labels": map[string]string{"alertname": "hall_power_critical", "severity": "critical", "level": "hall",
-			"domain": "dc1/h1", "site": "dc1", "hall": "h1", "team": "facility"},
-		"annotations": map[string]string{"summary": "hall dc1/h1 draws 24.0 MW, above 23.8 MW (96% of its 25.0 MW capacity)"},
-		"startsAt":    now.Format(time.RFC3339),
-	}, {
-		"labels": map[string]string{"alertname": "hall_power_high", "severity": "warning", "level": "hall",
-			"domain": "dc1/h2", "site": "dc1", "hall": "h2", "team": "facility"},
-		"annotations": map[string]string{"summary": "hall dc1/h2 draws 22.6 MW"},
-		"startsAt":    now.Format(time.RFC3339),
-	}}
-	body, _ := json.Marshal(alerts)
+	// What megawatch's Alertmanager notifier posts: a critical hall page,
+	// the power warning and the coverage warning of the same hall, and a
+	// warning on another hall.
+	now := time.Now().UTC().Format(time.RFC3339)
+	alert := func(name, sev, domain, team, summary string) map[string]any {
+		site, hall, _ := strings.Cut(domain, "/")
+		return map[string]any{
+			"labels": map[string]string{"alertname": name, "severity": sev, "level": "hall",
+				"domain": domain, "site": site, "hall": hall, "team": team},
+			"annotations": map[string]string{"summary": summary},
+			"startsAt":    now,
+		}
+	}
+	body, _ := json.Marshal([]map[string]any{
+		alert("hall_power_critical", "critical", "dc1/h1", "facility", "hall dc1/h1 draws 24.0 MW, 96% of its 25.0 MW capacity"),
+		alert("hall_power_high", "warning", "dc1/h1", "facility", "hall dc1/h1 draws 24.0 MW"),
+		alert("hall_coverage_low", "warning", "dc1/h1", "telemetry", "hall dc1/h1: 95% of nodes report"),
+		alert("hall_power_high", "warning", "dc1/h2", "facility", "hall dc1/h2 draws 22.6 MW"),
+	})
 	resp, err := http.Post(am.URL+"/api/v2/alerts", "application/json", bytes.NewReader(body))
 	if err != nil {
 		t.Fatal(err)
@@ -96,26 +156,74 @@ func TestPagesRouteToPagerDuty(t *testing.T) {
 		t.Fatalf("post alerts: %d", resp.StatusCode)
 	}
 
-	deadline := time.Now().Add(20 * time.Second)
+	// Chat gets three notifications (one group each: the page, the
+	// coverage warning, the other hall's warning); the inhibited power
+	// warning of dc1/h1 never comes.
+	chatAlerts := func() map[string]bool {
+		seen := map[string]bool{}
+		for _, m := range chat.all() {
+			for _, a := range m.Alerts {
+				seen[a.Labels["alertname"]+" "+a.Labels["domain"]] = true
+			}
+		}
+		return seen
+	}
+	wantChat := []string{"hall_power_critical dc1/h1", "hall_coverage_low dc1/h1", "hall_power_high dc1/h2"}
+	deadline := time.Now().Add(30 * time.Second)
 	for {
-		mu.Lock()
-		n := len(events)
-		mu.Unlock()
-		if n > 0 {
+		seen := chatAlerts()
+		ok := len(pd.all()) > 0
+		for _, w := range wantChat {
+			ok = ok && seen[w]
+		}
+		if ok {
 			break
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("PagerDuty got nothing:\n%s", am.Output())
+			t.Fatalf("after 30 s: PagerDuty %+v, chat %v, want the page in both and %v in chat:\n%s", pd.all(), seen, wantChat, am.Output())
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	time.Sleep(500 * time.Millisecond) // a warning page, if routed wrongly, would arrive with it
-	mu.Lock()
-	defer mu.Unlock()
-	if len(events) != 1 {
-		t.Fatalf("PagerDuty got %d events, want only the critical page: %+v", len(events), events)
+
+	// The v2 API: the power warning of dc1/h1 is suppressed (inhibited by
+	// the page), the coverage warning is active.
+	var got []struct {
+		Labels map[string]string `json:"labels"`
+		Status struct {
+			State       string   `json:"state"`
+			InhibitedBy []string `json:"inhibitedBy"`
+		} `json:"status"`
 	}
-	ev := events[0]
+	resp, err = http.Get(am.URL + "/api/v2/alerts")
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = json.NewDecoder(resp.Body).Decode(&got)
+	resp.Body.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	state := map[string]string{}
+	for _, a := range got {
+		state[a.Labels["alertname"]+" "+a.Labels["domain"]] = a.Status.State
+	}
+	for k, want := range map[string]string{
+		"hall_power_critical dc1/h1": "active", "hall_coverage_low dc1/h1": "active",
+		"hall_power_high dc1/h1": "suppressed", "hall_power_high dc1/h2": "active",
+	} {
+		if state[k] != want {
+			t.Errorf("%s: state %q, want %q (all: %v)", k, state[k], want, state)
+		}
+	}
+
+	if seen := chatAlerts(); seen["hall_power_high dc1/h1"] {
+		t.Errorf("the inhibited power warning reached chat: %v", seen)
+	}
+	evs := pd.all()
+	if len(evs) != 1 {
+		t.Fatalf("PagerDuty got %d events, want only the critical page: %+v", len(evs), evs)
+	}
+	ev := evs[0]
 	if ev.RoutingKey != "test-routing-key" || ev.EventAction != "trigger" || ev.DedupKey == "" {
 		t.Errorf("event %+v: want routing key from the file, trigger, a dedup key", ev)
 	}

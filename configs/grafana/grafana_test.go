@@ -148,8 +148,8 @@ func TestDashboardsAreWellFormed(t *testing.T) {
 				if dsrc == nil {
 					dsrc = p.Datasource
 				}
-				if dsrc == nil || dsrc.UID != datasourceID || dsrc.Type != "influxdb" {
-					t.Errorf("%s: panel %q target %s: datasource %+v, want influxdb %s", file, p.Title, tg.RefID, dsrc, datasourceID)
+				if dsrc == nil || dsrc.UID != "${"+dsVar+"}" || dsrc.Type != "influxdb" {
+					t.Errorf("%s: panel %q target %s: datasource %+v, want influxdb ${%s}", file, p.Title, tg.RefID, dsrc, dsVar)
 				}
 				if !tg.RawQuery || strings.TrimSpace(tg.Query) == "" {
 					t.Errorf("%s: panel %q target %s: want a raw InfluxQL query", file, p.Title, tg.RefID)
@@ -174,8 +174,9 @@ func TestProvisioningFiles(t *testing.T) {
 	var dsf struct {
 		APIVersion  int `yaml:"apiVersion"`
 		Datasources []struct {
-			Name, UID, Type, URL string
-			JSONData             map[string]any `yaml:"jsonData"`
+			Name, UID, Type, URL, Database string
+			IsDefault                      bool           `yaml:"isDefault"`
+			JSONData                       map[string]any `yaml:"jsonData"`
 		} `yaml:"datasources"`
 	}
 	b, err := os.ReadFile(filepath.Join("provisioning", "datasources", "megawatch-influxdb.yaml"))
@@ -189,8 +190,8 @@ func TestProvisioningFiles(t *testing.T) {
 		t.Fatalf("datasource provisioning: %+v", dsf)
 	}
 	d := dsf.Datasources[0]
-	if d.UID != datasourceID || d.Type != "influxdb" || d.JSONData["dbName"] != db || d.JSONData["version"] != "InfluxQL" {
-		t.Errorf("datasource %+v: want uid %s, influxdb, InfluxQL, dbName %s", d, datasourceID, db)
+	if d.UID != datasourceID || d.Type != "influxdb" || d.JSONData["dbName"] != db || d.Database != db || d.JSONData["version"] != "InfluxQL" || d.IsDefault {
+		t.Errorf("datasource %+v: want uid %s, influxdb, InfluxQL, database and jsonData.dbName %s (Grafana <= 9.3 reads the first), not isDefault", d, datasourceID, db)
 	}
 	var prov struct {
 		APIVersion int `yaml:"apiVersion"`

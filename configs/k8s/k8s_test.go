@@ -84,8 +84,8 @@ func checkK8sObject(t *testing.T, where string, doc map[string]any) {
 		t.Errorf("%s: not a Kubernetes object (apiVersion, kind, metadata.name)", where)
 		return
 	}
-	if doc["kind"] != "Namespace" && meta["namespace"] != "megawatch" {
-		t.Errorf("%s: %s %v not in namespace megawatch", where, doc["kind"], meta["name"])
+	if ns := meta["namespace"]; doc["kind"] != "Namespace" && ns != "megawatch" && ns != "megawatch-collector" {
+		t.Errorf("%s: %s %v not in namespace megawatch or megawatch-collector", where, doc["kind"], meta["name"])
 	}
 	if doc["kind"] != "ConfigMap" {
 		return

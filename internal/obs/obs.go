@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -26,12 +27,66 @@ func NewRegistry() *prometheus.Registry {
 // ReadyFunc returns nil when the process is ready, else why not.
 type ReadyFunc func() error
 
+// Heartbeat is the liveness of a main loop: the loop calls Beat every
+// iteration, and Check fails once the last beat is older than maxAge (the
+// loop is stuck: a deadlock, a hung driver call). /healthz serves Check,
+// so a Kubernetes liveness probe or a watchdog restarts the process.
+type Heartbeat struct {
+	last   atomic.Int64 // unix nanoseconds
+	maxAge time.Duration
+	now    func() time.Time
+}
+
+// NewHeartbeat returns a heartbeat that has just beaten.
+func NewHeartbeat(maxAge time.Duration) *Heartbeat {
+	h := &Heartbeat{maxAge: maxAge, now: time.Now}
+	h.Beat()
+	return h
+}
+
+// Beat records that the loop is alive.
+func (h *Heartbeat) Beat() { h.last.Store(h.now().UnixNano()) }
+
+// Check returns nil while the last beat is recent, else how long ago it was.
+func (h *Heartbeat) Check() error {
+	if h == nil {
+		return nil
+	}
+	if age := h.now().Sub(time.Unix(0, h.last.Load())); age > h.maxAge {
+		return fmt.Errorf("main loop stalled: last iteration %s ago (limit %s)", age.Round(time.Millisecond), h.maxAge)
+	}
+	return nil
+}
+
+// Options configure Handler.
+type Options struct {
+	Registry *prometheus.Registry
+	Ready    ReadyFunc     // /readyz: 503 with the reason when it fails
+	Detail   func() string // printed by /readyz after "ready" (e.g. which notifiers page)
+	Live     *Heartbeat    // /healthz: 503 once the main loop stalled; nil: always ok
+}
+
 // Mux returns the handler for /metrics, /healthz and /readyz; callers may
 // add routes to it.
 func Mux(reg *prometheus.Registry, ready ReadyFunc) *http.ServeMux {
+	return Handler(Options{Registry: reg, Ready: ready})
+}
+
+// MuxDetail is Mux whose /readyz also prints detail() after "ready".
+func MuxDetail(reg *prometheus.Registry, ready ReadyFunc, detail func() string) *http.ServeMux {
+	return Handler(Options{Registry: reg, Ready: ready, Detail: detail})
+}
+
+// Handler returns the mux for /metrics, /healthz and /readyz.
+func Handler(o Options) *http.ServeMux {
+	reg, ready, detail := o.Registry, o.Ready, o.Detail
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+		if err := o.Live.Check(); err != nil {
+			http.Error(w, err.Error(), http.StatusServiceUnavailable)
+			return
+		}
 		fmt.Fprintln(w, "ok")
 	})
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
@@ -42,6 +97,9 @@ func Mux(reg *prometheus.Registry, ready ReadyFunc) *http.ServeMux {
 			}
 		}
 		fmt.Fprintln(w, "ready")
+		if detail != nil {
+			fmt.Fprintln(w, detail())
+		}
 	})
 	return mux
 }

@@ -9,6 +9,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"os"
 	"strings"
 	"time"
 
@@ -17,19 +18,52 @@ import (
 
 // Config is one Alertmanager notifier per URL (send to all).
 type Config struct {
-	URLs           []string      `yaml:"urls"`            // e.g. http://alertmanager:9093
+	URLs []string `yaml:"urls"` // e.g. http://alertmanager:9093
+	// URLsEnv names an environment variable with more URLs, comma-separated
+	// (MEGAWATCH_ALERTMANAGER_URLS by default); unset or empty adds none.
+	URLsEnv        string        `yaml:"urls_env"`
 	ResendInterval time.Duration `yaml:"resend_interval"` // default 1m
 }
 
-// DefaultConfig has no URLs (disabled) and a 1 minute resend interval.
-func DefaultConfig() Config { return Config{URLs: []string{}, ResendInterval: time.Minute} }
+// DefaultURLsEnv is the variable the shipped configs read Alertmanager URLs from.
+const DefaultURLsEnv = "MEGAWATCH_ALERTMANAGER_URLS"
+
+// DefaultConfig reads its URLs from MEGAWATCH_ALERTMANAGER_URLS and
+// re-sends every minute.
+func DefaultConfig() Config {
+	return Config{URLs: []string{}, URLsEnv: DefaultURLsEnv, ResendInterval: time.Minute}
+}
+
+// Resolve returns urls plus those of the urls_env variable, each checked.
+func (c Config) Resolve(key string) ([]string, error) {
+	out := append([]string(nil), c.URLs...)
+	if c.URLsEnv != "" {
+		for i, u := range strings.Split(os.Getenv(c.URLsEnv), ",") {
+			if u = strings.TrimSpace(u); u == "" {
+				continue
+			}
+			if err := checkURL(u); err != nil {
+				return nil, fmt.Errorf("%s.urls_env: %s element %d: %w", key, c.URLsEnv, i, err)
+			}
+			out = append(out, u)
+		}
+	}
+	return out, nil
+}
+
+func checkURL(u string) error {
+	if !strings.HasPrefix(u, "http://") && !strings.HasPrefix(u, "https://") {
+		return fmt.Errorf("%q is not an http(s) URL", u)
+	}
+	return nil
+}
 
 // Validate returns every problem with its key (prefix, e.g. "notifiers.alertmanager").
 func (c Config) Validate(key string) []error {
 	var errs []error
 	for i, u := range c.URLs {
-		if !strings.HasPrefix(u, "http://") && !strings.HasPrefix(u, "https://") {
-			errs = append(errs, fmt.Errorf("%s.urls[%d]: %q is not an http(s) URL", key, i, u))
+		if err := checkURL(u); err != nil {
+			errs = append(errs, fmt.Errorf("%s.urls[%d]: %w", key, i, err))
 		}
 	}
 	if c.ResendInterval <= 0 {

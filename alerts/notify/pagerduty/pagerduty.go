@@ -21,15 +21,21 @@ import (
 const DefaultURL = "https://events.pagerduty.com/v2/enqueue"
 
 // Config of the PagerDuty notifier; it is enabled when a routing key
-// source is set.
+// source is set. routing_key_file, when set, wins over routing_key_env (the
+// default env var PAGERDUTY_ROUTING_KEY need not be cleared to use a file).
 type Config struct {
 	RoutingKeyEnv  string `yaml:"routing_key_env"`
 	RoutingKeyFile string `yaml:"routing_key_file"`
 	URL            string `yaml:"url"`
 }
 
-// DefaultConfig is disabled, pointing at the public endpoint.
-func DefaultConfig() Config { return Config{URL: DefaultURL} }
+// DefaultRoutingKeyEnv is where the shipped deployments (the Kubernetes
+// Secret, the systemd EnvironmentFile) put the routing key.
+const DefaultRoutingKeyEnv = "PAGERDUTY_ROUTING_KEY"
+
+// DefaultConfig reads the routing key from $PAGERDUTY_ROUTING_KEY and
+// posts to the public endpoint.
+func DefaultConfig() Config { return Config{RoutingKeyEnv: DefaultRoutingKeyEnv, URL: DefaultURL} }
 
 // Enabled reports whether a routing key source is set.
 func (c Config) Enabled() bool { return c.RoutingKeyEnv != "" || c.RoutingKeyFile != "" }
@@ -37,9 +43,6 @@ func (c Config) Enabled() bool { return c.RoutingKeyEnv != "" || c.RoutingKeyFil
 // Validate returns every problem with its key.
 func (c Config) Validate(key string) []error {
 	var errs []error
-	if c.RoutingKeyEnv != "" && c.RoutingKeyFile != "" {
-		errs = append(errs, fmt.Errorf("%s.routing_key_env: set only one of routing_key_env and routing_key_file", key))
-	}
 	if !strings.HasPrefix(c.URL, "http://") && !strings.HasPrefix(c.URL, "https://") {
 		errs = append(errs, fmt.Errorf("%s.url: %q is not an http(s) URL", key, c.URL))
 	}
@@ -76,7 +79,11 @@ type Notifier struct {
 
 // New resolves the routing key (never logged).
 func New(c Config, client *http.Client) (*Notifier, error) {
-	k, err := config.Secret("pagerduty routing key", c.RoutingKeyEnv, c.RoutingKeyFile)
+	env := c.RoutingKeyEnv
+	if c.RoutingKeyFile != "" {
+		env = ""
+	}
+	k, err := config.Secret("pagerduty routing key", env, c.RoutingKeyFile)
 	if err != nil {
 		return nil, err
 	}
