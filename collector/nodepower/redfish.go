@@ -143,6 +143,9 @@ func (r *Redfish) Read(ctx context.Context) (Sample, error) {
 
 func (r *Redfish) readPlan(ctx context.Context, p *redfishPlan) (Sample, error) {
 	b, err := r.get(ctx, p.power)
+	if errors.Is(err, errNotFound) {
+		return Sample{}, fmt.Errorf("%w: %w", errLayout, err)
+	}
 	if err != nil {
 		return Sample{}, err
 	}
