@@ -2,27 +2,17 @@ package nodepower
 
 import (
 	"math"
-	"os"
-	"path/filepath"
 	"testing"
 	"time"
+
+	"github.com/megawatch/megawatch/collector/nodepower/bmctest"
 )
 
 // mockupSeeds adds every mockup resource as a seed.
 func mockupSeeds(f *testing.F) {
 	f.Helper()
-	err := filepath.Walk(filepath.Join("testdata", "redfish"), func(p string, info os.FileInfo, err error) error {
-		if err != nil || info.IsDir() || filepath.Ext(p) != ".json" {
-			return err
-		}
-		b, err := os.ReadFile(p)
-		if err == nil {
-			f.Add(b)
-		}
-		return err
-	})
-	if err != nil {
-		f.Fatal(err)
+	for _, b := range bmctest.Mockup() {
+		f.Add(b)
 	}
 	for _, s := range []string{``, `null`, `{}`, `[]`, `{"Reading": null}`, `{"Reading": -1}`, `{"Reading": 1e400}`,
 		`{"PowerWatts": {"Reading": 1e7}}`, `{"PowerControl": [{"PowerConsumedWatts": null}, {"PowerConsumedWatts": 12.5}]}`,

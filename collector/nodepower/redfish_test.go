@@ -8,8 +8,18 @@ import (
 	"testing"
 	"time"
 
+	"github.com/megawatch/megawatch/collector/nodepower/bmctest"
 	"github.com/megawatch/megawatch/internal/telemetry"
 )
+
+// bmcConfig is a Redfish config for bmc, verified with its CA.
+func bmcConfig(t *testing.T, bmc *bmctest.BMC) RedfishConfig {
+	c := DefaultConfig().Redfish
+	c.URL = bmc.URL()
+	c.CAFile = bmc.CAFile(t)
+	c.MaxBackoff = time.Minute
+	return c
+}
 
 func newRedfish(t *testing.T, cfg RedfishConfig) *Redfish {
 	t.Helper()
@@ -35,8 +45,8 @@ func readRF(t *testing.T, r *Redfish) Sample {
 const mockupEnergyMJ = 325675 * 3_600_000_000 // TotalEnergy 325675 kW.h
 
 func TestRedfishMockupEnvironmentMetrics(t *testing.T) {
-	bmc := newMockBMC(t)
-	r := newRedfish(t, bmc.config(t))
+	bmc := bmctest.New(t)
+	r := newRedfish(t, bmcConfig(t, bmc))
 	s := readRF(t, r)
 	if s.PowerW != 374 || !s.HasEnergy || s.EnergyMJ != mockupEnergyMJ {
 		t.Errorf("sample %+v, want 374 W (EnvironmentMetrics.PowerWatts) and %d mJ (Sensors/TotalEnergy)", s, uint64(mockupEnergyMJ))
@@ -45,35 +55,38 @@ func TestRedfishMockupEnvironmentMetrics(t *testing.T) {
 		t.Errorf("layout %q", r.Layout())
 	}
 	// After discovery a read is the power resource and the energy sensor.
-	n := bmc.nGets()
-	bmc.set("/redfish/v1/Chassis/1U/EnvironmentMetrics", "PowerWatts.Reading", 6480.5)
+	n := bmc.NGets()
+	bmc.Set(bmctest.EnvironmentMetrics, "PowerWatts.Reading", 6480.5)
 	if s := readRF(t, r); s.PowerW != 6480.5 {
 		t.Errorf("second read %v W", s.PowerW)
 	}
-	got := bmc.getsSince(n)
-	want := []string{"/redfish/v1/Chassis/1U/EnvironmentMetrics", "/redfish/v1/Chassis/1U/Sensors/TotalEnergy"}
+	got := bmc.Gets(n)
+	want := []string{bmctest.EnvironmentMetrics, bmctest.TotalEnergy}
 	if strings.Join(got, " ") != strings.Join(want, " ") {
 		t.Errorf("a read made %v, want %v", got, want)
 	}
-	if c := bmc.conns.Load(); c != 1 {
+	if c := bmc.Conns(); c != 1 {
 		t.Errorf("%d connections to the BMC, want 1 (reused)", c)
+	}
+	if m := bmc.MaxConcurrent(); m != 1 {
+		t.Errorf("BMC saw %d concurrent requests, want 1", m)
 	}
 }
 
 func TestRedfishInlineEnergy(t *testing.T) {
-	bmc := newMockBMC(t)
-	bmc.set("/redfish/v1/Chassis/1U/EnvironmentMetrics", "EnergyJoules", map[string]any{"Reading": 1234.5})
-	s := readRF(t, newRedfish(t, bmc.config(t)))
+	bmc := bmctest.New(t)
+	bmc.Set(bmctest.EnvironmentMetrics, "EnergyJoules", map[string]any{"Reading": 1234.5})
+	s := readRF(t, newRedfish(t, bmcConfig(t, bmc)))
 	if !s.HasEnergy || s.EnergyMJ != 1_234_500 {
 		t.Errorf("energy %+v, want 1234500 mJ from EnvironmentMetrics.EnergyJoules", s)
 	}
 }
 
 func TestRedfishSensorsWithoutEnvironmentMetrics(t *testing.T) {
-	bmc := newMockBMC(t)
-	bmc.remove("/redfish/v1/Chassis/1U/EnvironmentMetrics")
-	bmc.set("/redfish/v1/Chassis/1U/Sensors/TotalPower", "Reading", 375.0)
-	r := newRedfish(t, bmc.config(t))
+	bmc := bmctest.New(t)
+	bmc.Remove(bmctest.EnvironmentMetrics)
+	bmc.Set(bmctest.TotalPower, "Reading", 375.0)
+	r := newRedfish(t, bmcConfig(t, bmc))
 	s := readRF(t, r)
 	if s.PowerW != 375 || s.EnergyMJ != mockupEnergyMJ {
 		t.Errorf("sample %+v, want 375 W from Sensors/TotalPower", s)
@@ -84,9 +97,9 @@ func TestRedfishSensorsWithoutEnvironmentMetrics(t *testing.T) {
 }
 
 func TestRedfishLegacyPower(t *testing.T) {
-	bmc := newMockBMC(t)
-	bmc.remove("/redfish/v1/Chassis/1U/EnvironmentMetrics", "/redfish/v1/Chassis/1U/Sensors")
-	r := newRedfish(t, bmc.config(t))
+	bmc := bmctest.New(t)
+	bmc.Remove(bmctest.EnvironmentMetrics, bmctest.Sensors)
+	r := newRedfish(t, bmcConfig(t, bmc))
 	s := readRF(t, r)
 	if s.PowerW != 344 || s.HasEnergy {
 		t.Errorf("sample %+v, want 344 W from Power.PowerControl[0] and no energy", s)
@@ -97,19 +110,14 @@ func TestRedfishLegacyPower(t *testing.T) {
 }
 
 func TestRedfishLayoutChangeFallsBackToLegacyPower(t *testing.T) {
-	bmc := newMockBMC(t)
-	r := newRedfish(t, bmc.config(t))
+	bmc := bmctest.New(t)
+	r := newRedfish(t, bmcConfig(t, bmc))
 	if s := readRF(t, r); s.PowerW != 374 {
 		t.Fatalf("before: %v W", s.PowerW)
 	}
 	// A firmware update drops the newer resources: the BMC now answers 404
 	// on them. The same read finds the legacy Power resource.
-	bmc.mu.Lock()
-	delete(bmc.res, "/redfish/v1/Chassis/1U/EnvironmentMetrics")
-	delete(bmc.res, "/redfish/v1/Chassis/1U/Sensors")
-	delete(bmc.res, "/redfish/v1/Chassis/1U/Sensors/TotalPower")
-	delete(bmc.res, "/redfish/v1/Chassis/1U/Sensors/TotalEnergy")
-	bmc.mu.Unlock()
+	bmc.Delete(bmctest.EnvironmentMetrics, bmctest.Sensors, bmctest.TotalPower, bmctest.TotalEnergy)
 	if s := readRF(t, r); s.PowerW != 344 || s.HasEnergy {
 		t.Errorf("after: %+v, want 344 W from Power", s)
 	}
@@ -117,21 +125,21 @@ func TestRedfishLayoutChangeFallsBackToLegacyPower(t *testing.T) {
 		t.Errorf("layout %q", r.Layout())
 	}
 	// A sensor that is there but not enabled also moves the plan.
-	bmc2 := newMockBMC(t)
-	bmc2.remove("/redfish/v1/Chassis/1U/EnvironmentMetrics")
-	r2 := newRedfish(t, bmc2.config(t))
+	bmc2 := bmctest.New(t)
+	bmc2.Remove(bmctest.EnvironmentMetrics)
+	r2 := newRedfish(t, bmcConfig(t, bmc2))
 	readRF(t, r2)
-	bmc2.set("/redfish/v1/Chassis/1U/Sensors/TotalPower", "Status", map[string]any{"State": "Absent"})
-	bmc2.remove("/redfish/v1/Chassis/1U/Sensors")
+	bmc2.Set(bmctest.TotalPower, "Status", map[string]any{"State": "Absent"})
+	bmc2.Remove(bmctest.Sensors)
 	if s := readRF(t, r2); s.PowerW != 344 {
 		t.Errorf("absent sensor: %+v, want 344 W from Power", s)
 	}
 }
 
 func TestRedfish503RetryAfter(t *testing.T) {
-	bmc := newMockBMC(t)
-	bmc.setBusy(1, "7")
-	r := newRedfish(t, bmc.config(t))
+	bmc := bmctest.New(t)
+	bmc.SetBusy(1, "7")
+	r := newRedfish(t, bmcConfig(t, bmc))
 	_, err := r.Read(context.Background())
 	var ra *RetryAfterError
 	if !errors.As(err, &ra) || ra.Status != 503 || ra.After != 7*time.Second {
@@ -143,29 +151,26 @@ func TestRedfish503RetryAfter(t *testing.T) {
 }
 
 func TestRedfishSlowBMCTimesOut(t *testing.T) {
-	bmc := newMockBMC(t)
-	r := newRedfish(t, bmc.config(t))
+	bmc := bmctest.New(t)
+	r := newRedfish(t, bmcConfig(t, bmc))
 	readRF(t, r)
-	bmc.hold()
+	bmc.Hold()
 	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
 	_, err := r.Read(ctx)
 	cancel()
 	if !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("err %v, want a deadline error", err)
 	}
-	bmc.release()
+	bmc.Release()
 	if s := readRF(t, r); s.PowerW != 374 {
 		t.Errorf("after the stall: %v W", s.PowerW)
-	}
-	if m := bmc.maxConc.Load(); m != 1 {
-		t.Errorf("BMC saw %d concurrent requests, want 1", m)
 	}
 }
 
 func TestRedfishCredentialsAndTLS(t *testing.T) {
-	bmc := newMockBMC(t)
-	bmc.user, bmc.pwd = "monitor", "s3cret-Pa55"
-	cfg := bmc.config(t)
+	bmc := bmctest.New(t)
+	bmc.SetAuth("monitor", "s3cret-Pa55")
+	cfg := bmcConfig(t, bmc)
 	cfg.User = "monitor"
 
 	// Password from a file.
@@ -194,8 +199,8 @@ func TestRedfishCredentialsAndTLS(t *testing.T) {
 
 	// TLS: without the CA the certificate is refused; the explicit
 	// insecure flag accepts it.
-	bmc.user = ""
-	noCA := bmc.config(t)
+	bmc.SetAuth("", "")
+	noCA := bmcConfig(t, bmc)
 	noCA.CAFile = ""
 	if _, err := newRedfish(t, noCA).Read(context.Background()); err == nil || !strings.Contains(err.Error(), "certificate") {
 		t.Errorf("unverified BMC accepted: %v", err)
@@ -207,23 +212,23 @@ func TestRedfishCredentialsAndTLS(t *testing.T) {
 }
 
 func TestRedfishRefusesForeignLinks(t *testing.T) {
-	bmc := newMockBMC(t)
-	bmc.set("/redfish/v1/Chassis", "Members", []any{map[string]any{"@odata.id": "https://evil.example/redfish/v1/Chassis/1U"}})
-	_, err := newRedfish(t, bmc.config(t)).Read(context.Background())
+	bmc := bmctest.New(t)
+	bmc.Set("/redfish/v1/Chassis", "Members", []any{map[string]any{"@odata.id": "https://evil.example/redfish/v1/Chassis/1U"}})
+	_, err := newRedfish(t, bmcConfig(t, bmc)).Read(context.Background())
 	if err == nil || !strings.Contains(err.Error(), "refusing") {
 		t.Errorf("err %v, want a refused link", err)
 	}
 }
 
 func TestRedfishChassisByID(t *testing.T) {
-	bmc := newMockBMC(t)
-	cfg := bmc.config(t)
+	bmc := bmctest.New(t)
+	cfg := bmcConfig(t, bmc)
 	cfg.Chassis = "1U"
 	r := newRedfish(t, cfg)
 	if s := readRF(t, r); s.PowerW != 374 {
 		t.Errorf("%v W", s.PowerW)
 	}
-	for _, g := range bmc.getsSince(0) {
+	for _, g := range bmc.Gets(0) {
 		if g == "/redfish/v1/Chassis" {
 			t.Error("collection read although the chassis is configured")
 		}
@@ -240,12 +245,12 @@ func TestRedfishChassisByID(t *testing.T) {
 // which.
 func TestPollerRedfishFallsBackToHwmon(t *testing.T) {
 	const w = 100 * time.Millisecond
-	bmc := newMockBMC(t)
-	bmc.set("/redfish/v1/Chassis/1U/EnvironmentMetrics", "PowerWatts.Reading", 6400.0)
+	bmc := bmctest.New(t)
+	bmc.Set(bmctest.EnvironmentMetrics, "PowerWatts.Reading", 6400.0)
 	root := unpackTree(t, "sys-h100")
 	cfg := DefaultConfig()
 	cfg.Sources = []string{SourceRedfish, SourceHwmon, SourceModel}
-	cfg.Redfish = bmc.config(t)
+	cfg.Redfish = bmcConfig(t, bmc)
 	cfg.Redfish.Timeout, cfg.Redfish.MaxBackoff = 80*time.Millisecond, w
 	cfg.Hwmon.SysfsRoot, cfg.Hwmon.Timeout, cfg.Hwmon.MaxBackoff = root, 50*time.Millisecond, w
 	p := newTestPoller(t, cfg, w, nil)
@@ -267,8 +272,8 @@ func TestPollerRedfishFallsBackToHwmon(t *testing.T) {
 		}
 	}
 	waitUntil(t, "a Redfish window at 6400 W", seen(telemetry.NodePowerSource_NODE_POWER_REDFISH, 6_400_000))
-	bmc.setBusy(1<<30, "")
+	bmc.SetBusy(1<<30, "")
 	waitUntil(t, "an hwmon window at 6512.345 W while the BMC is busy", seen(telemetry.NodePowerSource_NODE_POWER_HWMON, 6_512_345))
-	bmc.setBusy(0, "")
+	bmc.SetBusy(0, "")
 	waitUntil(t, "Redfish again", seen(telemetry.NodePowerSource_NODE_POWER_REDFISH, 6_400_000))
 }
