@@ -168,7 +168,7 @@ func counterSum(t *testing.T, g prometheus.Gatherer, name string, want map[strin
 
 // unpackSysfs writes the sysfs fixture of collector/nodepower (a DGX-like
 // host with the ACPI power meter and RAPL) under a temp dir.
-func unpackSysfs(t *testing.T) string {
+func unpackSysfs(t testing.TB) string {
 	t.Helper()
 	b, err := os.ReadFile(filepath.Join("nodepower", "testdata", "sys-h100.txtar"))
 	if err != nil {
