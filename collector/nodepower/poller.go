@@ -39,9 +39,6 @@ type choice struct {
 // Option changes a Poller.
 type Option func(*Poller)
 
-// WithClock sets the clock readings are stamped with (time.Now).
-func WithClock(now func() time.Time) Option { return func(p *Poller) { p.now = now } }
-
 // WithSource puts src first in the preference order, polled like the
 // Redfish source (the simulator's BMC; tests).
 func WithSource(src Source, pc PollConfig) Option {
@@ -77,7 +74,7 @@ func New(cfg Config, window time.Duration, node string, logger *slog.Logger, reg
 		}
 	}
 	if cfg.RAPL.Enabled {
-		p.cpu = p.newPolled(NewRAPL(cfg.RAPL.SysfsRoot, func() time.Time { return p.now() }), cfg.RAPL.PollConfig)
+		p.cpu = p.newPolled(NewRAPL(cfg.RAPL.SysfsRoot, p.now), cfg.RAPL.PollConfig)
 	}
 	for _, o := range opts {
 		o(p)
