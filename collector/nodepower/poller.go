@@ -173,30 +173,43 @@ func (pl *polled) store(at time.Time, s Sample) {
 	pl.mu.Unlock()
 }
 
-// mean averages the readings taken in (endNs − max(window, max_age), endNs]
-// and returns the latest energy counter among them.
+// mean is the source's figure for the window ending at endNs: the mean of
+// the readings taken in it, (endNs − window, endNs]; without one, the latest
+// reading taken within max_age before endNs (a source polled slower than
+// the window). The energy counter is the latest among the readings used.
 func (pl *polled) mean(endNs int64, window time.Duration) (w float64, energy uint64, hasEnergy, ok bool) {
-	from := endNs - int64(max(window, pl.maxAge))
+	from := endNs - int64(window)
+	oldest := endNs - int64(max(window, pl.maxAge))
 	var sum float64
 	var n int
-	var latest int64
+	var latest, latestE int64
+	var last *reading
 	pl.mu.Lock()
+	defer pl.mu.Unlock()
 	for i := range pl.ring {
 		rd := &pl.ring[i]
-		if !rd.ok || rd.at <= from || rd.at > endNs {
+		if !rd.ok || rd.at <= oldest || rd.at > endNs {
+			continue
+		}
+		if last == nil || rd.at > latest {
+			last, latest = rd, rd.at
+		}
+		if rd.at <= from {
 			continue
 		}
 		sum += rd.s.PowerW
 		n++
-		if rd.s.HasEnergy && rd.at >= latest {
-			latest, energy, hasEnergy = rd.at, rd.s.EnergyMJ, true
+		if rd.s.HasEnergy && rd.at >= latestE {
+			latestE, energy, hasEnergy = rd.at, rd.s.EnergyMJ, true
 		}
 	}
-	pl.mu.Unlock()
-	if n == 0 {
-		return 0, 0, false, false
+	switch {
+	case n > 0:
+		return sum / float64(n), energy, hasEnergy, true
+	case last != nil:
+		return last.s.PowerW, last.s.EnergyMJ, last.s.HasEnergy, true
 	}
-	return sum / float64(n), energy, hasEnergy, true
+	return 0, 0, false, false
 }
 
 // nextPoll is the first poll time after t no earlier than earliest: polls

@@ -106,6 +106,16 @@ func TestMaxAgeForSlowSources(t *testing.T) {
 	if r := p.Window(end.Add(2*time.Second).UnixNano(), GPUs{}); r.HasPower {
 		t.Errorf("6 s old reading used with max_age 5 s: %+v", r)
 	}
+	// The latest reading, not an average over max_age; and a window with a
+	// reading of its own averages only those.
+	p.order[0].p.store(end.Add(-2*time.Second), Sample{PowerW: 5200})
+	if r := p.Window(end.UnixNano(), GPUs{}); r.PowerMW != 5_200_000 || r.HasEnergy {
+		t.Errorf("latest within max_age: %+v, want 5200 W without energy", r)
+	}
+	p.order[0].p.store(end.Add(-500*time.Millisecond), Sample{PowerW: 6000})
+	if r := p.Window(end.UnixNano(), GPUs{}); r.PowerMW != 6_000_000 {
+		t.Errorf("window's own reading: %+v, want 6000 W", r)
+	}
 }
 
 func TestPollerFirstAnsweringSourceWins(t *testing.T) {
