@@ -23,8 +23,9 @@ const (
 	maxRetryAfter = 10 * time.Minute
 )
 
-// Redfish reads the chassis power of a BMC. It finds the chassis under
-// /redfish/v1/Chassis and where its power is (EnvironmentMetrics
+// Redfish reads the chassis power of a BMC. It finds the node's chassis
+// under /redfish/v1/Chassis (the configured Id, else the first that is not
+// contained in another and links to its power) and where its power is (EnvironmentMetrics
 // PowerWatts, else the Sensors collection's TotalPower, else the legacy
 // Power resource's PowerControl[].PowerConsumedWatts), and the energy
 // counter when the BMC has one; after that a read is one GET (two with a
@@ -181,26 +182,7 @@ func (r *Redfish) readPlan(ctx context.Context, p *redfishPlan) (Sample, error) 
 
 // discover finds the chassis and where its power and energy are.
 func (r *Redfish) discover(ctx context.Context) (*redfishPlan, error) {
-	chassis := "/redfish/v1/Chassis/" + url.PathEscape(r.chassis)
-	if r.chassis == "" {
-		b, err := r.get(ctx, "/redfish/v1/Chassis")
-		if err != nil {
-			return nil, err
-		}
-		members, err := DecodeCollection(b)
-		if err != nil {
-			return nil, err
-		}
-		if len(members) == 0 {
-			return nil, errors.New("redfish: /redfish/v1/Chassis has no members")
-		}
-		chassis = members[0]
-	}
-	b, err := r.get(ctx, chassis)
-	if err != nil {
-		return nil, err
-	}
-	links, err := DecodeChassis(b)
+	chassis, links, err := r.findChassis(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -235,6 +217,61 @@ func (r *Redfish) discover(ctx context.Context) (*redfishPlan, error) {
 		return &redfishPlan{kind: planLegacy, power: links.Power, energy: energy}, nil
 	}
 	return nil, fmt.Errorf("redfish: chassis %s has no EnvironmentMetrics, Sensors/TotalPower or Power", chassis)
+}
+
+// maxChassis bounds how many chassis discovery looks at.
+const maxChassis = 32
+
+// findChassis returns the configured chassis, or else the node's own: the
+// first member of /redfish/v1/Chassis that is not inside another chassis
+// (GPU baseboards, drive backplanes and the like are) and has its power,
+// else the first member with its power.
+func (r *Redfish) findChassis(ctx context.Context) (string, ChassisLinks, error) {
+	if r.chassis != "" {
+		p := "/redfish/v1/Chassis/" + url.PathEscape(r.chassis)
+		b, err := r.get(ctx, p)
+		if err != nil {
+			return "", ChassisLinks{}, err
+		}
+		l, err := DecodeChassis(b)
+		return p, l, err
+	}
+	b, err := r.get(ctx, "/redfish/v1/Chassis")
+	if err != nil {
+		return "", ChassisLinks{}, err
+	}
+	members, err := DecodeCollection(b)
+	if err != nil {
+		return "", ChassisLinks{}, err
+	}
+	var fallback string
+	var fallbackLinks ChassisLinks
+	for i, m := range members {
+		if i == maxChassis {
+			break
+		}
+		b, err := r.get(ctx, m)
+		if errors.Is(err, errNotFound) {
+			continue
+		}
+		if err != nil {
+			return "", ChassisLinks{}, err
+		}
+		l, err := DecodeChassis(b)
+		if err != nil || !l.hasPower() {
+			continue
+		}
+		if !l.Contained {
+			return m, l, nil
+		}
+		if fallback == "" {
+			fallback, fallbackLinks = m, l
+		}
+	}
+	if fallback == "" {
+		return "", ChassisLinks{}, errors.New("redfish: no chassis under /redfish/v1/Chassis links to its power")
+	}
+	return fallback, fallbackLinks, nil
 }
 
 // HTTPError is a BMC's answer other than 200.

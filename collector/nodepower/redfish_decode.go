@@ -34,9 +34,17 @@ func DecodeCollection(b []byte) ([]string, error) {
 	return out, nil
 }
 
-// ChassisLinks are the power-related resources a chassis links to.
+// ChassisLinks are the power-related resources a chassis links to, and
+// whether it sits inside another chassis (Links.ContainedBy).
 type ChassisLinks struct {
 	EnvironmentMetrics, Sensors, PowerSubsystem, Power string
+	ChassisType                                        string
+	Contained                                          bool
+}
+
+// hasPower reports whether the chassis links to a resource with its power.
+func (l ChassisLinks) hasPower() bool {
+	return l.EnvironmentMetrics != "" || l.Sensors != "" || l.Power != ""
 }
 
 // DecodeChassis returns a chassis' power-related links ("" when absent).
@@ -46,6 +54,10 @@ func DecodeChassis(b []byte) (ChassisLinks, error) {
 		Sensors            *odataLink `json:"Sensors"`
 		PowerSubsystem     *odataLink `json:"PowerSubsystem"`
 		Power              *odataLink `json:"Power"`
+		ChassisType        string     `json:"ChassisType"`
+		Links              *struct {
+			ContainedBy *odataLink `json:"ContainedBy"`
+		} `json:"Links"`
 	}
 	if err := json.Unmarshal(b, &c); err != nil {
 		return ChassisLinks{}, fmt.Errorf("chassis: %w", err)
@@ -57,7 +69,8 @@ func DecodeChassis(b []byte) (ChassisLinks, error) {
 		return l.ID
 	}
 	return ChassisLinks{EnvironmentMetrics: id(c.EnvironmentMetrics), Sensors: id(c.Sensors),
-		PowerSubsystem: id(c.PowerSubsystem), Power: id(c.Power)}, nil
+		PowerSubsystem: id(c.PowerSubsystem), Power: id(c.Power), ChassisType: c.ChassisType,
+		Contained: c.Links != nil && c.Links.ContainedBy != nil && c.Links.ContainedBy.ID != ""}, nil
 }
 
 type status struct {

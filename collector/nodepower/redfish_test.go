@@ -277,3 +277,34 @@ func TestPollerRedfishFallsBackToHwmon(t *testing.T) {
 	bmc.SetBusy(0, "")
 	waitUntil(t, "Redfish again", seen(telemetry.NodePowerSource_NODE_POWER_REDFISH, 6_400_000))
 }
+
+// TestRedfishPicksTheNodeChassis: on a BMC that lists a GPU baseboard (a
+// chassis inside the node's) and a chassis without power first, discovery
+// takes the node's own chassis.
+func TestRedfishPicksTheNodeChassis(t *testing.T) {
+	bmc := bmctest.New(t)
+	bmc.Put("/redfish/v1/Chassis/HGX_Baseboard_0", `{"Id": "HGX_Baseboard_0", "ChassisType": "Module",
+		"Sensors": {"@odata.id": "/redfish/v1/Chassis/HGX_Baseboard_0/Sensors"},
+		"Links": {"ContainedBy": {"@odata.id": "/redfish/v1/Chassis/1U"}}}`)
+	bmc.Put("/redfish/v1/Chassis/Riser", `{"Id": "Riser", "ChassisType": "Card"}`)
+	bmc.Set("/redfish/v1/Chassis", "Members", []any{
+		map[string]any{"@odata.id": "/redfish/v1/Chassis/Gone"},
+		map[string]any{"@odata.id": "/redfish/v1/Chassis/Riser"},
+		map[string]any{"@odata.id": "/redfish/v1/Chassis/HGX_Baseboard_0"},
+		map[string]any{"@odata.id": "/redfish/v1/Chassis/1U"},
+	})
+	r := newRedfish(t, bmcConfig(t, bmc))
+	if s := readRF(t, r); s.PowerW != 374 {
+		t.Errorf("%v W", s.PowerW)
+	}
+	if l := r.Layout(); !strings.Contains(l, "/Chassis/1U/") {
+		t.Errorf("layout %q, want the 1U chassis", l)
+	}
+	// Only the contained one has power: it is used.
+	bmc.Set("/redfish/v1/Chassis", "Members", []any{map[string]any{"@odata.id": "/redfish/v1/Chassis/HGX_Baseboard_0"}})
+	bmc.Put("/redfish/v1/Chassis/HGX_Baseboard_0/Sensors", `{"Members": [{"@odata.id": "/redfish/v1/Chassis/HGX_Baseboard_0/Sensors/TotalPower"}]}`)
+	bmc.Put("/redfish/v1/Chassis/HGX_Baseboard_0/Sensors/TotalPower", `{"Reading": 5600, "ReadingUnits": "W", "Status": {"State": "Enabled"}}`)
+	if s := readRF(t, newRedfish(t, bmcConfig(t, bmc))); s.PowerW != 5600 {
+		t.Errorf("contained chassis: %v W", s.PowerW)
+	}
+}

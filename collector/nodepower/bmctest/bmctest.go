@@ -218,6 +218,17 @@ func (b *BMC) Delete(paths ...string) {
 	}
 }
 
+// Put adds or replaces a resource (a JSON object).
+func (b *BMC) Put(resource, body string) {
+	var v map[string]any
+	if err := json.Unmarshal([]byte(body), &v); err != nil {
+		panic("bmctest.Put: " + err.Error())
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.res[resource] = v
+}
+
 // SetAuth requires basic auth ("" user: none).
 func (b *BMC) SetAuth(user, password string) {
 	b.mu.Lock()
