@@ -47,8 +47,9 @@ type RedfishConfig struct {
 	// URL of the BMC, https://host[:port]; the service root is
 	// /redfish/v1 under it.
 	URL string `yaml:"url"`
-	// Chassis Id to read (e.g. "1U"); "" = the first member of
-	// /redfish/v1/Chassis.
+	// Chassis Id to read (e.g. "1U"); "" = the node's own: the first member
+	// of /redfish/v1/Chassis not contained in another that links to its
+	// power.
 	Chassis string `yaml:"chassis"`
 	// User and the password from an env var or a file (basic auth).
 	User         string `yaml:"user"`
