@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/NVIDIA/go-nvml/pkg/nvml"
+	"github.com/megawatch/megawatch/collector/nodepower"
 	"github.com/megawatch/megawatch/internal/natsx"
 	"github.com/megawatch/megawatch/internal/obs"
 	"github.com/megawatch/megawatch/internal/telemetry"
@@ -31,6 +32,7 @@ type Collector struct {
 	logger  *slog.Logger
 	m       *metrics
 	sampler *sampler
+	np      *nodepower.Poller // nil: no node power
 	pub     *publisher
 	emitted atomic.Bool
 	runOnce sync.Once
@@ -42,7 +44,7 @@ type Collector struct {
 // It opens the disk buffer when cfg.BufferDir is set and takes what a
 // previous process left there. Metrics are registered on reg (nil: none)
 // with a constant node label.
-func New(cfg Config, dev nvml.Interface, loc telemetry.Location, nc *nats.Conn, logger *slog.Logger, reg prometheus.Registerer) (*Collector, error) {
+func New(cfg Config, dev nvml.Interface, loc telemetry.Location, nc *nats.Conn, logger *slog.Logger, reg prometheus.Registerer, opts ...Option) (*Collector, error) {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
@@ -84,6 +86,9 @@ func New(cfg Config, dev nvml.Interface, loc telemetry.Location, nc *nats.Conn, 
 	c := &Collector{cfg: cfg, loc: loc, nc: nc, js: js, logger: logger, m: m, live: obs.NewHeartbeat(max(15*time.Second, 30*cfg.Window))}
 	c.pub = newPublisher(nc, js, q, cfg.MaxPending, m, logger)
 	c.sampler = newSampler(cfg, loc, subject, gpus, rand.Uint64(), m, logger, nil)
+	if err := c.setupNodePower(reg, opts); err != nil {
+		return nil, err
+	}
 	// Not "ready": that is /readyz, once a window was summarised and NATS
 	// is connected.
 	logger.Info("collector started", "subject", subject, "gpus", len(gpus), "window", cfg.Window, "slot", cfg.Slot)
@@ -120,7 +125,9 @@ func (c *Collector) Run(ctx context.Context) error {
 		defer close(pubDone)
 		c.pub.run(ctx, in, c.cfg.FlushTimeout)
 	}()
+	npDone := c.runNodePower(ctx)
 	c.sampler.run(ctx)
+	<-npDone
 	<-pubDone
 	if d := c.pub.q.disk; d != nil {
 		if err := d.close(); err != nil {

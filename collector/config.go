@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/megawatch/megawatch/collector/nodepower"
 	"github.com/megawatch/megawatch/collector/sim"
 	"github.com/megawatch/megawatch/internal/config"
 	"github.com/megawatch/megawatch/internal/natsx"
@@ -62,6 +63,9 @@ type Config struct {
 	LogLevel     string        `yaml:"log_level"`
 	// Sim configures the simulated GPUs of `megawatch collector --sim`.
 	Sim sim.Config `yaml:"sim"`
+	// NodePower configures the whole-node power sources read beside the
+	// GPUs (BMC/Redfish, hwmon, RAPL, the model).
+	NodePower nodepower.Config `yaml:"node_power"`
 
 	// Version goes into the inventory reports; set by the binary.
 	Version string `yaml:"-"`
@@ -85,6 +89,7 @@ func DefaultConfig() Config {
 		MetricsAddr:    "127.0.0.1:9401", // loopback: set the address Prometheus scrapes (k8s: ":9401")
 		LogLevel:       "info",
 		Sim:            sim.DefaultConfig(),
+		NodePower:      nodepower.DefaultConfig(),
 	}
 }
 
@@ -143,6 +148,11 @@ func (c Config) Validate() error {
 		bad("window", "at most %d slots per window, got %d", maxSlots, c.Window/c.Slot)
 	case time.Second%c.Window != 0 && c.Window%time.Second != 0:
 		bad("window", "must divide a second or be whole seconds (windows align to the wall clock), got %s", c.Window)
+	}
+	if c.Window > 0 {
+		if err := c.NodePower.Validate("node_power", c.Window); err != nil {
+			errs = append(errs, err)
+		}
 	}
 	if c.CallTimeout <= 0 || (c.Window > 0 && c.CallTimeout >= c.Window) {
 		bad("call_timeout", "must be positive and shorter than window (%s), got %s", c.Window, c.CallTimeout)

@@ -44,6 +44,7 @@ type sampler struct {
 	slotBuf   []uint32
 
 	emit   func(entry)
+	np     nodePowerReader // nil: no node power
 	m      *metrics
 	logger *slog.Logger
 }
@@ -263,6 +264,7 @@ func (s *sampler) finalize(w *openWindow) {
 		}
 		rep.Gpus[i] = summarize(&s.energy[i], g, time.Duration(s.window))
 	}
+	s.nodePower(rep)
 	data, err := proto.Marshal(rep)
 	if err != nil {
 		s.logger.Error("encode report", "node", s.loc.Node, "err", err)

@@ -129,8 +129,14 @@ func runCollector(ctx context.Context, args []string, _, stderr io.Writer) error
 		return err
 	}
 	defer nc.Close()
+	var opts []collector.Option
+	if d, ok := dev.(*sim.Driver); ok {
+		if src, ok := d.NodePowerSource(); ok { // the simulated BMC, before node_power.sources
+			opts = append(opts, collector.WithNodePowerSource(src, cfg.NodePower.Redfish.PollConfig))
+		}
+	}
 	reg := obs.NewRegistry()
-	c, err := collector.New(cfg, dev, loc, nc, logger, reg)
+	c, err := collector.New(cfg, dev, loc, nc, logger, reg, opts...)
 	if err != nil {
 		return err
 	}

@@ -34,6 +34,17 @@ type Config struct {
 	MemOffsetC    float64       `yaml:"mem_offset_c"`      // HBM temperature minus GPU temperature
 	SlowdownC     float64       `yaml:"slowdown_c"`        // thermal slowdown starts above this
 
+	// Host power (CPUs, memory, NICs, fans, PSU losses: everything but the
+	// GPUs): HostIdleW with the GPUs idle, HostMaxW at full GPU load, linear
+	// in the GPUs' load between. 0 = the model's default (DGX H100 1900 W /
+	// 4600 W, DGX B200 2600 W / 6300 W).
+	HostIdleW float64 `yaml:"host_idle_w"`
+	HostMaxW  float64 `yaml:"host_max_w"`
+	// NodePower is what a simulated node reports as node power: redfish (a
+	// simulated BMC reading GPUs + host, source REDFISH), model (the
+	// collector's estimate from the GPUs, source MODEL) or none (absent).
+	NodePower string `yaml:"node_power"`
+
 	Noise     float64 `yaml:"noise"`     // fractional power noise (std dev), e.g. 0.01
 	Variation float64 `yaml:"variation"` // fractional per-GPU spread of power, inlet and R
 
@@ -69,6 +80,13 @@ const (
 	FaultHang         = "hang"          // calls block for Hang, or until released
 	FaultEnergyReset  = "energy_reset"  // the energy counter restarts from 0 at From
 	FaultNoise        = "noise"         // extra fractional power noise
+)
+
+// What simulated nodes report as node power (Config.NodePower).
+const (
+	NodePowerRedfish = "redfish"
+	NodePowerModel   = "model"
+	NodePowerNone    = "none"
 )
 
 // Fields that not_supported and hang faults name.
@@ -130,6 +148,7 @@ func DefaultConfig() Config {
 		ThermalTau: 30 * time.Second,
 		MemOffsetC: 5,
 		SlowdownC:  87,
+		NodePower:  NodePowerRedfish,
 		Noise:      0.01,
 		Variation:  0.02,
 		Jobs: []Job{{
@@ -186,6 +205,24 @@ func (c Config) Validate() error {
 	}
 	if !(c.SlowdownC > c.InletC && c.SlowdownC <= 120) {
 		bad("slowdown_c", "must be above inlet_c and at most 120")
+	}
+	hostIdle, hostMax := spec.hostIdleW, spec.hostMaxW
+	if c.HostIdleW > 0 {
+		hostIdle = c.HostIdleW
+	}
+	if c.HostMaxW > 0 {
+		hostMax = c.HostMaxW
+	}
+	if !(c.HostIdleW >= 0 && c.HostIdleW <= 50_000) {
+		bad("host_idle_w", "must be 0 (model default) or up to 50000")
+	}
+	if !(c.HostMaxW >= 0 && c.HostMaxW <= 50_000) || hostMax < hostIdle {
+		bad("host_max_w", "must be 0 (model default) or up to 50000, and at least the host idle power (%g W)", hostIdle)
+	}
+	switch c.NodePower {
+	case "", NodePowerRedfish, NodePowerModel, NodePowerNone: // "": redfish
+	default:
+		bad("node_power", "must be redfish, model or none, got %q", c.NodePower)
 	}
 	if !(c.Noise >= 0 && c.Noise <= 0.5) {
 		bad("noise", "must be 0..0.5")

@@ -272,6 +272,7 @@ func (f *Fleet) Report(dst *telemetry.NodeReport, i int, windowEnd time.Time, wi
 		dst.SlotPowerW = append(dst.SlotPowerW, uint32(w.slotW[j]+0.5))
 	}
 	dst.SlotMissingMask = mask
+	n.fillNodePower(dst, &w, secs)
 
 	fn.mu.Lock()
 	fn.last[fn.next] = winPower{endNs: w.endNs, windowNs: int64(window), w: nodeW, ok: true}

@@ -1,6 +1,7 @@
 package sim
 
 import (
+	"context"
 	"hash/fnv"
 	"math"
 	"path"
@@ -10,6 +11,7 @@ import (
 	"github.com/NVIDIA/go-nvml/pkg/nvml"
 	"github.com/NVIDIA/go-nvml/pkg/nvml/mock/gpus"
 
+	"github.com/megawatch/megawatch/collector/nodepower"
 	"github.com/megawatch/megawatch/internal/telemetry"
 )
 
@@ -33,16 +35,18 @@ type spec struct {
 	maxClockMHz   float64
 	idleClockMHz  float64
 	ckptClockFrac float64
+	// Host power without the GPUs, at idle and at full GPU load.
+	hostIdleW, hostMaxW float64
 }
 
 func lookupSpec(model string) (spec, bool) {
 	switch model {
 	case "dgxh100":
 		return spec{name: gpus.H100_SXM5_80GB.Name, tdpW: 700, idleW: 70, rCPerW: 0.06,
-			maxClockMHz: 1980, idleClockMHz: 345, ckptClockFrac: 0.7}, true
+			maxClockMHz: 1980, idleClockMHz: 345, ckptClockFrac: 0.7, hostIdleW: 1900, hostMaxW: 4600}, true
 	case "dgxb200":
 		return spec{name: gpus.B200_SXM5_180GB.Name, tdpW: 1000, idleW: 140, rCPerW: 0.042,
-			maxClockMHz: 1965, idleClockMHz: 345, ckptClockFrac: 0.7}, true
+			maxClockMHz: 1965, idleClockMHz: 345, ckptClockFrac: 0.7, hostIdleW: 2600, hostMaxW: 6300}, true
 	}
 	return spec{tdpW: 700}, false
 }
@@ -96,6 +100,8 @@ type params struct {
 	tdpW, idleW, limitW float64
 	rCPerW              float64
 	k                   float64 // 1 - exp(-step/tau)
+	hostIdleW, hostMaxW float64
+	estimate            *nodepower.Model // node_power: model
 }
 
 func newParams(cfg Config) (*params, error) {
@@ -121,6 +127,14 @@ func newParams(cfg Config) (*params, error) {
 		p.rCPerW = cfg.ThermalRCPerW
 	}
 	p.k = -math.Expm1(-float64(stepNs) / float64(cfg.ThermalTau))
+	p.hostIdleW, p.hostMaxW = sp.hostIdleW, sp.hostMaxW
+	if cfg.HostIdleW > 0 {
+		p.hostIdleW = cfg.HostIdleW
+	}
+	if cfg.HostMaxW > 0 {
+		p.hostMaxW = cfg.HostMaxW
+	}
+	p.estimate = nodepower.NewModel(nodepower.ModelConfig{NodeType: "auto"})
 	return p, nil
 }
 
@@ -461,4 +475,98 @@ func sortInt64(a []int64) {
 			a[j], a[j-1] = a[j-1], a[j]
 		}
 	}
+}
+
+// hostW is the host's power (everything but the GPUs) when the GPUs draw
+// gpuW each on average: idle to max, linear in the GPUs' load.
+func (p *params) hostW(gpuW float64) float64 {
+	u := 0.0
+	if p.tdpW > p.idleW {
+		u = min(max((gpuW-p.idleW)/(p.tdpW-p.idleW), 0), 1)
+	}
+	return p.hostIdleW + u*(p.hostMaxW-p.hostIdleW)
+}
+
+// nodePowerAt is the whole node's power at scenario time s, as a BMC reads
+// it: every GPU's power (at its steady-state temperature; lost GPUs still
+// draw) plus the host's.
+func (n *node) nodePowerAt(s int64) float64 {
+	dw, act, _ := n.demand(s)
+	md := n.meanDemand(s)
+	sum := 0.0
+	for g := range gpusPerNode {
+		gp := &n.gpus[g]
+		p, _ := n.power(g, s, dw, act, gp.inletC+gp.rCPerW*md*gp.scale)
+		sum += p
+	}
+	return sum + n.p.hostW(sum/gpusPerNode)
+}
+
+// fillNodePower sets (or clears) all of dst's node-power fields as the
+// node's collector would send them (Config.NodePower): redfish, the BMC's
+// mean over the window of every GPU's and the host's power; model, the
+// collector's estimate from the GPUs dst reports; none, absent.
+func (n *node) fillNodePower(dst *telemetry.NodeReport, w *winAcc, secs float64) {
+	dst.CpuPowerMw, dst.NodeEnergyMj = nil, nil
+	dst.NodePowerSource = telemetry.NodePowerSource_NODE_POWER_NONE
+	ok, mw := false, uint32(0)
+	switch n.p.cfg.NodePower {
+	case NodePowerRedfish, "":
+		if secs > 0 {
+			gpu := 0.0
+			for g := range gpusPerNode {
+				gpu += w.energy[g] / 1000 / secs
+			}
+			ok, mw = true, telemetry.WToMilliwatts(gpu+n.p.hostW(gpu/gpusPerNode))
+			dst.NodePowerSource = telemetry.NodePowerSource_NODE_POWER_REDFISH
+		}
+	case NodePowerModel:
+		g := nodepower.GPUs{Count: len(dst.Gpus), AllOK: len(dst.Gpus) > 0, ModelID: n.p.spec.name}
+		for _, gpu := range dst.Gpus {
+			if gpu.Health == telemetry.Health_HEALTH_OK && gpu.PowerMw != nil {
+				g.SumMW += uint64(*gpu.PowerMw)
+			} else {
+				g.AllOK = false
+			}
+		}
+		if mw, ok = n.p.estimate.Estimate(g); ok {
+			dst.NodePowerSource = telemetry.NodePowerSource_NODE_POWER_MODEL
+		}
+	}
+	optU32(&dst.NodePowerMw, ok, mw)
+}
+
+// bmcAverageNs is the span the simulated BMC averages its reading over
+// (BMCs report a short average, not an instant).
+const bmcAverageNs = int64(time.Second)
+
+// simBMC is the simulated node's BMC: it reads the node's whole power,
+// averaged over the last second.
+type simBMC struct {
+	n     *node
+	clock func() time.Time
+}
+
+func (b *simBMC) Name() string { return "sim" }
+func (b *simBMC) Kind() telemetry.NodePowerSource {
+	return telemetry.NodePowerSource_NODE_POWER_REDFISH
+}
+func (b *simBMC) Read(context.Context) (nodepower.Sample, error) {
+	s := b.n.p.scenarioNs(b.clock())
+	const k = 10
+	w := 0.0
+	for i := range int64(k) {
+		w += b.n.nodePowerAt(s - bmcAverageNs + (2*i+1)*bmcAverageNs/(2*k))
+	}
+	return nodepower.Sample{PowerW: w / k}, nil
+}
+
+// NodePowerSource is the simulated BMC when the config's node_power is
+// redfish (false otherwise): `collector --sim` polls it before the
+// collector's own node_power sources.
+func (d *Driver) NodePowerSource() (nodepower.Source, bool) {
+	if m := d.n.p.cfg.NodePower; m != NodePowerRedfish && m != "" {
+		return nil, false
+	}
+	return &simBMC{n: d.n, clock: d.clock}, true
 }
