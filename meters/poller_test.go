@@ -336,7 +336,7 @@ func TestConfigExampleAndValidate(t *testing.T) {
 	if err == nil {
 		t.Fatal("bad config accepted")
 	}
-	for _, want := range []string{p + ": line 5: field bogus not found", p + ": interval: must be between", p + ": timeout: must be positive and below interval",
+	for _, want := range []string{p + ": line 5: unknown key bogus", p + ": interval: must be between", p + ": timeout: must be positive and below interval",
 		p + ": workers: must be 1..10000", p + ": backoff_max: must be at least interval"} {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("missing %q in:\n%v", want, err)
