@@ -38,6 +38,7 @@ func kindKeys() map[string]map[string]bool {
 		"collector": yamlKeys(collector.Config{}),
 		"ingest":    yamlKeys(ingest.Config{}),
 		"alerts":    yamlKeys(alerts.Config{}),
+		"meters":    yamlKeys(meters.Config{}),
 		"topology":  {"levels": true, "domains": true},
 	}
 }
@@ -92,10 +93,10 @@ func kindFromContent(path string) (kind string, fits []string) {
 // runCheckConfig validates config files and prints every problem of each.
 // The kind comes from --kind, else from the file's keys, else (when the
 // keys fit several kinds) from the file name (collector*.yaml,
-// ingest*.yaml, alerts*.yaml, *topology*.yaml).
+// ingest*.yaml, alerts*.yaml, meters*.yaml, *topology*.yaml).
 func runCheckConfig(_ context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := newFlagSet("check-config", stderr)
-	kind := fs.String("kind", "", "config kind: collector, ingest, alerts or topology (default: from the file's keys, then its name)")
+	kind := fs.String("kind", "", "config kind: collector, ingest, alerts, meters or topology (default: from the file's keys, then its name)")
 	fs.Usage = func() {
 		fmt.Fprintln(stderr, "usage: megawatch check-config [--kind KIND] FILE...")
 		fs.PrintDefaults()
