@@ -93,6 +93,7 @@ func AlertsPermissions(o PolicyOptions) Permissions {
 	pub := jsStreamAdmin(telemetry.StreamRollup)
 	pub = append(pub, jsStreamAdmin(kv)...)
 	pub = append(pub,
+		"$JS.API.INFO", // nats.go reads the account's JetStream info before creating a bucket
 		"$KV."+o.bucket()+".>",
 		"$JS.API.STREAM.MSG.GET."+kv,
 		"$JS.API.DIRECT.GET."+kv,
