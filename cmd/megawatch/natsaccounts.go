@@ -30,6 +30,7 @@ func runNATSAccounts(_ context.Context, args []string, stdout, stderr io.Writer)
 	maxMem := fs.String("max-memory", def.MaxMemory, "JetStream max_memory_store")
 	maxFile := fs.String("max-file", def.MaxFile, "JetStream max_file_store")
 	tlsHosts := fs.String("tls-hosts", "localhost,127.0.0.1", "names and IPs of the server certificate, comma-separated")
+	loadgen := fs.Bool("loadgen-user", false, "also issue creds/loadgen.creds, which may publish as every node (load tests on a test deployment only; a run without it revokes them)")
 	noTLS := fs.Bool("no-tls", false, "write no certificates (bring your own as tls/ca.pem, tls/server.pem, tls/server-key.pem)")
 	if err := parseFlags(fs, args); err != nil {
 		return err
@@ -52,7 +53,8 @@ func runNATSAccounts(_ context.Context, args []string, stdout, stderr io.Writer)
 		Policy: natsauth.PolicyOptions{KVBucket: *bucket},
 		Server: natsauth.ServerOptions{Name: *name, Listen: *listen, HTTP: *httpAddr, InstallDir: *installDir,
 			StoreDir: *storeDir, MaxMemory: *maxMem, MaxFile: *maxFile},
-		TLS: natsauth.TLSOptions{Hosts: hosts, Skip: *noTLS},
+		TLS:     natsauth.TLSOptions{Hosts: hosts, Skip: *noTLS},
+		Loadgen: *loadgen,
 	})
 	if err != nil {
 		return err

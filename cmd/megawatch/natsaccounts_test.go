@@ -88,7 +88,7 @@ type natsDeployment struct {
 // newNATSDeployment runs the command exactly as docs/nats.md shows (with
 // free ports and a temporary store) and starts `nats-server -c` on its
 // nats-server.conf.
-func newNATSDeployment(t *testing.T) *natsDeployment {
+func newNATSDeployment(t *testing.T, extra ...string) *natsDeployment {
 	t.Helper()
 	testenv.Short(t)
 	dir := t.TempDir()
@@ -97,6 +97,7 @@ func newNATSDeployment(t *testing.T) *natsDeployment {
 	args := []string{"nats-accounts", "--out", dir, "--listen", fmt.Sprintf("127.0.0.1:%d", port),
 		"--http", fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t)), "--store-dir", filepath.Join(dir, "js"),
 		"--max-memory", "256MB", "--max-file", "1GB"}
+	args = append(args, extra...)
 	if code := run(context.Background(), args, &stdout, &stderr); code != 0 {
 		t.Fatalf("megawatch %s: exit %d\n%s%s", strings.Join(args, " "), code, stdout.String(), stderr.String())
 	}

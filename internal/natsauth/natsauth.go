@@ -34,7 +34,10 @@ type Options struct {
 	Policy   PolicyOptions
 	Server   ServerOptions
 	TLS      TLSOptions
-	Logger   *slog.Logger
+	// Loadgen also issues creds/loadgen.creds, allowed to publish as every
+	// node (`megawatch loadgen` on a test deployment). Never in production.
+	Loadgen bool
+	Logger  *slog.Logger
 }
 
 // Result says what was written.
@@ -107,6 +110,11 @@ func Generate(o Options) (*Result, error) {
 		return nil, err
 	}
 	roles := []string{RoleNode, RoleIngest, RoleAlerts, RoleTap}
+	services := []string{RoleIngest, RoleAlerts, RoleTap}
+	if o.Loadgen {
+		roles = append(roles, RoleLoadgen)
+		services = append(services, RoleLoadgen)
+	}
 	signers := map[string]nkeys.KeyPair{}
 	for _, r := range roles {
 		if signers[r], err = ks.get("signing-"+r, nkeys.CreateAccount); err != nil {
@@ -153,7 +161,7 @@ func Generate(o Options) (*Result, error) {
 
 	res := &Result{Operator: opPub, Account: accPub, System: sysPub}
 	iss := issuer{accPub: accPub, res: res}
-	for _, r := range serviceUsers {
+	for _, r := range services {
 		p := ServiceCredsPath(o.Dir, r)
 		if err := iss.issue(p, r, nil, signers[r]); err != nil {
 			return nil, err
@@ -192,10 +200,11 @@ func Generate(o Options) (*Result, error) {
 }
 
 var roleDescription = map[string]string{
-	RoleNode:   "GPU node collectors: publish the node's own power subject only",
-	RoleIngest: "ingest: consume power and rollups, publish dead letters",
-	RoleAlerts: "alerts: read power, publish rollups and alert events, alert state KV",
-	RoleTap:    "tap: read megawatch subjects, publish nothing",
+	RoleNode:    "GPU node collectors: publish the node's own power subject only",
+	RoleIngest:  "ingest: consume power and rollups, publish dead letters",
+	RoleAlerts:  "alerts: read power, publish rollups and alert events, alert state KV",
+	RoleTap:     "tap: read megawatch subjects, publish nothing",
+	RoleLoadgen: "loadgen: publish as any node (test deployments only)",
 }
 
 // checkTopology refuses what the node template cannot express: JWT tags

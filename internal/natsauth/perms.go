@@ -13,11 +13,15 @@ const (
 	RoleIngest = "ingest"
 	RoleAlerts = "alerts"
 	RoleTap    = "tap"
+	// RoleLoadgen may publish every node's subject: for load tests on a
+	// test deployment only (Options.Loadgen). A run without it drops the
+	// role's key from the account, which revokes the loadgen creds.
+	RoleLoadgen = "loadgen"
 )
 
 // Service user names (the JWT name, and so the inbox prefix _INBOX.<name>).
 // No topology node may carry one of these names.
-var serviceUsers = []string{RoleIngest, RoleAlerts, RoleTap}
+var serviceUsers = []string{RoleIngest, RoleAlerts, RoleTap, RoleLoadgen}
 
 // NodeSubjectTemplate is the one subject a node may publish to: its own
 // power subject, expanded by nats-server from the user's name and tags.
@@ -116,6 +120,12 @@ func TapPermissions() Permissions {
 	return Permissions{Sub: []string{telemetry.Prefix + ".>", ownInbox}, PubDeny: []string{">"}}
 }
 
+// LoadgenPermissions: publish any node's reports (JetStream publish, acks
+// to its own inbox). It cannot set up streams: ingest does.
+func LoadgenPermissions() Permissions {
+	return Permissions{Pub: []string{telemetry.PowerWildcard}, Sub: []string{ownInbox}}
+}
+
 func (o PolicyOptions) bucket() string {
 	if o.KVBucket == "" {
 		return "MEGAWATCH_ALERTS"
@@ -126,9 +136,10 @@ func (o PolicyOptions) bucket() string {
 // Policy is every role's permissions.
 func Policy(o PolicyOptions) map[string]Permissions {
 	return map[string]Permissions{
-		RoleNode:   NodePermissions(),
-		RoleIngest: IngestPermissions(),
-		RoleAlerts: AlertsPermissions(o),
-		RoleTap:    TapPermissions(),
+		RoleNode:    NodePermissions(),
+		RoleIngest:  IngestPermissions(),
+		RoleAlerts:  AlertsPermissions(o),
+		RoleTap:     TapPermissions(),
+		RoleLoadgen: LoadgenPermissions(),
 	}
 }
