@@ -31,6 +31,7 @@ func runNATSAccounts(_ context.Context, args []string, stdout, stderr io.Writer)
 	maxFile := fs.String("max-file", def.MaxFile, "JetStream max_file_store")
 	tlsHosts := fs.String("tls-hosts", "localhost,127.0.0.1", "names and IPs of the server certificate, comma-separated")
 	loadgen := fs.Bool("loadgen-user", false, "also issue creds/loadgen.creds, which may publish as every node (load tests on a test deployment only; a run without it revokes them)")
+	revokeUsers := fs.String("revoke", "", "revoke these users' current keys for good (nodes or services, comma-separated); their creds are removed and a user still in the topology gets a new key")
 	noTLS := fs.Bool("no-tls", false, "write no certificates (bring your own as tls/ca.pem, tls/server.pem, tls/server-key.pem)")
 	if err := parseFlags(fs, args); err != nil {
 		return err
@@ -42,12 +43,7 @@ func runNATSAccounts(_ context.Context, args []string, stdout, stderr io.Writer)
 	if err != nil {
 		return err
 	}
-	var hosts []string
-	for _, h := range strings.Split(*tlsHosts, ",") {
-		if h = strings.TrimSpace(h); h != "" {
-			hosts = append(hosts, h)
-		}
-	}
+	hosts := splitList(*tlsHosts)
 	res, err := natsauth.Generate(natsauth.Options{
 		Dir: *out, Topology: topo, Account: *account,
 		Policy: natsauth.PolicyOptions{KVBucket: *bucket},
@@ -55,6 +51,7 @@ func runNATSAccounts(_ context.Context, args []string, stdout, stderr io.Writer)
 			StoreDir: *storeDir, MaxMemory: *maxMem, MaxFile: *maxFile},
 		TLS:     natsauth.TLSOptions{Hosts: hosts, Skip: *noTLS},
 		Loadgen: *loadgen,
+		Revoke:  splitList(*revokeUsers),
 	})
 	if err != nil {
 		return err
@@ -70,12 +67,23 @@ func runNATSAccounts(_ context.Context, args []string, stdout, stderr io.Writer)
 server config  %s (includes %s)
 tls            %s: %s
 service creds  %s
-node creds     %d under %s (%d new users)
+node creds     %d under %s (%d new users, %d keys revoked)
 keys           %s (seeds: keep them offline, they sign everything)
 
 Next: nats-server -t -c %s && nats-server -c %s
 `, res.Operator, *account, res.Account, res.ServerConf, filepath.Base(res.AuthConf), res.TLSDir, tlsNote,
-		strings.Join(res.Services, " "), res.Nodes, filepath.Join(*out, natsauth.CredsDir, natsauth.NodesDir), res.NewUsers,
+		strings.Join(res.Services, " "), res.Nodes, filepath.Join(*out, natsauth.CredsDir, natsauth.NodesDir), res.NewUsers, res.Revoked,
 		filepath.Join(*out, natsauth.KeysDir), res.ServerConf, res.ServerConf)
 	return nil
+}
+
+// splitList splits a comma-separated flag value, dropping empty items.
+func splitList(s string) []string {
+	var out []string
+	for _, v := range strings.Split(s, ",") {
+		if v = strings.TrimSpace(v); v != "" {
+			out = append(out, v)
+		}
+	}
+	return out
 }

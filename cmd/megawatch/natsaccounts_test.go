@@ -81,8 +81,9 @@ func (a *asyncErrs) waitAll(t *testing.T, who string, want []string) {
 // natsDeployment is the output of `megawatch nats-accounts` with
 // nats-server running on it as is.
 type natsDeployment struct {
-	dir string
-	srv *testenv.NATSServer
+	dir  string
+	args []string // the command line that wrote it
+	srv  *testenv.NATSServer
 }
 
 // newNATSDeployment runs the command exactly as docs/nats.md shows (with
@@ -101,7 +102,7 @@ func newNATSDeployment(t *testing.T, extra ...string) *natsDeployment {
 	if code := run(context.Background(), args, &stdout, &stderr); code != 0 {
 		t.Fatalf("megawatch %s: exit %d\n%s%s", strings.Join(args, " "), code, stdout.String(), stderr.String())
 	}
-	return &natsDeployment{dir: dir, srv: testenv.StartNATSConfig(t, filepath.Join(dir, natsauth.ConfFile), port)}
+	return &natsDeployment{dir: dir, args: args, srv: testenv.StartNATSConfig(t, filepath.Join(dir, natsauth.ConfFile), port)}
 }
 
 func (d *natsDeployment) nodeCreds(node string) string { return natsauth.NodeCredsPath(d.dir, node) }
@@ -379,5 +380,47 @@ func TestNATSAccountsIsolation(t *testing.T) {
 	tapErrs.waitAll(t, "tap", []string{fmt.Sprintf("Permissions Violation for Publish to %q", subjB)})
 	if errs := svcErrs.all(); len(errs) > 0 {
 		t.Errorf("collector, ingest and alerts connections saw %d errors: %q", len(errs), svcErrs.first())
+	}
+}
+
+// Revoking a node: after `--revoke <node>` and a server restart its old
+// creds are refused; the node's new creds and every other node work.
+func TestNATSAccountsRevoke(t *testing.T) {
+	d := newNATSDeployment(t)
+	a, b := "gpu-h1-r01-rk01-n01", "gpu-h1-r01-rk02-n01"
+	old := filepath.Join(t.TempDir(), "old.creds")
+	data, err := os.ReadFile(d.nodeCreds(a))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(old, data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	d.connect(t, old).Close()
+
+	var stdout, stderr bytes.Buffer
+	args := append(append([]string{}, d.args...), "--revoke", a)
+	if code := run(context.Background(), args, &stdout, &stderr); code != 0 {
+		t.Fatalf("exit %d: %s", code, stderr.String())
+	}
+	if !strings.Contains(stdout.String(), "1 keys revoked") {
+		t.Errorf("output: %s", stdout.String())
+	}
+	d.srv.Kill()
+	d.srv.Restart(t)
+	_, err = natsx.Connect(d.config(old), nil, nats.RetryOnFailedConnect(false))
+	if err == nil || !strings.Contains(strings.ToLower(err.Error()), "authorization violation") {
+		t.Errorf("revoked creds: %v", err)
+	}
+	d.connect(t, d.nodeCreds(a)).Close() // re-issued with a new key
+	d.connect(t, d.nodeCreds(b)).Close()
+	// A later run keeps the revocation.
+	if code := run(context.Background(), d.args, &stdout, &stderr); code != 0 {
+		t.Fatalf("exit %d: %s", code, stderr.String())
+	}
+	d.srv.Kill()
+	d.srv.Restart(t)
+	if _, err := natsx.Connect(d.config(old), nil, nats.RetryOnFailedConnect(false)); err == nil {
+		t.Error("revoked creds accepted after a later run")
 	}
 }
