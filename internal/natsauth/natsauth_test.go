@@ -164,3 +164,18 @@ func TestPolicyHasNoSharedInbox(t *testing.T) {
 		t.Errorf("node permissions %+v", got)
 	}
 }
+
+// docs/nats.md lists every permission of every role.
+func TestDocsListEveryPermission(t *testing.T) {
+	doc, err := os.ReadFile("../../docs/nats.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for role, p := range natsauth.Policy(natsauth.PolicyOptions{}) {
+		for _, s := range append(append(append([]string{}, p.Pub...), p.Sub...), p.PubDeny...) {
+			if !bytes.Contains(doc, []byte("`"+s+"`")) {
+				t.Errorf("docs/nats.md does not list %s's permission `%s`", role, s)
+			}
+		}
+	}
+}
