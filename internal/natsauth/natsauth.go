@@ -164,6 +164,12 @@ func Generate(o Options) (*Result, error) {
 		scope.Template.Pub.Allow.Add(p.Pub...)
 		scope.Template.Pub.Deny.Add(p.PubDeny...)
 		scope.Template.Sub.Allow.Add(p.Sub...)
+		// Plain client connections only: no websocket, MQTT or leaf node
+		// connection can borrow a megawatch user.
+		scope.Template.AllowedConnectionTypes.Add(jwt.ConnectionTypeStandard)
+		if p.MaxPayload > 0 {
+			scope.Template.Limits.Payload = p.MaxPayload
+		}
 		ac.SigningKeys.AddScopedSigner(scope)
 	}
 	accJWT, err := ac.Encode(op)

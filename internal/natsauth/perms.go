@@ -42,6 +42,7 @@ var ownInbox = natsx.UserInboxWildcard("{{name()}}")
 // inbox.
 type Permissions struct {
 	Pub, Sub, PubDeny []string
+	MaxPayload        int64 // bytes per message; 0: the server's max_payload
 }
 
 // Options of the policy that depend on the deployment.
@@ -72,8 +73,12 @@ func jsPullConsumer(stream string) []string {
 // publish: the ack comes to its own inbox) and nothing else. It has no
 // JetStream API access at all, so it can neither read nor manage streams.
 func NodePermissions() Permissions {
-	return Permissions{Pub: []string{NodeSubjectTemplate}, Sub: []string{ownInbox}}
+	return Permissions{Pub: []string{NodeSubjectTemplate}, Sub: []string{ownInbox}, MaxPayload: NodeMaxPayload}
 }
+
+// NodeMaxPayload caps a node's message: a report of an 8-GPU node is
+// about 1 KiB, of a 72-GPU rack-scale node under 16 KiB.
+const NodeMaxPayload = 64 << 10
 
 // IngestPermissions: set up the power, rollup and dead-letter streams,
 // consume power and rollups with durable pull consumers, publish dead
