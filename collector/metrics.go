@@ -37,6 +37,9 @@ type metrics struct {
 	dropped    prometheus.Counter
 	publishErr prometheus.Counter
 	publishLat prometheus.Histogram
+	// Duplicate acks (publisher.duplicate) and the re-publishes they cause.
+	dupAcks     *prometheus.CounterVec
+	republished prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer, node string) *metrics {
@@ -72,7 +75,12 @@ func newMetrics(reg prometheus.Registerer, node string) *metrics {
 			Help: "Time from publish to JetStream ack.", ConstLabels: cl,
 			Buckets: []float64{250e-6, 500e-6, 1e-3, 2.5e-3, 5e-3, 10e-3, 25e-3, 50e-3, 0.1, 0.25, 0.5, 1, 2.5, 5}}),
 	}
+	m.dupAcks = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "megawatch_collector_duplicate_acks_total",
+		Help: "JetStream acks with Duplicate: true. kind=unexplained: for a report never published before (a forged Msg-Id from another publisher, a second collector for this node, or a clock step back); kind=retry: for a retried publish.", ConstLabels: cl}, []string{"kind"})
+	m.republished = prometheus.NewCounter(prometheus.CounterOpts{Name: "megawatch_collector_reports_republished_total",
+		Help: "Reports re-published with a random Msg-Id suffix after a duplicate ack, so that the stream stores them.", ConstLabels: cl})
 	if reg != nil {
+		reg.MustRegister(m.dupAcks, m.republished)
 		reg.MustRegister(m.samples, m.nvmlErrors, m.nvmlCall, m.nvmlByCall, m.windows, m.published, m.replayed,
 			m.buffered, m.dropped, m.publishErr, m.publishLat)
 	}

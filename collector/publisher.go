@@ -36,12 +36,14 @@ type publisher struct {
 	logger  *slog.Logger
 	dropLog rateLog
 	errLog  rateLog
+	dupLog  rateLog
 }
 
 type flight struct {
 	fut    jetstream.PubAckFuture
 	at     time.Time
 	replay bool
+	tried  bool // the entry had been published before this attempt
 }
 
 // rateLog logs at most once per logEvery and counts what it held back.
@@ -164,14 +166,19 @@ func (p *publisher) pump() {
 			p.stall(err)
 			return
 		}
-		p.inflight = append(p.inflight, flight{fut: fut, at: time.Now(), replay: e.replay})
+		p.inflight = append(p.inflight, flight{fut: fut, at: time.Now(), replay: e.replay, tried: e.tried})
 	}
 }
 
-func (p *publisher) acked(_ *jetstream.PubAck) {
+func (p *publisher) acked(a *jetstream.PubAck) {
 	f := p.inflight[0]
 	p.inflight[0] = flight{}
 	p.inflight = p.inflight[1:]
+	if a != nil && a.Duplicate {
+		if p.duplicate(f) {
+			return
+		}
+	}
 	p.q.commit()
 	p.m.publishLat.Observe(time.Since(f.at).Seconds())
 	p.m.published.Inc()

@@ -7,6 +7,11 @@ type entry struct {
 	data    []byte // encoded NodeReport
 	replay  bool   // data carries replayed=true
 	onDisk  bool   // written to the disk log
+	// tried: published before, by this process or (entries loaded from the
+	// disk buffer) maybe by an earlier one, so the server may hold it.
+	tried bool
+	// republished counts duplicate-ack re-publishes (see publisher.duplicate).
+	republished int
 }
 
 // replayedField is NodeReport field 12 (replayed), varint, true. Appending
@@ -48,6 +53,7 @@ func (q *queue) load(es []entry) {
 	for _, e := range es {
 		e.markReplayed()
 		e.onDisk = true
+		e.tried = true // the previous process may have published it
 		q.items = append(q.items, e)
 		q.bytes += int64(len(e.data))
 	}
@@ -109,9 +115,13 @@ func (q *queue) next() (entry, bool) {
 		return entry{}, false
 	}
 	e := q.items[q.head+q.sent]
+	q.items[q.head+q.sent].tried = true
 	q.sent++
 	return e, true
 }
+
+// oldest is the oldest entry (the one the oldest ack is for).
+func (q *queue) oldest() entry { return q.items[q.head] }
 
 // unsend undoes the last next (its publish failed before leaving).
 func (q *queue) unsend() {

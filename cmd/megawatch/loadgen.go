@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"strings"
 	"time"
 
 	"github.com/megawatch/megawatch/collector/sim"
@@ -19,7 +18,8 @@ import (
 // clock) or as fast as possible for a fixed number of windows.
 func runLoadgen(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := newFlagSet("loadgen", stderr)
-	natsURL := fs.String("nats", "nats://127.0.0.1:4222", "NATS server URLs, comma-separated")
+	nf := addNATSFlags(fs, "nats://127.0.0.1:4222")
+	ensure := fs.Bool("ensure-streams", true, "create or update the streams first (needs JetStream API rights; the loadgen user of `megawatch nats-accounts --loadgen-user` has none: ingest sets them up)")
 	nodes := fs.Int("nodes", 100, "simulated nodes")
 	rateMode := fs.String("rate", "real", "real: one report per node per window on the wall clock; max: as fast as possible")
 	count := fs.Int("count", 0, "windows per node (0 = until interrupted; required with --rate max)")
@@ -51,9 +51,11 @@ func runLoadgen(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		return err
 	}
 	ncfg := natsx.DefaultConfig()
-	ncfg.Servers = strings.Split(*natsURL, ",")
+	if err := nf.apply(&ncfg); err != nil {
+		return err
+	}
 	ncfg.Name = "megawatch-loadgen"
-	nc, err := natsx.Connect(ncfg, nil)
+	nc, err := nf.connectOnce(ncfg)
 	if err != nil {
 		return err
 	}
@@ -62,11 +64,13 @@ func runLoadgen(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	if err != nil {
 		return err
 	}
-	sctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	err = natsx.EnsureStreams(sctx, js, natsx.DefaultStreamsConfig())
-	cancel()
-	if err != nil {
-		return err
+	if *ensure {
+		sctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		err = natsx.EnsureStreams(sctx, js, natsx.DefaultStreamsConfig())
+		cancel()
+		if err != nil {
+			return err
+		}
 	}
 	fp, err := newFleetPublisher(fleet, locs, js, *window, *window/10)
 	if err != nil {

@@ -37,6 +37,8 @@ func commands() map[string]command {
 		"tap":          {"print decoded reports, rollups or alerts from a subject", runTap},
 		"check-config": {"validate config files and print every problem", runCheckConfig},
 		"version":      {"print the version", runVersion},
+
+		"nats-accounts": {"generate the NATS operator, accounts, every node's creds, server config and test TLS from the topology", runNATSAccounts},
 	}
 }
 

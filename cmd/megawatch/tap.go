@@ -21,8 +21,8 @@ import (
 // nothing) and prints every report, rollup or alert event decoded.
 func runTap(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := newFlagSet("tap", stderr)
-	natsURLs := fs.String("nats", "", "NATS server URLs, comma-separated (default nats://127.0.0.1:4222)")
-	cfgPath := fs.String("config", "", "take the NATS connection (servers, creds, TLS) from this collector config")
+	nf := addNATSFlags(fs, "")
+	cfgPath := fs.String("config", "", "take the NATS connection (servers, creds, TLS) from this collector config; the other flags override it")
 	asJSON := fs.Bool("json", false, "one JSON object per line: {subject, type, data}")
 	count := fs.Int("count", 0, "exit after this many messages (0: until interrupted)")
 	fs.Usage = func() {
@@ -48,15 +48,11 @@ func runTap(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		}
 		cfg = c.NATS
 	}
-	if *natsURLs != "" {
-		cfg.Servers = strings.Split(*natsURLs, ",")
-	}
-	cfg.Name = "megawatch-tap"
-	logger, err := newLogger(stderr, "warn")
-	if err != nil {
+	if err := nf.apply(&cfg); err != nil {
 		return err
 	}
-	nc, err := natsx.Connect(cfg, logger)
+	cfg.Name = "megawatch-tap"
+	nc, err := nf.connectOnce(cfg)
 	if err != nil {
 		return err
 	}
@@ -67,7 +63,10 @@ func runTap(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		return fmt.Errorf("subscribe %s: %w", subject, err)
 	}
 	defer sub.Unsubscribe()
-	if err := nc.Flush(); err != nil && nc.IsConnected() {
+	if err := nc.FlushTimeout(*nf.timeout); err != nil {
+		return fmt.Errorf("subscribe %s: %w", subject, err)
+	}
+	if err := nc.LastError(); err != nil { // e.g. a permissions violation for the subject
 		return fmt.Errorf("subscribe %s: %w", subject, err)
 	}
 	for n := 0; *count == 0 || n < *count; n++ {

@@ -26,6 +26,13 @@ type Config struct {
 	TLSKeyFile   string   `yaml:"tls_key_file"`
 	// ReconnectWaitMax caps the reconnect backoff (it starts at 100 ms).
 	ReconnectWaitMax time.Duration `yaml:"reconnect_wait_max"`
+	// InboxPrefix is the subject prefix of this connection's reply inboxes
+	// (JetStream acks, fetches, KV replies). Empty: "_INBOX.<user>" where
+	// <user> is the name in the creds file's user JWT, so that a user may
+	// be allowed to subscribe to its own inboxes only (`megawatch
+	// nats-accounts` grants "_INBOX.<user>.>"); without a creds file,
+	// nats.go's default "_INBOX".
+	InboxPrefix string `yaml:"inbox_prefix"`
 }
 
 // DefaultConfig connects to a local server.
@@ -71,6 +78,11 @@ func (c Config) Validate(key string) error {
 		}
 		if _, err := os.Stat(f); err != nil {
 			bad(k, "%v", err)
+		}
+	}
+	if c.InboxPrefix != "" {
+		if err := validInboxPrefix(c.InboxPrefix); err != nil {
+			bad("inbox_prefix", "%v", err)
 		}
 	}
 	if c.ReconnectWaitMax < 0 {

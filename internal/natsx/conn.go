@@ -67,6 +67,13 @@ func (c Config) Options(logger *slog.Logger, extra ...nats.Option) ([]nats.Optio
 		}
 		opts = append(opts, nats.UserInfo(c.User, pw))
 	}
+	prefix, err := c.inboxPrefix()
+	if err != nil {
+		return nil, err
+	}
+	if prefix != "" {
+		opts = append(opts, nats.CustomInboxPrefix(prefix))
+	}
 	if c.TLSCAFile != "" {
 		opts = append(opts, nats.RootCAs(c.TLSCAFile))
 	}
