@@ -114,8 +114,8 @@ func Generate(o Options) (*Result, error) {
 	if err != nil {
 		return nil, err
 	}
-	roles := []string{RoleNode, RoleIngest, RoleAlerts, RoleTap}
-	services := []string{RoleIngest, RoleAlerts, RoleTap}
+	roles := []string{RoleNode, RoleIngest, RoleAlerts, RoleTap, RoleMeters}
+	services := []string{RoleIngest, RoleAlerts, RoleTap, RoleMeters}
 	if o.Loadgen {
 		roles = append(roles, RoleLoadgen)
 		services = append(services, RoleLoadgen)
@@ -222,6 +222,7 @@ var roleDescription = map[string]string{
 	RoleIngest:  "ingest: consume power and rollups, publish dead letters",
 	RoleAlerts:  "alerts: read power, publish rollups and alert events, alert state KV",
 	RoleTap:     "tap: read megawatch subjects, publish nothing",
+	RoleMeters:  "meters: publish facility meter reports",
 	RoleLoadgen: "loadgen: publish as any node (test deployments only)",
 }
 

@@ -92,7 +92,7 @@ func TestGenerateUsersAndIdempotence(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if res.Nodes != 4 || res.NewUsers != 7 || len(res.Services) != 3 || !res.TLSCreated {
+	if res.Nodes != 4 || res.NewUsers != 8 || len(res.Services) != 4 || !res.TLSCreated {
 		t.Fatalf("first run: %+v", res)
 	}
 	uc := userClaims(t, natsauth.NodeCredsPath(dir, "gpu-rk02-n01"))

@@ -13,6 +13,8 @@ const (
 	RoleIngest = "ingest"
 	RoleAlerts = "alerts"
 	RoleTap    = "tap"
+	// RoleMeters is `megawatch meters`: it publishes meter reports.
+	RoleMeters = "meters"
 	// RoleLoadgen may publish every node's subject: for load tests on a
 	// test deployment only (Options.Loadgen). A run without it drops the
 	// role's key from the account, which revokes the loadgen creds.
@@ -21,7 +23,7 @@ const (
 
 // Service user names (the JWT name, and so the inbox prefix _INBOX.<name>).
 // No topology node may carry one of these names.
-var serviceUsers = []string{RoleIngest, RoleAlerts, RoleTap, RoleLoadgen}
+var serviceUsers = []string{RoleIngest, RoleAlerts, RoleTap, RoleMeters, RoleLoadgen}
 
 // NodeSubjectTemplate is the one subject a node may publish to: its own
 // power subject, expanded by nats-server from the user's name and tags.
@@ -80,16 +82,18 @@ func NodePermissions() Permissions {
 // about 1 KiB, of a 72-GPU rack-scale node under 16 KiB.
 const NodeMaxPayload = 64 << 10
 
-// IngestPermissions: set up the power, rollup and dead-letter streams,
-// consume power and rollups with durable pull consumers, publish dead
-// letters. No stream delete or purge, no other stream's consumers.
+// IngestPermissions: set up the power, rollup, dead-letter and meter
+// streams, consume power, rollups and meter reports with durable pull
+// consumers, publish dead letters. No stream delete or purge, no other
+// stream's consumers.
 func IngestPermissions() Permissions {
 	var pub []string
-	for _, s := range []string{telemetry.StreamPower, telemetry.StreamRollup, telemetry.StreamDeadLetter} {
+	for _, s := range []string{telemetry.StreamPower, telemetry.StreamRollup, telemetry.StreamDeadLetter, telemetry.StreamMeter} {
 		pub = append(pub, jsStreamAdmin(s)...)
 	}
 	pub = append(pub, jsPullConsumer(telemetry.StreamPower)...)
 	pub = append(pub, jsPullConsumer(telemetry.StreamRollup)...)
+	pub = append(pub, jsPullConsumer(telemetry.StreamMeter)...)
 	pub = append(pub, telemetry.DeadLetterWildcard)
 	return Permissions{Pub: pub, Sub: []string{ownInbox}}
 }
@@ -120,6 +124,14 @@ func AlertsPermissions(o PolicyOptions) Permissions {
 	return Permissions{Pub: pub, Sub: []string{telemetry.PowerWildcard, telemetry.RollupWildcard, ownInbox}}
 }
 
+// MetersPermissions: `megawatch meters` sets up the meter stream and
+// publishes meter reports (JetStream publish, acks to its own inbox).
+func MetersPermissions() Permissions {
+	pub := jsStreamAdmin(telemetry.StreamMeter)
+	pub = append(pub, telemetry.MeterWildcard)
+	return Permissions{Pub: pub, Sub: []string{ownInbox}}
+}
+
 // TapPermissions: read every megawatch subject live, publish nothing.
 func TapPermissions() Permissions {
 	return Permissions{Sub: []string{telemetry.Prefix + ".>", ownInbox}, PubDeny: []string{">"}}
@@ -145,6 +157,7 @@ func Policy(o PolicyOptions) map[string]Permissions {
 		RoleIngest:  IngestPermissions(),
 		RoleAlerts:  AlertsPermissions(o),
 		RoleTap:     TapPermissions(),
+		RoleMeters:  MetersPermissions(),
 		RoleLoadgen: LoadgenPermissions(),
 	}
 }
