@@ -71,9 +71,17 @@ func newTarget(t Target, cfg Config) (*target, error) {
 		}
 		return &target{Target: t, sink: &fileSink{f: f}}, nil
 	}
-	token, err := config.Secret("target "+t.Name+" token", t.TokenEnv, t.TokenFile)
-	if err != nil {
-		return nil, err
+	// An unset token env var is an empty token: InfluxDB 1.8 without auth
+	// needs none; 2.x/3.x (and 1.8 with auth) answer 401, which the write
+	// error then explains. A token file must exist.
+	var token string
+	if t.TokenFile != "" {
+		var err error
+		if token, err = config.Secret("target "+t.Name+" token", "", t.TokenFile); err != nil {
+			return nil, err
+		}
+	} else if t.TokenEnv != "" {
+		token = os.Getenv(t.TokenEnv)
 	}
 	s, err := newInfluxSink(t, token, cfg)
 	if err != nil {
@@ -92,6 +100,8 @@ type influxSink struct {
 	bucket   string
 	token    string
 	level    int
+	// tokenHint says where the token comes from, for 401/403 answers.
+	tokenHint string
 }
 
 func newInfluxSink(t Target, token string, cfg Config) (*influxSink, error) {
@@ -112,7 +122,17 @@ func newInfluxSink(t Target, token string, cfg Config) (*influxSink, error) {
 	}
 	svc := c.HTTPService()
 	return &influxSink{client: c, svc: svc, writeURL: svc.ServerAPIURL() + "write?" + q.Encode(),
-		base: strings.TrimRight(t.URL, "/"), bucket: t.Bucket, token: token, level: cfg.GzipLevel}, nil
+		base: strings.TrimRight(t.URL, "/"), bucket: t.Bucket, token: token, level: cfg.GzipLevel, tokenHint: tokenHint(t, token)}, nil
+}
+
+func tokenHint(t Target, token string) string {
+	switch {
+	case token != "":
+		return "the token was refused"
+	case t.TokenEnv != "":
+		return "no token sent: env var " + t.TokenEnv + " is not set (InfluxDB 2.x/3.x, or 1.8 with auth-enabled, need one)"
+	}
+	return "no token configured (set token_env or token_file)"
 }
 
 func (s *influxSink) compresses() bool { return s.level > 0 }
@@ -130,7 +150,11 @@ func (s *influxSink) write(ctx context.Context, body []byte, gz bool) error {
 	if herr == nil {
 		return nil
 	}
-	return classify(herr)
+	we := classify(herr)
+	if we.StatusCode == http.StatusUnauthorized || we.StatusCode == http.StatusForbidden {
+		we.Message += " (" + s.tokenHint + ")"
+	}
+	return we
 }
 
 // classify turns the client's error into a WriteError.

@@ -155,6 +155,14 @@ func (w *worker) handle(ctx context.Context, msg jetstream.Msg) {
 	var encode func() (int, error)
 	switch {
 	case strings.HasPrefix(subject, telemetry.PowerPrefix+"."):
+		if strings.Count(subject[len(telemetry.PowerPrefix)+1:], ".") != 4 {
+			w.reject(ctx, msg, poisonf(ReasonSubject, "subject %s: want %s.<site>.<hall>.<row>.<rack>.<node>", subject, telemetry.PowerPrefix))
+			return
+		}
+		if len(msg.Data()) == 0 {
+			w.reject(ctx, msg, poisonf(ReasonDecode, "empty payload"))
+			return
+		}
 		r, err := w.reports.decode(msg.Data())
 		if err != nil {
 			w.reject(ctx, msg, &poison{reason: ReasonDecode, err: err})
@@ -173,6 +181,10 @@ func (w *worker) handle(ctx context.Context, msg jetstream.Msg) {
 			return
 		}
 		r := &w.rollup
+		if len(msg.Data()) == 0 {
+			w.reject(ctx, msg, poisonf(ReasonDecode, "empty payload"))
+			return
+		}
 		if err := w.unmarsh.Unmarshal(msg.Data(), r); err != nil {
 			w.reject(ctx, msg, &poison{reason: ReasonDecode, err: err})
 			return
@@ -190,6 +202,10 @@ func (w *worker) handle(ctx context.Context, msg jetstream.Msg) {
 			return
 		}
 		a := &w.alert
+		if len(msg.Data()) == 0 {
+			w.reject(ctx, msg, poisonf(ReasonDecode, "empty payload"))
+			return
+		}
 		if err := w.unmarsh.Unmarshal(msg.Data(), a); err != nil {
 			w.reject(ctx, msg, &poison{reason: ReasonDecode, err: err})
 			return
