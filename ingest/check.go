@@ -7,6 +7,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/megawatch/megawatch/internal/plausible"
 	"github.com/megawatch/megawatch/internal/telemetry"
 )
 
@@ -21,11 +22,14 @@ const (
 	ReasonEncode    = "encode"    // line protocol refused a tag or field (e.g. bad UTF-8)
 	ReasonRejected  = "rejected"  // InfluxDB answered 400/422 for the message's points
 	ReasonNoTarget  = "no_target" // no target's subject filter matches
+	// ReasonImplausible: a value beyond the plausibility bounds (see
+	// internal/plausible): a wrapped counter, a broken sensor.
+	ReasonImplausible = "implausible"
 )
 
 // DeadLetterReasons lists every dead-letter reason (metrics are pre-created for them).
 func DeadLetterReasons() []string {
-	return []string{ReasonDecode, ReasonSubject, ReasonLocation, ReasonTimestamp, ReasonValue, ReasonEncode, ReasonRejected, ReasonNoTarget}
+	return []string{ReasonDecode, ReasonSubject, ReasonLocation, ReasonTimestamp, ReasonValue, ReasonEncode, ReasonRejected, ReasonNoTarget, ReasonImplausible}
 }
 
 // poison is a message that cannot be written, with the reason it is dead-lettered for.
@@ -86,8 +90,9 @@ func locationMatches(subject string, r *telemetry.NodeReport) bool {
 	return false
 }
 
-// checkReport validates a decoded node report against its subject.
-func checkReport(subject string, r *telemetry.NodeReport, now time.Time, tw timeWindow) error {
+// checkReport validates a decoded node report against its subject and the
+// plausibility bounds (nil: none).
+func checkReport(subject string, r *telemetry.NodeReport, now time.Time, tw timeWindow, bounds *plausible.Bounds) error {
 	if !locationMatches(subject, r) {
 		return poisonf(ReasonLocation, "report location %s does not match subject %s", telemetry.ReportLocation(r), subject)
 	}
@@ -113,6 +118,11 @@ func checkReport(subject string, r *telemetry.NodeReport, now time.Time, tw time
 				return poisonf(ReasonValue, "gpus[%d]: duplicate gpu index %d", i, g.Index)
 			}
 			seen |= 1 << g.Index
+		}
+	}
+	if bounds != nil {
+		if err := bounds.CheckReport(r); err != nil {
+			return &poison{reason: ReasonImplausible, err: err}
 		}
 	}
 	return nil

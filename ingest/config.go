@@ -13,6 +13,7 @@ import (
 
 	"github.com/megawatch/megawatch/internal/config"
 	"github.com/megawatch/megawatch/internal/natsx"
+	"github.com/megawatch/megawatch/internal/plausible"
 	"github.com/megawatch/megawatch/internal/telemetry"
 )
 
@@ -55,6 +56,9 @@ type Config struct {
 	// uses the embedded configs/topology.yaml.
 	TopologyFile string `yaml:"topology_file"`
 	LogLevel     string `yaml:"log_level"`
+	// Plausible bounds node reports: a report with a value beyond them is
+	// dead-lettered (implausible) and never written (docs/ingest.md).
+	Plausible plausible.Bounds `yaml:"plausible"`
 }
 
 // Target is one destination: an InfluxDB URL (v2 write API; org/bucket, or
@@ -100,6 +104,7 @@ func DefaultConfig() Config {
 		}},
 		MetricsAddr: "127.0.0.1:9102",
 		LogLevel:    "info",
+		Plausible:   plausible.Default(),
 	}
 }
 
@@ -172,6 +177,9 @@ func (c Config) Validate() error {
 			bad(fmt.Sprintf("targets[%d].name", i), "duplicate name %q", t.Name)
 		}
 		names[t.Name] = true
+	}
+	if err := c.Plausible.Validate("plausible"); err != nil {
+		errs = append(errs, err)
 	}
 	var l slog.Level
 	if err := l.UnmarshalText([]byte(c.LogLevel)); err != nil {

@@ -168,7 +168,7 @@ func (w *worker) handle(ctx context.Context, msg jetstream.Msg) {
 			w.reject(ctx, msg, &poison{reason: ReasonDecode, err: err})
 			return
 		}
-		if err := checkReport(subject, r, now, tw); err != nil {
+		if err := checkReport(subject, r, now, tw, &w.in.cfg.Plausible); err != nil {
 			w.reject(ctx, msg, err)
 			return
 		}
