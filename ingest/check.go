@@ -25,11 +25,15 @@ const (
 	// ReasonImplausible: a value beyond the plausibility bounds (see
 	// internal/plausible): a wrapped counter, a broken sensor.
 	ReasonImplausible = "implausible"
+	// ReasonForgedID: the report's Nats-Msg-Id names another node or
+	// window (telemetry.CheckMsgID); such an id makes JetStream's dedup
+	// drop the report it names.
+	ReasonForgedID = "forged_id"
 )
 
 // DeadLetterReasons lists every dead-letter reason (metrics are pre-created for them).
 func DeadLetterReasons() []string {
-	return []string{ReasonDecode, ReasonSubject, ReasonLocation, ReasonTimestamp, ReasonValue, ReasonEncode, ReasonRejected, ReasonNoTarget, ReasonImplausible}
+	return []string{ReasonDecode, ReasonSubject, ReasonLocation, ReasonTimestamp, ReasonValue, ReasonEncode, ReasonRejected, ReasonNoTarget, ReasonImplausible, ReasonForgedID}
 }
 
 // poison is a message that cannot be written, with the reason it is dead-lettered for.

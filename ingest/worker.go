@@ -172,6 +172,12 @@ func (w *worker) handle(ctx context.Context, msg jetstream.Msg) {
 			w.reject(ctx, msg, err)
 			return
 		}
+		if id := msg.Headers().Get(telemetry.HeaderMsgID); id != "" {
+			if err := telemetry.CheckMsgID(id, r.Node, r.WindowEndUnixNs); err != nil {
+				w.reject(ctx, msg, &poison{reason: ReasonForgedID, err: err})
+				return
+			}
+		}
 		expect = 1 + len(r.Gpus)
 		encode = func() (int, error) { return w.encodeReport(b, r) }
 	case strings.HasPrefix(subject, telemetry.RollupPrefix+"."):

@@ -40,7 +40,7 @@ func TestImplausibleDeadLettered(t *testing.T) {
 	}
 	var want []string
 	const good = 20
-	for i := range good {
+	for i := range good - 1 {
 		publishReport(t, js, testReport(testLoc(i), 1, end, 8))
 	}
 	for name, mutate := range bad {
@@ -49,9 +49,21 @@ func TestImplausibleDeadLettered(t *testing.T) {
 		publishReport(t, js, r)
 		want = append(want, ReasonImplausible+" "+mustPowerSubject(telemetry.ReportLocation(r)))
 	}
+	// Forged Msg-Ids: another window's id (it would make JetStream drop
+	// that window's report), another node's. A re-published report's
+	// nonce id is fine.
+	forgedLoc := telemetry.Location{Site: "dc1", Hall: "h1", Row: "r01", Rack: "k01", Node: "forger"}
+	fr := testReport(forgedLoc, 1, end, 8)
+	data, _ := protoMarshal(fr)
+	publishBytes(t, js, mustPowerSubject(forgedLoc), data, telemetry.MsgID("forger", end.Add(time.Second).UnixNano()))
+	publishBytes(t, js, mustPowerSubject(forgedLoc), data, telemetry.MsgID("n9999", end.UnixNano())) // (n0001's own id would be dropped by dedup: the attack itself)
+	want = append(want, ReasonForgedID+" "+mustPowerSubject(forgedLoc), ReasonForgedID+" "+mustPowerSubject(forgedLoc))
+	renonce := testReport(testLoc(good), 1, end, 8)
+	data, _ = protoMarshal(renonce)
+	publishBytes(t, js, mustPowerSubject(testLoc(good)), data, telemetry.MsgID(renonce.Node, end.UnixNano())+":0123456789abcdef")
 	startIngest(t, testConfig(influx.URL, "mw"), natsURL, nil)
 	waitFor(t, 30*time.Second, "good points and dead letters", func() bool {
-		return influx.Count(t, "mw", `SELECT count(gpus) FROM node`) == good && len(deadLetters(t, js)) >= len(bad)
+		return influx.Count(t, "mw", `SELECT count(gpus) FROM node`) == good && len(deadLetters(t, js)) >= len(want)
 	})
 	got := deadLetters(t, js)
 	sort.Strings(want)
