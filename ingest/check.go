@@ -29,11 +29,25 @@ const (
 	// window (telemetry.CheckMsgID); such an id makes JetStream's dedup
 	// drop the report it names.
 	ReasonForgedID = "forged_id"
+	// ReasonConflict: lines InfluxDB refused for a field type conflict
+	// (payload: those lines as line protocol; the rest of the message was written).
+	ReasonConflict = "conflict"
+)
+
+// Dead-letter headers beyond telemetry's.
+const (
+	// HeaderDeadFormat is "line-protocol" when the payload is the refused
+	// lines rather than the original message.
+	HeaderDeadFormat = "Megawatch-Deadletter-Format"
+	// HeaderDeadField is the conflicting measurement.field (comma-separated).
+	HeaderDeadField = "Megawatch-Deadletter-Field"
+	// HeaderDeadTypes is "<ingest's type> (InfluxDB has <type>)" per field.
+	HeaderDeadTypes = "Megawatch-Deadletter-Types"
 )
 
 // DeadLetterReasons lists every dead-letter reason (metrics are pre-created for them).
 func DeadLetterReasons() []string {
-	return []string{ReasonDecode, ReasonSubject, ReasonLocation, ReasonTimestamp, ReasonValue, ReasonEncode, ReasonRejected, ReasonNoTarget, ReasonImplausible, ReasonForgedID}
+	return []string{ReasonDecode, ReasonSubject, ReasonLocation, ReasonTimestamp, ReasonValue, ReasonEncode, ReasonRejected, ReasonNoTarget, ReasonImplausible, ReasonForgedID, ReasonConflict}
 }
 
 // poison is a message that cannot be written, with the reason it is dead-lettered for.

@@ -20,6 +20,14 @@ const (
 	measAlert  = "alert"
 )
 
+// Indexes of the measurements in measurementNames.
+const (
+	iGPU = iota
+	iNode
+	iRollup
+	iAlert
+)
+
 // lpEncoder appends DESIGN.md's points to a line-protocol buffer without
 // allocating per point. It is not safe for concurrent use.
 type lpEncoder struct {
@@ -318,6 +326,24 @@ func (e *lpEncoder) report(r *telemetry.NodeReport, gpus bool) (int, error) {
 // gpuLines writes downsampled gpu points (gpu_every > 1) at r's window end.
 func (e *lpEncoder) gpuLines(r *telemetry.NodeReport, gs []*telemetry.Gpu) (int, error) {
 	return e.lines(r, false, gs)
+}
+
+// gpuLinesAfter is gpuLines for r right after from encoded r's node point:
+// it reuses from's escaped tag block and timestamp instead of building them
+// again (node and gpu points in different lanes).
+func (e *lpEncoder) gpuLinesAfter(from *lpEncoder, r *telemetry.NodeReport, gs []*telemetry.Gpu) (int, error) {
+	if from == e {
+		return e.gpuLines(r, gs)
+	}
+	e.tags = append(e.tagBuf[:0], from.tags...)
+	e.tagBuf = e.tags
+	e.ts = append(e.ts[:0], from.ts...)
+	b := e.enc.Bytes()
+	for _, g := range gs {
+		b = e.appendGPU(b, g)
+	}
+	e.enc.SetBuffer(b)
+	return len(gs), nil
 }
 
 // lines appends r's node point (if node) and the points of gs, all at r's

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -98,6 +99,11 @@ func (in *Ingester) Ready() error {
 	}
 	if in.lastWrite.Load() == writeFailing {
 		return errors.New("last influxdb write failed")
+	}
+	for _, t := range in.targets {
+		if cs := t.conflicts.snapshot(); len(cs) > 0 {
+			return fmt.Errorf("degraded: target %s: field type conflict %s; these lines are dead-lettered (reason conflict): drop the conflicting series, wait for the shard to end, or write the field under a new name (docs/ingest.md, Field type conflicts)", t.Name, cs[0])
+		}
 	}
 	return nil
 }
@@ -250,6 +256,25 @@ func (in *Ingester) route(subject string) *target {
 // deadLetter publishes msg to megawatch.v1.deadletter.<reason> with the
 // reason and error in headers and waits for the stream to store it.
 func (in *Ingester) deadLetter(ctx context.Context, msg jetstream.Msg, reason string, cause error) error {
+	return in.publishDeadLetter(ctx, msg, reason, cause, msg.Data(), nil)
+}
+
+// deadLetterID is the dead letter's Nats-Msg-Id: derived from the
+// original's (its Msg-Id, else its stream and sequence), so a poison
+// message redelivered after a crash is stored once.
+func deadLetterID(msg jetstream.Msg, reason string) string {
+	id := msg.Headers().Get(telemetry.HeaderMsgID)
+	if id == "" {
+		md, err := msg.Metadata()
+		if err != nil {
+			return ""
+		}
+		id = md.Stream + ":" + strconv.FormatUint(md.Sequence.Stream, 10)
+	}
+	return "dl:" + reason + ":" + id
+}
+
+func (in *Ingester) publishDeadLetter(ctx context.Context, msg jetstream.Msg, reason string, cause error, payload []byte, extra map[string]string) error {
 	subj, err := telemetry.DeadLetterSubject(reason)
 	if err != nil {
 		return err
@@ -259,11 +284,17 @@ func (in *Ingester) deadLetter(ctx context.Context, msg jetstream.Msg, reason st
 		errText = errText[:1024]
 	}
 	out := nats.NewMsg(subj)
-	out.Data = msg.Data()
+	out.Data = payload
 	out.Header.Set(telemetry.HeaderDeadReason, reason)
 	out.Header.Set(telemetry.HeaderDeadError, errText)
 	out.Header.Set(telemetry.HeaderDeadFrom, msg.Subject())
-	pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	if id := deadLetterID(msg, reason); id != "" {
+		out.Header.Set(telemetry.HeaderMsgID, id)
+	}
+	for k, v := range extra {
+		out.Header.Set(k, v)
+	}
+	pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 	defer cancel()
 	if _, err := in.js.PublishMsg(pctx, out); err != nil {
 		return fmt.Errorf("dead-letter %s: %w", subj, err)
