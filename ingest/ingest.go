@@ -34,6 +34,8 @@ type Ingester struct {
 	tw        atomic.Pointer[timeWindow]
 	lastWrite atomic.Int32 // 0 nothing yet, 1 ok, 2 failing
 	inflight  atomic.Int64
+	stopping  atomic.Bool
+	naked     atomic.Int64
 
 	logLimit   *rate.Limiter
 	suppressed atomic.Int64
@@ -161,37 +163,74 @@ func (in *Ingester) Run(ctx context.Context) error {
 		jobs = append(jobs, job{cons, sc.Name})
 	}
 	in.log.Info("ingest running", "workers", in.cfg.Workers, "targets", len(in.targets), "consumer", in.cfg.Consumer, "gpu_every", in.cfg.GPUEvery)
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
+	// Writes outlive ctx by stop_timeout: a stopping process writes (and
+	// acks) what it holds, and NAKs what it cannot write in time.
+	wctx, wcancel := context.WithCancel(context.WithoutCancel(ctx))
+	defer wcancel()
 	var wg sync.WaitGroup
+	drained := make(chan struct{}) // closed once no consumer delivers any more
+	var ccs []jetstream.ConsumeContext
+	stopAll := func() {
+		in.stopping.Store(true)
+		for _, cc := range ccs {
+			cc.Drain()
+		}
+		for _, cc := range ccs {
+			select {
+			case <-cc.Closed():
+			case <-time.After(5 * time.Second):
+			}
+		}
+		close(drained)
+	}
 	// Half the in-flight budget prefetches, half sits in the workers' batches.
 	prefetch := in.cfg.MaxInflightBytes / 2 / len(jobs)
 	budget := in.cfg.MaxInflightBytes / 2 / (in.cfg.Workers * len(jobs))
 	for _, j := range jobs {
 		msgs := make(chan jetstream.Msg, 64)
 		cc, err := j.cons.Consume(func(m jetstream.Msg) {
+			if in.stopping.Load() {
+				in.nakStopping(m)
+				return
+			}
 			select {
 			case msgs <- m:
-			case <-ctx.Done(): // left unacked: redelivered
+			case <-drained:
+				in.nakStopping(m)
 			}
 		}, jetstream.PullMaxMessagesWithBytesLimit(max(64, in.cfg.BatchLines*in.cfg.Workers/4), max(4096, prefetch)),
 			jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
 				in.warnLimited("consume", "stream", j.stream, "err", err)
 			}))
 		if err != nil {
-			cancel()
+			stopAll()
+			wcancel()
 			wg.Wait()
 			return fmt.Errorf("consume %s: %w", j.stream, err)
 		}
-		defer cc.Stop()
+		ccs = append(ccs, cc)
 		for w := 0; w < in.cfg.Workers; w++ {
 			wk := newWorker(in, j.cons, j.stream, budget)
-			wg.Go(func() { wk.run(ctx, msgs) })
+			wg.Go(func() { wk.run(ctx, wctx, msgs, drained) })
 		}
 		wg.Go(func() { in.pollPending(ctx, j.cons) })
 	}
+	<-ctx.Done()
+	in.log.Info("stopping: writing what is held, NAKing the rest", "stop_timeout", in.cfg.StopTimeout)
+	stopTimer := time.AfterFunc(in.cfg.StopTimeout, wcancel)
+	defer stopTimer.Stop()
+	stopAll()
 	wg.Wait()
+	in.log.Info("stopped", "naked", in.naked.Load())
 	return nil
+}
+
+// nakStopping NAKs a message delivered while stopping: JetStream
+// redelivers it at once instead of after ack_wait.
+func (in *Ingester) nakStopping(m jetstream.Msg) {
+	_ = m.Nak()
+	in.naked.Add(1)
+	in.m.stopNaked.Inc()
 }
 
 func ensureStreamRetry(ctx context.Context, js jetstream.JetStream, sc jetstream.StreamConfig, log *slog.Logger) (jetstream.Stream, error) {

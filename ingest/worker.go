@@ -127,18 +127,16 @@ func (wr *writer) loop(ctx context.Context) {
 	}
 }
 
-// run takes messages from in until ctx ends. Batches not written by then
-// stay unacked: JetStream redelivers them.
-func (w *worker) run(ctx context.Context, in <-chan jetstream.Msg) {
+// run takes messages from in until ctx ends, then hands every batch it
+// holds to the writer (which writes under wctx: stop_timeout longer) and
+// NAKs whatever still arrives until drained is closed.
+func (w *worker) run(ctx, wctx context.Context, in <-chan jetstream.Msg, drained <-chan struct{}) {
 	wr := w.newWriter()
 	done := make(chan struct{})
-	go func() { wr.loop(ctx); close(done) }()
+	go func() { wr.loop(wctx); close(done) }()
 	defer func() {
 		close(w.writeCh)
 		<-done
-		for _, b := range w.batches { // left unacked: redelivered
-			w.in.m.inflight.Set(float64(w.in.inflight.Add(-int64(b.msgBytes))))
-		}
 	}()
 	timer := time.NewTimer(time.Hour)
 	defer timer.Stop()
@@ -155,14 +153,31 @@ func (w *worker) run(ctx context.Context, in <-chan jetstream.Msg) {
 			select {
 			case msg := <-in:
 				w.counted.Inc()
-				w.handle(ctx, msg)
+				w.handle(wctx, msg)
 			case <-timer.C:
 			case <-ctx.Done():
-				return
 			}
 			timer.Stop()
 		}
-		w.flushDue(ctx, false)
+		if ctx.Err() == nil {
+			w.flushDue(wctx, false)
+		}
+	}
+	w.flushDue(wctx, true)
+	for {
+		select {
+		case msg := <-in:
+			w.in.nakStopping(msg)
+		case <-drained:
+			for {
+				select {
+				case msg := <-in:
+					w.in.nakStopping(msg)
+				default:
+					return
+				}
+			}
+		}
 	}
 }
 
