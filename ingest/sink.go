@@ -117,6 +117,7 @@ type influxSink struct {
 	level     int
 	// tokenHint says where the token comes from, for 401/403 answers.
 	tokenHint string
+	t         Target
 }
 
 func newInfluxSink(t Target, token string, cfg Config) (*influxSink, error) {
@@ -141,7 +142,7 @@ func newInfluxSink(t Target, token string, cfg Config) (*influxSink, error) {
 		urls = append(urls, svc.ServerAPIURL()+"write?"+q.Encode())
 	}
 	return &influxSink{client: c, svc: svc, hc: hc, writeURLs: urls,
-		base: strings.TrimRight(t.URL, "/"), bucket: t.Bucket, token: token, level: cfg.GzipLevel, tokenHint: tokenHint(t, token)}, nil
+		base: strings.TrimRight(t.URL, "/"), bucket: t.Bucket, token: token, level: cfg.GzipLevel, tokenHint: tokenHint(t, token), t: t}, nil
 }
 
 func tokenHint(t Target, token string) string {
@@ -228,37 +229,83 @@ func classifyResponse(resp *http.Response) *WriteError {
 	return we
 }
 
-// ensure creates the database (InfluxDB 1.x) or checks the bucket (2.x).
+// ensure creates the database and the retention policies (InfluxDB 1.x:
+// altered to match when they exist) and checks that every lane's retention
+// policy exists; on 2.x/3.x it checks that every lane's bucket exists.
 func (s *influxSink) ensure(ctx context.Context) error {
-	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, s.base+"/ping", nil)
-	s.auth(req)
-	resp, err := s.svc.DoHTTPRequestWithResponse(req, nil)
+	version, err := s.version(ctx)
 	if err != nil {
-		return fmt.Errorf("ping %s: %w", s.base, err)
+		return err
 	}
-	resp.Body.Close()
-	version := resp.Header.Get("X-Influxdb-Version")
-	if strings.HasPrefix(version, "1.") {
-		db, _, _ := strings.Cut(s.bucket, "/")
-		form := url.Values{"q": {`CREATE DATABASE "` + strings.ReplaceAll(db, `"`, `\"`) + `"`}}
-		req, _ := http.NewRequestWithContext(ctx, http.MethodPost, s.base+"/query", strings.NewReader(form.Encode()))
-		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
-		s.auth(req)
-		resp, err := s.svc.DoHTTPRequestWithResponse(req, nil)
-		if err != nil {
-			return fmt.Errorf("create database %s: %w", db, err)
-		}
-		defer resp.Body.Close()
-		body, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
-		if resp.StatusCode != http.StatusOK || bytes.Contains(body, []byte(`"error"`)) {
-			return fmt.Errorf("create database %s: status %d: %s", db, resp.StatusCode, body)
+	if !strings.HasPrefix(version, "1.") {
+		for _, b := range s.t.Lanes() {
+			if _, err := s.client.BucketsAPI().FindBucketByName(ctx, b); err != nil {
+				return fmt.Errorf("bucket %s: %w", b, err)
+			}
 		}
 		return nil
 	}
-	if _, err := s.client.BucketsAPI().FindBucketByName(ctx, s.bucket); err != nil {
-		return fmt.Errorf("bucket %s: %w", s.bucket, err)
+	db, _, _ := strings.Cut(s.bucket, "/")
+	if _, err := s.influxQL(ctx, http.MethodPost, "", "CREATE DATABASE "+quoteIdent(db)); err != nil {
+		return fmt.Errorf("create database %s: %w", db, err)
+	}
+	for _, p := range s.t.RetentionPolicies {
+		spec := " ON " + quoteIdent(db) + " DURATION " + influxDuration(p.Duration) + " REPLICATION 1"
+		if p.ShardDuration > 0 {
+			spec += " SHARD DURATION " + influxDuration(p.ShardDuration)
+		}
+		_, err := s.influxQL(ctx, http.MethodPost, "", "CREATE RETENTION POLICY "+quoteIdent(p.Name)+spec)
+		if err != nil && strings.Contains(err.Error(), "already exists") {
+			_, err = s.influxQL(ctx, http.MethodPost, "", "ALTER RETENTION POLICY "+quoteIdent(p.Name)+spec)
+		}
+		if err != nil {
+			return fmt.Errorf("retention policy %s on %s: %w", p.Name, db, err)
+		}
+	}
+	have := map[string]bool{}
+	rows, err := s.influxQL(ctx, http.MethodGet, "", "SHOW RETENTION POLICIES ON "+quoteIdent(db))
+	if err != nil {
+		return err
+	}
+	for _, r := range rows {
+		if len(r) > 0 {
+			have[db+"/"+r[0]] = true
+		}
+	}
+	for _, b := range s.t.Lanes() {
+		if _, rp, ok := strings.Cut(b, "/"); ok && !have[b] {
+			return fmt.Errorf("bucket %s: retention policy %s does not exist on database %s (list it under retention_policies to have --ensure-db create it)", b, rp, db)
+		}
 	}
 	return nil
+}
+
+// version pings the server and returns its X-Influxdb-Version.
+func (s *influxSink) version(ctx context.Context) (string, error) {
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, s.base+"/ping", nil)
+	s.auth(req)
+	resp, err := s.hc.Do(req)
+	if err != nil {
+		return "", fmt.Errorf("ping %s: %w", s.base, err)
+	}
+	_, _ = io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	return resp.Header.Get("X-Influxdb-Version"), nil
+}
+
+// influxDuration writes d as an InfluxQL duration literal (0 = INF).
+func influxDuration(d time.Duration) string {
+	switch {
+	case d == 0:
+		return "INF"
+	case d%(24*time.Hour) == 0:
+		return strconv.FormatInt(int64(d/(24*time.Hour)), 10) + "d"
+	case d%time.Hour == 0:
+		return strconv.FormatInt(int64(d/time.Hour), 10) + "h"
+	case d%time.Minute == 0:
+		return strconv.FormatInt(int64(d/time.Minute), 10) + "m"
+	}
+	return strconv.FormatInt(int64(d/time.Second), 10) + "s"
 }
 
 func (s *influxSink) auth(req *http.Request) {
