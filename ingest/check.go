@@ -120,6 +120,9 @@ func checkReport(subject string, r *telemetry.NodeReport, now time.Time, tw time
 	if err := tw.check(r.WindowEndUnixNs, now); err != nil {
 		return err
 	}
+	if r.NodeEnergyMj != nil && *r.NodeEnergyMj > math.MaxInt64 {
+		return poisonf(ReasonValue, "node_energy_mj %d exceeds int64", *r.NodeEnergyMj)
+	}
 	seen := uint64(0)
 	for i, g := range r.Gpus {
 		if g == nil {

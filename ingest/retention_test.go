@@ -104,3 +104,46 @@ func TestEnsureDBMissingPolicy(t *testing.T) {
 		t.Errorf("ensure = %v, want an error naming mw/nope", err)
 	}
 }
+
+// TestNewFieldsStored: node power (with its source), CPU power and node
+// energy, a failed GPU's health kind and the rollup's stale_nodes,
+// throttled_gpus, gpus, gpus_healthy and temperature maxima reach InfluxDB.
+func TestNewFieldsStored(t *testing.T) {
+	influx := testenv.StartInfluxd(t)
+	influx.CreateDB(t, "mw")
+	natsURL, js := natsInProcess(t)
+	startIngest(t, testConfig(influx.URL, "mw"), natsURL, nil)
+	end := time.Now().Truncate(time.Second).Add(-time.Minute)
+	r := testReport(testLoc(1), 1, end, 8)
+	r.NodePowerMw, r.NodePowerSource, r.CpuPowerMw, r.NodeEnergyMj = u32(6_543_210), telemetry.NodePowerSource_NODE_POWER_HWMON, u32(700_500), u64(987654321)
+	r.Gpus[2].Health, r.Gpus[2].PowerMw = telemetry.Health_HEALTH_TIMEOUT, nil
+	r.Gpus[5].Health, r.Gpus[5].PowerMw = telemetry.Health_HEALTH_LOST, nil
+	publishReport(t, js, r)
+	tmax, mmax := int32(83), int32(91)
+	ro := &telemetry.Rollup{Level: "hall", Path: []string{"dc1", "h1"}, WindowEndUnixNs: end.UnixNano(), PowerW: 1e6, PowerEstW: 1e6, PowerMaxW: 1e6, CapacityW: 2e6,
+		NodesReporting: 9, NodesExpected: 10, StaleNodes: 1, ThrottledGpus: 3, Gpus: 80, GpusHealthy: 78, GpuTempMaxC: &tmax, MemTempMaxC: &mmax}
+	subj, _ := telemetry.RollupSubject("hall", ro.Path)
+	publishRaw(t, js, subj, ro, "")
+	waitFor(t, 30*time.Second, "points", func() bool {
+		return influx.Count(t, "mw", `SELECT count(gpus) FROM node`) == 1 && influx.Count(t, "mw", `SELECT count(power_mw) FROM rollup`) == 1
+	})
+	row := func(q string) string {
+		s := influx.Query(t, "mw", q)
+		if len(s) == 0 || len(s[0].Values) == 0 {
+			return ""
+		}
+		return fmt.Sprint(s[0].Values[0][1:])
+	}
+	if got := row(`SELECT node_power_w, node_power_source, cpu_power_w, node_energy_mj FROM node`); got != "[6543.21 hwmon 700.5 987654321]" {
+		t.Errorf("node power fields %s", got)
+	}
+	if got := row(`SELECT count(health) FROM gpu WHERE health = 'timeout'`); got != "[1]" {
+		t.Errorf("timeout gpus %s", got)
+	}
+	if got := row(`SELECT count(health) FROM gpu WHERE health = 'lost'`); got != "[1]" {
+		t.Errorf("lost gpus %s", got)
+	}
+	if got := row(`SELECT stale_nodes, throttled_gpus, gpus, gpus_healthy, gpu_temp_max_c, mem_temp_max_c FROM rollup`); got != "[1 3 80 78 83 91]" {
+		t.Errorf("rollup fields %s", got)
+	}
+}
