@@ -116,9 +116,42 @@ func quoteIdent(s string) string {
 	return `"` + strings.ReplaceAll(strings.ReplaceAll(s, `\`, `\\`), `"`, `\"`) + `"`
 }
 
-// influxQL runs one InfluxQL statement on a 1.x server and returns the
-// first series' rows as strings.
+// influxAnswer is a 1.x /query answer.
+type influxAnswer struct {
+	Results []struct {
+		Series []struct {
+			Name    string   `json:"name"`
+			Columns []string `json:"columns"`
+			Values  [][]any  `json:"values"`
+		} `json:"series"`
+		Error string `json:"error"`
+	} `json:"results"`
+	Error string `json:"error"`
+}
+
+// influxQL runs one InfluxQL statement on a 1.x server and returns every
+// row of its series as strings.
 func (s *influxSink) influxQL(ctx context.Context, method, db, q string) ([][]string, error) {
+	out, err := s.influxQLRaw(ctx, method, db, q)
+	if err != nil {
+		return nil, err
+	}
+	var rows [][]string
+	for _, r := range out.Results {
+		for _, se := range r.Series {
+			for _, v := range se.Values {
+				row := make([]string, len(v))
+				for i, x := range v {
+					row[i] = fmt.Sprint(x)
+				}
+				rows = append(rows, row)
+			}
+		}
+	}
+	return rows, nil
+}
+
+func (s *influxSink) influxQLRaw(ctx context.Context, method, db, q string) (*influxAnswer, error) {
 	v := url.Values{"q": {q}}
 	if db != "" {
 		v.Set("db", db)
@@ -137,18 +170,10 @@ func (s *influxSink) influxQL(ctx context.Context, method, db, q string) ([][]st
 	}
 	defer resp.Body.Close()
 	body, _ := io.ReadAll(io.LimitReader(resp.Body, 4<<20))
-	var out struct {
-		Results []struct {
-			Series []struct {
-				Name    string   `json:"name"`
-				Columns []string `json:"columns"`
-				Values  [][]any  `json:"values"`
-			} `json:"series"`
-			Error string `json:"error"`
-		} `json:"results"`
-		Error string `json:"error"`
-	}
-	if err := json.Unmarshal(body, &out); err != nil {
+	var out influxAnswer
+	dec := json.NewDecoder(strings.NewReader(string(body)))
+	dec.UseNumber()
+	if err := dec.Decode(&out); err != nil {
 		return nil, fmt.Errorf("%s: status %d: %s", q, resp.StatusCode, strings.TrimSpace(string(body)))
 	}
 	if out.Error != "" {
@@ -157,20 +182,10 @@ func (s *influxSink) influxQL(ctx context.Context, method, db, q string) ([][]st
 	if resp.StatusCode != http.StatusOK {
 		return nil, fmt.Errorf("%s: status %d", q, resp.StatusCode)
 	}
-	var rows [][]string
 	for _, r := range out.Results {
 		if r.Error != "" {
 			return nil, fmt.Errorf("%s: %s", q, r.Error)
 		}
-		for _, se := range r.Series {
-			for _, v := range se.Values {
-				row := make([]string, len(v))
-				for i, x := range v {
-					row[i] = fmt.Sprint(x)
-				}
-				rows = append(rows, row)
-			}
-		}
 	}
-	return rows, nil
+	return &out, nil
 }

@@ -121,6 +121,7 @@ func (in *Ingester) Run(ctx context.Context) error {
 				return fmt.Errorf("target %s: ensure_db: %w", t.Name, err)
 			}
 		}
+		in.warnLimits(ctx)
 	}
 	streams := []jetstream.StreamConfig{in.cfg.Streams.PowerStream(), in.cfg.Streams.DeadLetterStream()}
 	if in.cfg.Rollups {
@@ -224,6 +225,33 @@ func (in *Ingester) Run(ctx context.Context) error {
 	in.log.Info("stopped", "naked", in.naked.Load())
 	return nil
 }
+
+// warnLimits logs a warning for each server limit the topology exceeds
+// (see CheckLimits).
+func (in *Ingester) warnLimits(ctx context.Context) {
+	topo, err := configs.LoadTopology(in.cfg.TopologyFile)
+	if err != nil {
+		return
+	}
+	exp := ExpectedSeries(topo, DefaultGPUsPerNode)
+	for _, t := range in.targets {
+		s, ok := t.sink.(*influxSink)
+		if !ok {
+			continue
+		}
+		l, err := s.limits(ctx)
+		if err != nil {
+			in.log.Warn("cannot read influxdb limits", "target", t.Name, "err", err)
+			continue
+		}
+		for _, w := range l.Warnings(exp, t.Name) {
+			in.log.Warn("influxdb limit", "warning", w)
+		}
+	}
+}
+
+// DefaultGPUsPerNode is the node size the scale checks assume.
+const DefaultGPUsPerNode = 8
 
 // nakStopping NAKs a message delivered while stopping: JetStream
 // redelivers it at once instead of after ack_wait.
