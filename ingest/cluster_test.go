@@ -3,6 +3,8 @@ package ingest
 import (
 	"context"
 	"fmt"
+	"os"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -70,6 +72,40 @@ func clusterStreams(t *testing.T, js jetstream.JetStream) natsx.StreamsConfig {
 	}
 }
 
+// clusterNodeConf renders configs/nats/cluster-node.conf for server i of
+// a local cluster (ports, store, routes, server name n<i>).
+func clusterNodeConf(t testing.TB) func(i, port, cport int, routes []string, dir string, syncAlways bool) string {
+	src, err := os.ReadFile("../configs/nats/cluster-node.conf")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return func(i, port, cport int, routes []string, dir string, syncAlways bool) string {
+		r := []string{
+			"megawatch-nats-1", fmt.Sprintf("n%d", i),
+			"0.0.0.0:4222", fmt.Sprintf("127.0.0.1:%d", port),
+			"http: 127.0.0.1:8222", "",
+			`"/var/lib/nats"`, fmt.Sprintf("%q", dir),
+			"max_memory_store: 8GB", "max_memory_store: 256MB",
+			"max_file_store: 4TB", "max_file_store: 4GB",
+			"0.0.0.0:6222", fmt.Sprintf("127.0.0.1:%d", cport),
+		}
+		for k := range 3 {
+			r = append(r, fmt.Sprintf("nats-route://nats-%d.megawatch.internal:6222", k+1), routes[k])
+		}
+		if syncAlways {
+			r = append(r, "# sync_interval: always", "sync_interval: always")
+		}
+		out := string(src)
+		for k := 0; k < len(r); k += 2 {
+			if !strings.Contains(out, r[k]) {
+				t.Fatalf("cluster-node.conf no longer contains %q: update the test rendering", r[k])
+			}
+			out = strings.ReplaceAll(out, r[k], r[k+1])
+		}
+		return out
+	}
+}
+
 // streamLeader is the server name leading stream.
 func streamLeader(t *testing.T, js jetstream.JetStream, stream string) string {
 	t.Helper()
@@ -118,7 +154,7 @@ func (s stream) exactValues(t testing.TB, influx *testenv.Influxd, db string, ti
 // connected to all three servers; then every acked report must be in
 // InfluxDB once, with its values, and the publishers' buffers empty.
 func runClusterFault(t *testing.T, fault func(c *testenv.NATSCluster, js jetstream.JetStream) (heal func())) {
-	cluster := testenv.StartNATSCluster(t, 3, testenv.ClusterOptions{})
+	cluster := testenv.StartNATSCluster(t, 3, testenv.ClusterOptions{Conf: clusterNodeConf(t)})
 	nc := connect(t, cluster.URLs())
 	js, err := jetstream.New(nc)
 	if err != nil {
@@ -192,7 +228,7 @@ func BenchmarkClusterSync(b *testing.B) {
 			name = "sync=always"
 		}
 		b.Run(name, func(b *testing.B) {
-			cluster := testenv.StartNATSCluster(b, 3, testenv.ClusterOptions{SyncAlways: always})
+			cluster := testenv.StartNATSCluster(b, 3, testenv.ClusterOptions{SyncAlways: always, Conf: clusterNodeConf(b)})
 			nc, err := nats.Connect(cluster.URLs())
 			if err != nil {
 				b.Fatal(err)

@@ -22,12 +22,12 @@ func TestCheckMsgID(t *testing.T) {
 	f("n1:1700000001000:0123456789abcdef", "n1", true)
 	f("a:b:1700000001000", "a:b", true) // a node name with a colon
 	f("a:b:1700000001000:ffffffffffffffff", "a:b", true)
-	f("n1:1700000002000", "n1", false)                    // another window: would suppress the real one
-	f("n2:1700000001000", "n1", false)                    // another node
-	f("n11:1700000001000", "n1", false)                   // a node whose name extends it
-	f("n1:1700000001000:0123456789ABCDEF", "n1", false)   // uppercase nonce
-	f("n1:1700000001000:0123456789abcde", "n1", false)    // 15 hex
-	f("n1:1700000001000:0123456789abcdef0", "n1", false)  // 17 hex
+	f("n1:1700000002000", "n1", false)                   // another window: would suppress the real one
+	f("n2:1700000001000", "n1", false)                   // another node
+	f("n11:1700000001000", "n1", false)                  // a node whose name extends it
+	f("n1:1700000001000:0123456789ABCDEF", "n1", false)  // uppercase nonce
+	f("n1:1700000001000:0123456789abcde", "n1", false)   // 15 hex
+	f("n1:1700000001000:0123456789abcdef0", "n1", false) // 17 hex
 	f("n1:1700000001000:", "n1", false)
 	f("n1:01700000001000", "n1", false)
 	f("n1:", "n1", false)

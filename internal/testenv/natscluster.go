@@ -17,7 +17,7 @@ import (
 // each with its own store, killable and restartable one by one.
 type NATSCluster struct {
 	Servers []*NATSServer
-	Names   []string // server_name of each, n0, n1, ...
+	Names   []string // server_name of each: n0, n1, ... (a Conf must use these)
 }
 
 // ClusterOptions tune StartNATSCluster.
@@ -25,6 +25,10 @@ type ClusterOptions struct {
 	// SyncAlways sets jetstream sync_interval: always (fsync every write)
 	// instead of the default (every 2 minutes).
 	SyncAlways bool
+	// Conf, when set, renders server i's config (e.g. from an example
+	// file): its client port, cluster port, every server's route URL and
+	// its store directory. Nil uses a minimal config.
+	Conf func(i, port, clusterPort int, routes []string, storeDir string, syncAlways bool) string
 }
 
 // StartNATSCluster runs n nats-server processes routed to each other and
@@ -48,7 +52,11 @@ func StartNATSCluster(t testing.TB, n int, opt ClusterOptions) *NATSCluster {
 		if opt.SyncAlways {
 			sync = "\n  sync_interval: always"
 		}
-		conf := fmt.Sprintf(`server_name: n%d
+		var conf string
+		if opt.Conf != nil {
+			conf = opt.Conf(i, ports[i], cports[i], routes, dir, opt.SyncAlways)
+		} else {
+			conf = fmt.Sprintf(`server_name: n%d
 listen: 127.0.0.1:%d
 jetstream {
   store_dir: %q%s
@@ -59,6 +67,7 @@ cluster {
   routes: [%s]
 }
 `, i, ports[i], dir, sync, cports[i], strings.Join(routes, ", "))
+		}
 		cf := filepath.Join(dir, "nats.conf")
 		writeFile(t, cf, conf)
 		s := &NATSServer{Proc: StartProc(t, fmt.Sprintf("nats-server-n%d", i), bin, "-c", cf),
