@@ -26,6 +26,7 @@ type report struct {
 	bounds *plausible.Bounds
 	// gpusBoundW is the sum of the GPUs' plausibility bounds (slot bound).
 	gpusBoundW   float64
+	bd           plausible.Bounds // *bounds or the defaults, for this decode
 	nodePowerMW  uint64
 	hasNodePower bool
 }
@@ -94,6 +95,11 @@ var errTruncated = errors.New("truncated message")
 func decodeReport(b []byte, r *report) error {
 	bounds := r.bounds
 	*r = report{slots: r.slots[:0], gpuTempMax: noTemp, memTempMax: noTemp, bounds: bounds}
+	if bounds != nil {
+		r.bd = *bounds
+	} else {
+		r.bd = plausible.Default()
+	}
 	if err := decodeFields(b, r); err != nil {
 		return err
 	}
@@ -104,7 +110,7 @@ func decodeReport(b []byte, r *report) error {
 // GPUs were checked one by one; the slots must stay below the sum of their
 // bounds, node power below the node bound.
 func (r *report) plausible() error {
-	bd := r.boundsOrDefault()
+	bd := &r.bd
 	slotBound := min(r.gpusBoundW, bd.NodeMaxW)
 	if r.gpus == 0 {
 		slotBound = bd.NodeMaxW
@@ -118,13 +124,6 @@ func (r *report) plausible() error {
 		return fmt.Errorf("%w: node_power_mw %d exceeds the node bound %v W", ErrImplausible, r.nodePowerMW, nb)
 	}
 	return nil
-}
-
-func (r *report) boundsOrDefault() plausible.Bounds {
-	if r.bounds != nil {
-		return *r.bounds
-	}
-	return plausible.Default()
 }
 
 func decodeFields(b []byte, r *report) error {
@@ -273,7 +272,7 @@ func decodeGPU(b []byte, r *report) error {
 		}
 	}
 	r.gpus++
-	bd := r.boundsOrDefault()
+	bd := &r.bd
 	limitW := -1.0
 	if hasLimit {
 		if limitW = float64(limitMW) / 1000; limitW > bd.GPUMaxW {
@@ -284,26 +283,35 @@ func decodeGPU(b []byte, r *report) error {
 	if health != 0 {
 		return nil // lost / timed out / error: left out of sums, never 0 W
 	}
-	for _, f := range [...]struct {
-		name string
-		has  bool
-		v    uint64
-	}{{"power_mw", hasPower, powerMW}, {"power_min_mw", hasMin, uint64(minMW)}, {"power_max_mw", hasMax, uint64(maxMW)}} {
-		if f.has {
-			if err := bd.GPUPower(f.name, float64(f.v)/1000, limitW); err != nil {
-				return fmt.Errorf("%w: %w", ErrImplausible, err)
+	// One comparison on the common path; the error names the value.
+	var top uint64
+	if hasPower {
+		top = powerMW
+	}
+	if hasMin {
+		top = max(top, uint64(minMW))
+	}
+	if hasMax {
+		top = max(top, uint64(maxMW))
+	}
+	if float64(top)/1000 > bd.GPUBoundW(limitW) {
+		for _, f := range [...]struct {
+			name string
+			has  bool
+			v    uint64
+		}{{"power_mw", hasPower, powerMW}, {"power_min_mw", hasMin, uint64(minMW)}, {"power_max_mw", hasMax, uint64(maxMW)}} {
+			if f.has {
+				if err := bd.GPUPower(f.name, float64(f.v)/1000, limitW); err != nil {
+					return fmt.Errorf("%w: %w", ErrImplausible, err)
+				}
 			}
 		}
 	}
-	if temp != noTemp {
-		if err := bd.Temp("temp_c", temp); err != nil {
-			return fmt.Errorf("%w: %w", ErrImplausible, err)
-		}
+	if temp != noTemp && (temp > bd.MaxTempC || temp < bd.MinTempC) {
+		return fmt.Errorf("%w: %w", ErrImplausible, bd.Temp("temp_c", temp))
 	}
-	if mem != noTemp {
-		if err := bd.Temp("mem_temp_c", mem); err != nil {
-			return fmt.Errorf("%w: %w", ErrImplausible, err)
-		}
+	if mem != noTemp && (mem > bd.MaxTempC || mem < bd.MinTempC) {
+		return fmt.Errorf("%w: %w", ErrImplausible, bd.Temp("mem_temp_c", mem))
 	}
 	r.healthy++
 	if hasPower {
