@@ -79,6 +79,13 @@ type fieldConflict struct {
 	since      time.Time
 	probeAt    time.Time // next time its lines are tried again
 	lines      atomic.Int64
+	lastHit    atomic.Int64 // unix ns of the last line routed for it
+}
+
+// hit counts one line routed to the dead-letter stream for c.
+func (c *fieldConflict) hit() {
+	c.lines.Add(1)
+	c.lastHit.Store(time.Now().UnixNano())
 }
 
 func (c *fieldConflict) covers(ts int64) bool {

@@ -36,6 +36,19 @@ func (in *Ingester) newConflict(ctx context.Context, t *target, c *fieldConflict
 	in.publishConflictEvent(ctx, t, c, telemetry.AlertState_ALERT_STATE_FIRING)
 }
 
+// expireConflicts forgets the conflicts whose shard has ended and that no
+// line has hit for conflict_probe: new points go to the next shard (a late
+// line for the old one meets the conflict again and has it learnt again,
+// one request).
+func (in *Ingester) expireConflicts(ctx context.Context, t *target) {
+	now := time.Now().UnixNano()
+	for _, c := range t.conflicts.snapshot() {
+		if c.end != 0 && now >= c.end && now-c.lastHit.Load() > int64(in.cfg.ConflictProbe) {
+			in.resolveConflict(ctx, t, c)
+		}
+	}
+}
+
 // resolveConflict forgets c once InfluxDB took its lines again.
 func (in *Ingester) resolveConflict(ctx context.Context, t *target, c *fieldConflict) {
 	if !t.conflicts.remove(c) {

@@ -256,3 +256,32 @@ func fetchAll(t testing.TB, js jetstream.JetStream, stream, subject string) []je
 		}
 	}
 }
+
+// TestConflictExpires: a conflict whose shard has ended is forgotten once
+// no line has hit it for conflict_probe; one still hit is kept.
+func TestConflictExpires(t *testing.T) {
+	natsURL, _ := natsInProcess(t)
+	cfg := testConfig("http://127.0.0.1:1", "mw")
+	cfg.ConflictProbe = time.Minute
+	in, err := New(cfg, connect(t, natsURL), nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tg := in.targets[0]
+	past := time.Now().Add(-time.Hour)
+	c := &fieldConflict{measurement: "gpu", field: "power_w", got: "float", have: "string", bucket: "mw/autogen", start: past.Add(-time.Hour).UnixNano(), end: past.UnixNano()}
+	tg.conflicts.add(c)
+	c.lastHit.Store(time.Now().UnixNano())
+	if err := in.Ready(); err == nil {
+		t.Fatal("ready with a conflict hit just now")
+	}
+	c.lastHit.Store(time.Now().Add(-2 * time.Minute).UnixNano())
+	if err := in.Ready(); err != nil {
+		t.Errorf("conflict of an ended shard, not hit for 2 min, still degrades: %v", err)
+	}
+	current := &fieldConflict{measurement: "gpu", field: "power_w", bucket: "mw/autogen", start: past.UnixNano(), end: time.Now().Add(time.Hour).UnixNano()}
+	tg.conflicts.add(current)
+	if err := in.Ready(); err == nil {
+		t.Error("ready with a conflict in the current shard")
+	}
+}

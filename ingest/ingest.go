@@ -103,6 +103,7 @@ func (in *Ingester) Ready() error {
 		return errors.New("last influxdb write failed")
 	}
 	for _, t := range in.targets {
+		in.expireConflicts(context.Background(), t)
 		if cs := t.conflicts.snapshot(); len(cs) > 0 {
 			return fmt.Errorf("degraded: target %s: field type conflict %s; these lines are dead-lettered (reason conflict): drop the conflicting series, wait for the shard to end, or write the field under a new name (docs/ingest.md, Field type conflicts)", t.Name, cs[0])
 		}

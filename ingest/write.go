@@ -138,10 +138,12 @@ const (
 func (wr *writer) writeLane(ctx context.Context, b *batch, l, lo, hi int) laneResult {
 	w, t := wr.w, b.t
 	lastTouch := time.Now()
+	w.in.expireConflicts(ctx, t)
 	var probing []*fieldConflict
 	now := time.Now()
 	for _, c := range t.conflicts.snapshot() {
-		if c.lane == l && !now.Before(c.probeAt) {
+		if c.lane == l && !now.Before(c.probeAt) && b.laneHits(l, lo, hi, c) {
+			// A probe only counts if the batch has lines of the conflict.
 			c.probeAt = now.Add(w.in.cfg.ConflictProbe)
 			probing = append(probing, c)
 		}
@@ -220,6 +222,15 @@ func (wr *writer) writeLane(ctx context.Context, b *batch, l, lo, hi int) laneRe
 	}
 }
 
+// laneHits reports whether lane l of [lo, hi) has a line of conflict c.
+func (b *batch) laneHits(l, lo, hi int, c *fieldConflict) bool {
+	hit := false
+	b.forLines(l, lo, hi, func(_, _ int, line []byte) {
+		hit = hit || lineHits(line, c.measurement, c.field, c)
+	})
+	return hit
+}
+
 // stillProbing drops from probing the conflict InfluxDB just reported again.
 func stillProbing(probing []*fieldConflict, ca conflictAnswer) []*fieldConflict {
 	out := probing[:0]
@@ -277,7 +288,7 @@ func (wr *writer) laneBody(b *batch, l, lo, hi int, probing []*fieldConflict) ([
 			if lineHits(line, c.measurement, c.field, c) {
 				if !wr.lostHas(i, line) {
 					wr.lost[i].add(line, ReasonConflict, c.String(), c.measurement+"."+c.field, c.got+" (InfluxDB has "+c.have+")")
-					c.lines.Add(1)
+					c.hit()
 					wr.w.in.m.conflictLines.WithLabelValues(b.t.Name, c.measurement, c.field).Inc()
 				}
 				return
@@ -391,7 +402,7 @@ func (wr *writer) partial(ctx context.Context, b *batch, l, lo, hi int, body []b
 		}
 		for _, cd := range g.cands {
 			wr.lost[cd.msg].add(cd.line, ReasonConflict, c.String(), c.measurement+"."+c.field, c.got+" (InfluxDB has "+c.have+")")
-			c.lines.Add(1)
+			c.hit()
 			w.in.m.conflictLines.WithLabelValues(t.Name, c.measurement, c.field).Inc()
 			lostN++
 		}
