@@ -285,3 +285,53 @@ func TestConflictExpires(t *testing.T) {
 		t.Error("ready with a conflict in the current shard")
 	}
 }
+
+// TestTwoFieldConflicts: InfluxDB 1.8 names only the first conflict of a
+// request but drops the lines of both: the second is found by writing the
+// rest again (one more request, once), then both are remembered.
+func TestTwoFieldConflicts(t *testing.T) {
+	influx := testenv.StartInfluxd(t)
+	influx.Exec(t, "", `CREATE DATABASE mw`)
+	natsURL, js := natsInProcess(t)
+	now := time.Now().Truncate(time.Second)
+	seed := "node,hall=h1,node=other,rack=k,row=r,site=dc1 gpus=\"bad\" " + itoa(now.Add(-time.Hour).UnixNano()) + "\n" +
+		"gpu,gpu=0,hall=h1,node=other,rack=k,row=r,site=dc1 power_w=\"bad\" " + itoa(now.Add(-time.Hour).UnixNano()) + "\n"
+	resp, err := http.Post(influx.URL+"/write?db=mw", "text/plain", strings.NewReader(seed))
+	if err != nil || resp.StatusCode != http.StatusNoContent {
+		t.Fatalf("seed conflicts: %v %v", err, resp)
+	}
+	start := now.Add(-10 * time.Minute)
+	if start.Truncate(7*24*time.Hour) != now.Add(-time.Hour).Truncate(7*24*time.Hour) {
+		start = now.Add(-time.Hour + time.Second)
+	}
+	const nodes, windows = 20, 10
+	for w := range windows {
+		for i := range nodes {
+			publishReport(t, js, testReport(testLoc(i), uint64(w+1), start.Add(time.Duration(w)*time.Second), 8))
+		}
+	}
+	cfg := testConfig(influx.URL, "mw")
+	cfg.BatchLines = 450 // 50 reports a batch
+	cfg.Workers = 1
+	cfg.ConflictProbe = time.Hour
+	in, _, _ := startIngest(t, cfg, natsURL, nil)
+	waitFor(t, 60*time.Second, "conflict dead letters", func() bool {
+		return testutil.ToFloat64(in.m.deadLetter.WithLabelValues(ReasonConflict)) == nodes*windows
+	})
+	if n := testutil.ToFloat64(in.m.conflictLines.WithLabelValues("t", "node", "gpus")); n != nodes*windows {
+		t.Errorf("node.gpus conflict lines %v, want %d", n, nodes*windows)
+	}
+	if n := testutil.ToFloat64(in.m.conflictLines.WithLabelValues("t", "gpu", "power_w")); n != nodes*windows*8 {
+		t.Errorf("gpu.power_w conflict lines %v, want %d", n, nodes*windows*8)
+	}
+	batches := testutil.ToFloat64(in.m.batches.WithLabelValues("t"))
+	requests := testutil.ToFloat64(in.m.requests.WithLabelValues("t"))
+	t.Logf("%v batches, %v write requests", batches, requests)
+	if requests > batches+1 {
+		t.Errorf("%v write requests for %v batches: want one per batch, plus one to find the hidden conflict", requests, batches)
+	}
+	dl := fetchAll(t, js, telemetry.StreamDeadLetter, "megawatch.v1.deadletter.conflict")
+	if len(dl) != nodes*windows || bytes.Count(dl[0].Data(), []byte("\n")) != 9 || !strings.Contains(dl[0].Headers().Get(HeaderDeadField), "node.gpus") || !strings.Contains(dl[0].Headers().Get(HeaderDeadField), "gpu.power_w") {
+		t.Errorf("%d dead letters; first: %v %q", len(dl), dl[0].Headers(), dl[0].Data())
+	}
+}

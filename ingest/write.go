@@ -148,6 +148,7 @@ func (wr *writer) writeLane(ctx context.Context, b *batch, l, lo, hi int) laneRe
 			probing = append(probing, c)
 		}
 	}
+	partials := 0
 	for attempt := 0; ; attempt++ {
 		body, lines := wr.laneBody(b, l, lo, hi, probing)
 		if len(body) == 0 {
@@ -179,7 +180,10 @@ func (wr *writer) writeLane(ctx context.Context, b *batch, l, lo, hi int) laneRe
 				case partialAbandoned:
 					return laneAbandoned
 				}
-				continue // more lines than the reported conflict's were dropped: write the rest again
+				if partials++; partials < 8 {
+					continue // more lines than the reported conflict's were dropped: write the rest again
+				}
+				// InfluxDB keeps dropping lines it does not explain: find them by halving.
 			}
 			if len(we.Lines) > 0 {
 				w.in.lastWrite.Store(writeOK)
