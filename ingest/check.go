@@ -7,6 +7,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/megawatch/megawatch/internal/plausible"
 	"github.com/megawatch/megawatch/internal/telemetry"
 )
 
@@ -21,11 +22,32 @@ const (
 	ReasonEncode    = "encode"    // line protocol refused a tag or field (e.g. bad UTF-8)
 	ReasonRejected  = "rejected"  // InfluxDB answered 400/422 for the message's points
 	ReasonNoTarget  = "no_target" // no target's subject filter matches
+	// ReasonImplausible: a value beyond the plausibility bounds (see
+	// internal/plausible): a wrapped counter, a broken sensor.
+	ReasonImplausible = "implausible"
+	// ReasonForgedID: the report's Nats-Msg-Id names another node or
+	// window (telemetry.CheckMsgID); such an id makes JetStream's dedup
+	// drop the report it names.
+	ReasonForgedID = "forged_id"
+	// ReasonConflict: lines InfluxDB refused for a field type conflict
+	// (payload: those lines as line protocol; the rest of the message was written).
+	ReasonConflict = "conflict"
+)
+
+// Dead-letter headers beyond telemetry's.
+const (
+	// HeaderDeadFormat is "line-protocol" when the payload is the refused
+	// lines rather than the original message.
+	HeaderDeadFormat = "Megawatch-Deadletter-Format"
+	// HeaderDeadField is the conflicting measurement.field (comma-separated).
+	HeaderDeadField = "Megawatch-Deadletter-Field"
+	// HeaderDeadTypes is "<ingest's type> (InfluxDB has <type>)" per field.
+	HeaderDeadTypes = "Megawatch-Deadletter-Types"
 )
 
 // DeadLetterReasons lists every dead-letter reason (metrics are pre-created for them).
 func DeadLetterReasons() []string {
-	return []string{ReasonDecode, ReasonSubject, ReasonLocation, ReasonTimestamp, ReasonValue, ReasonEncode, ReasonRejected, ReasonNoTarget}
+	return []string{ReasonDecode, ReasonSubject, ReasonLocation, ReasonTimestamp, ReasonValue, ReasonEncode, ReasonRejected, ReasonNoTarget, ReasonImplausible, ReasonForgedID, ReasonConflict}
 }
 
 // poison is a message that cannot be written, with the reason it is dead-lettered for.
@@ -86,8 +108,9 @@ func locationMatches(subject string, r *telemetry.NodeReport) bool {
 	return false
 }
 
-// checkReport validates a decoded node report against its subject.
-func checkReport(subject string, r *telemetry.NodeReport, now time.Time, tw timeWindow) error {
+// checkReport validates a decoded node report against its subject and the
+// plausibility bounds (nil: none).
+func checkReport(subject string, r *telemetry.NodeReport, now time.Time, tw timeWindow, bounds *plausible.Bounds) error {
 	if !locationMatches(subject, r) {
 		return poisonf(ReasonLocation, "report location %s does not match subject %s", telemetry.ReportLocation(r), subject)
 	}
@@ -96,6 +119,9 @@ func checkReport(subject string, r *telemetry.NodeReport, now time.Time, tw time
 	}
 	if err := tw.check(r.WindowEndUnixNs, now); err != nil {
 		return err
+	}
+	if r.NodeEnergyMj != nil && *r.NodeEnergyMj > math.MaxInt64 {
+		return poisonf(ReasonValue, "node_energy_mj %d exceeds int64", *r.NodeEnergyMj)
 	}
 	seen := uint64(0)
 	for i, g := range r.Gpus {
@@ -113,6 +139,11 @@ func checkReport(subject string, r *telemetry.NodeReport, now time.Time, tw time
 				return poisonf(ReasonValue, "gpus[%d]: duplicate gpu index %d", i, g.Index)
 			}
 			seen |= 1 << g.Index
+		}
+	}
+	if bounds != nil {
+		if err := bounds.CheckReport(r); err != nil {
+			return &poison{reason: ReasonImplausible, err: err}
 		}
 	}
 	return nil

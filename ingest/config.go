@@ -8,11 +8,13 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strings"
 	"time"
 
 	"github.com/megawatch/megawatch/internal/config"
 	"github.com/megawatch/megawatch/internal/natsx"
+	"github.com/megawatch/megawatch/internal/plausible"
 	"github.com/megawatch/megawatch/internal/telemetry"
 )
 
@@ -48,13 +50,23 @@ type Config struct {
 	RetryMin     time.Duration `yaml:"retry_min"`
 	RetryMax     time.Duration `yaml:"retry_max"`
 	WriteTimeout time.Duration `yaml:"write_timeout"`
-	Targets      []Target      `yaml:"targets"`
-	MetricsAddr  string        `yaml:"metrics_addr"`
-	EnsureDB     bool          `yaml:"ensure_db"`
+	// ConflictProbe is how often lines routed to the dead-letter stream
+	// for a remembered field type conflict are tried against InfluxDB
+	// again (to see whether the conflict is gone).
+	ConflictProbe time.Duration `yaml:"conflict_probe"`
+	// StopTimeout bounds how long a stopping process tries to write what
+	// it holds before NAKing it for immediate redelivery.
+	StopTimeout time.Duration `yaml:"stop_timeout"`
+	Targets     []Target      `yaml:"targets"`
+	MetricsAddr string        `yaml:"metrics_addr"`
+	EnsureDB    bool          `yaml:"ensure_db"`
 	// TopologyFile names the levels that rollup paths are tagged with; ""
 	// uses the embedded configs/topology.yaml.
 	TopologyFile string `yaml:"topology_file"`
 	LogLevel     string `yaml:"log_level"`
+	// Plausible bounds node reports: a report with a value beyond them is
+	// dead-lettered (implausible) and never written (docs/ingest.md).
+	Plausible plausible.Bounds `yaml:"plausible"`
 }
 
 // Target is one destination: an InfluxDB URL (v2 write API; org/bucket, or
@@ -69,6 +81,78 @@ type Target struct {
 	TokenEnv  string   `yaml:"token_env"`
 	TokenFile string   `yaml:"token_file"`
 	File      string   `yaml:"file"`
+	// Measurements sends a measurement (gpu, node, rollup, alert) to its
+	// own bucket (1.8: "db/rp", its own retention policy); measurements not
+	// listed go to Bucket.
+	Measurements map[string]string `yaml:"measurements"`
+	// RetentionPolicies are created (or altered to match) by --ensure-db
+	// on InfluxDB 1.x, in the database of Bucket.
+	RetentionPolicies []RetentionPolicy `yaml:"retention_policies"`
+}
+
+// RetentionPolicy is an InfluxDB 1.x retention policy.
+type RetentionPolicy struct {
+	Name          string        `yaml:"name"`
+	Duration      time.Duration `yaml:"duration"`       // 0 = keep forever
+	ShardDuration time.Duration `yaml:"shard_duration"` // 0 = InfluxDB's default for the duration
+}
+
+// Measurements of DESIGN.md's InfluxDB schema, in lane-index order of measIndex.
+var measurementNames = [...]string{measGPU, measNode, measRollup, measAlert}
+
+// Lanes returns the distinct buckets of t: Bucket first, then those of
+// Measurements in measurement order. Each lane is one write request.
+func (t Target) Lanes() []string {
+	lanes := []string{t.Bucket}
+	for _, m := range measurementNames {
+		if b, ok := t.Measurements[m]; ok && b != "" && !slices.Contains(lanes, b) {
+			lanes = append(lanes, b)
+		}
+	}
+	return lanes
+}
+
+// laneOf returns the lane index of each measurement (measIndex order).
+func (t Target) laneOf() [len(measurementNames)]int {
+	var out [len(measurementNames)]int
+	lanes := t.Lanes()
+	for i, m := range measurementNames {
+		if b, ok := t.Measurements[m]; ok && b != "" {
+			out[i] = slices.Index(lanes, b)
+		}
+	}
+	return out
+}
+
+// shardDuration is the configured shard duration of bucket's retention
+// policy (1.x "db/rp"), or 0 when the config does not say.
+func (t Target) shardDuration(bucket string) time.Duration {
+	db, rp, ok := strings.Cut(bucket, "/")
+	tdb, _, _ := strings.Cut(t.Bucket, "/")
+	if !ok || db != tdb {
+		return 0
+	}
+	for _, p := range t.RetentionPolicies {
+		if p.Name == rp {
+			if p.ShardDuration > 0 {
+				return p.ShardDuration
+			}
+			return defaultShardDuration(p.Duration)
+		}
+	}
+	return 0
+}
+
+// defaultShardDuration is InfluxDB 1.x's shard group duration for a
+// retention policy of duration d.
+func defaultShardDuration(d time.Duration) time.Duration {
+	switch {
+	case d == 0 || d >= 180*24*time.Hour:
+		return 7 * 24 * time.Hour
+	case d >= 2*24*time.Hour:
+		return 24 * time.Hour
+	}
+	return time.Hour
 }
 
 // DefaultConfig is configs/ingest.yaml.
@@ -92,14 +176,30 @@ func DefaultConfig() Config {
 		RetryMin:         100 * time.Millisecond,
 		RetryMax:         10 * time.Second,
 		WriteTimeout:     30 * time.Second,
+		ConflictProbe:    time.Minute,
+		StopTimeout:      10 * time.Second,
 		Targets: []Target{{
 			Name:     "default",
 			URL:      "http://127.0.0.1:8086",
 			Bucket:   "megawatch/autogen",
 			TokenEnv: "INFLUX_TOKEN",
+			// README's retention advice: GPU detail a week, node power a
+			// month, rollups and alert events a year.
+			Measurements: map[string]string{
+				measGPU:    "megawatch/gpu_7d",
+				measNode:   "megawatch/node_30d",
+				measRollup: "megawatch/rollup_1y",
+				measAlert:  "megawatch/rollup_1y",
+			},
+			RetentionPolicies: []RetentionPolicy{
+				{Name: "gpu_7d", Duration: 7 * 24 * time.Hour, ShardDuration: 24 * time.Hour},
+				{Name: "node_30d", Duration: 30 * 24 * time.Hour, ShardDuration: 24 * time.Hour},
+				{Name: "rollup_1y", Duration: 365 * 24 * time.Hour, ShardDuration: 7 * 24 * time.Hour},
+			},
 		}},
 		MetricsAddr: "127.0.0.1:9102",
 		LogLevel:    "info",
+		Plausible:   plausible.Default(),
 	}
 }
 
@@ -163,6 +263,12 @@ func (c Config) Validate() error {
 	if c.WriteTimeout <= 0 {
 		bad("write_timeout", "must be positive")
 	}
+	if c.ConflictProbe <= 0 {
+		bad("conflict_probe", "must be positive")
+	}
+	if c.StopTimeout < 0 {
+		bad("stop_timeout", "must not be negative")
+	}
 	if len(c.Targets) == 0 {
 		bad("targets", "at least one target is required")
 	}
@@ -175,6 +281,9 @@ func (c Config) Validate() error {
 			bad(fmt.Sprintf("targets[%d].name", i), "duplicate name %q", t.Name)
 		}
 		names[t.Name] = true
+	}
+	if err := c.Plausible.Validate("plausible"); err != nil {
+		errs = append(errs, err)
 	}
 	var l slog.Level
 	if err := l.UnmarshalText([]byte(c.LogLevel)); err != nil {
@@ -210,6 +319,31 @@ func (t Target) validate(key string) error {
 		}
 		if t.TokenEnv != "" && t.TokenFile != "" {
 			bad("token_env", "set only one of token_env and token_file")
+		}
+	}
+	for m, b := range t.Measurements {
+		if !slices.Contains(measurementNames[:], m) {
+			bad("measurements."+m, "unknown measurement (want gpu, node, rollup or alert)")
+		}
+		if b == "" {
+			bad("measurements."+m, "empty bucket")
+		}
+	}
+	seen := map[string]bool{}
+	for i, p := range t.RetentionPolicies {
+		k := fmt.Sprintf("retention_policies[%d]", i)
+		if p.Name == "" || strings.ContainsAny(p.Name, "\"\n") {
+			bad(k+".name", "required, without quotes or newlines")
+		}
+		if seen[p.Name] {
+			bad(k+".name", "duplicate %q", p.Name)
+		}
+		seen[p.Name] = true
+		if p.Duration != 0 && p.Duration < time.Hour {
+			bad(k+".duration", "must be 0 (forever) or at least 1h, got %s", p.Duration)
+		}
+		if p.ShardDuration < 0 || (p.ShardDuration > 0 && p.ShardDuration < time.Hour) {
+			bad(k+".shard_duration", "must be 0 (InfluxDB's default) or at least 1h, got %s", p.ShardDuration)
 		}
 	}
 	return errors.Join(errs...)

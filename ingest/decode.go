@@ -23,6 +23,9 @@ type reportDecoder struct {
 	r     telemetry.NodeReport
 	slots []*gpuSlot
 	gpus  []*telemetry.Gpu
+	// Values the report's optional node-power fields point to.
+	nodePower, cpuPower uint32
+	nodeEnergy          uint64
 }
 
 // gpuSlot holds one GPU message and the values its optional fields point to.
@@ -116,7 +119,7 @@ func (d *reportDecoder) decode(b []byte) (*telemetry.NodeReport, error) {
 			if err != nil {
 				return nil, fmt.Errorf("field %d: %w", num, err)
 			}
-		case typ == protowire.VarintType && ((num >= 6 && num <= 9) || (num >= 11 && num <= 15 && num != 13)):
+		case typ == protowire.VarintType && ((num >= 6 && num <= 9) || (num >= 11 && num <= 19 && num != 13)):
 			v, n := protowire.ConsumeVarint(b)
 			if n < 0 {
 				return nil, fmt.Errorf("field %d: %w", num, protowire.ParseError(n))
@@ -139,6 +142,14 @@ func (d *reportDecoder) decode(b []byte) (*telemetry.NodeReport, error) {
 				r.BootId = v
 			case 15:
 				r.SlotMissingMask = uint32(v)
+			case 16:
+				r.NodePowerMw = set(&d.nodePower, uint32(v))
+			case 17:
+				r.NodePowerSource = telemetry.NodePowerSource(int32(v))
+			case 18:
+				r.CpuPowerMw = set(&d.cpuPower, uint32(v))
+			case 19:
+				r.NodeEnergyMj = set(&d.nodeEnergy, v)
 			}
 		default: // unknown field, or a known one with another wire type: skipped
 			n := protowire.ConsumeFieldValue(num, typ, b)

@@ -42,9 +42,15 @@ func TestDecodeReportLikeProto(t *testing.T) {
 	}
 	full, _ := proto.Marshal(testReport(testLoc(3), 9, time.Unix(1_700_000_000, 0), 8))
 	lost, _ := proto.Marshal(&telemetry.NodeReport{Node: "n", Gpus: []*telemetry.Gpu{{Index: 3, Health: telemetry.Health_HEALTH_LOST, Error: "GPU is lost"}}, Replayed: true, BootId: 7})
+	np := testReport(testLoc(4), 9, time.Unix(1_700_000_000, 0), 8)
+	np.NodePowerMw, np.NodePowerSource, np.CpuPowerMw, np.NodeEnergyMj = u32(6_123_456), telemetry.NodePowerSource_NODE_POWER_REDFISH, u32(812_000), u64(1<<40+7)
+	nodePower, _ := proto.Marshal(np)
+	zeroPower, _ := proto.Marshal(&telemetry.NodeReport{Node: "z", NodePowerMw: u32(0), NodePowerSource: telemetry.NodePowerSource(42), CpuPowerMw: u32(0), NodeEnergyMj: u64(0)})
 	cases := [][]byte{
-		full, lost, nil,
-		protowire.AppendTag(nil, 9, protowire.VarintType), // truncated
+		full, lost, nil, nodePower, zeroPower, // node power fields 16-19 (present at 0 is not absent; unknown enum values kept)
+		protowire.AppendBytes(protowire.AppendTag(nil, 16, protowire.BytesType), []byte{1}),                                                                                   // node_power_mw with a wrong wire type
+		protowire.AppendVarint(protowire.AppendTag(nil, 17, protowire.VarintType), 1<<63),                                                                                     // huge enum value truncated like proto
+		protowire.AppendTag(nil, 9, protowire.VarintType),                                                                                                                     // truncated
 		append(protowire.AppendVarint(protowire.AppendTag(nil, 9, protowire.VarintType), 5), protowire.AppendVarint(protowire.AppendTag(nil, 9, protowire.VarintType), 6)...), // unpacked slots
 		protowire.AppendBytes(protowire.AppendTag(nil, 5, protowire.BytesType), []byte{0xff, 0xfe}),                                                                           // invalid UTF-8
 		protowire.AppendVarint(protowire.AppendTag(nil, 5, protowire.VarintType), 3),                                                                                          // node with a wrong wire type
@@ -63,6 +69,10 @@ func FuzzDecodeReport(f *testing.F) {
 	r, _ := proto.Marshal(testReport(testLoc(1), 7, time.Unix(1_700_000_000, 0), 8))
 	f.Add(r)
 	f.Add([]byte{0x52, 0x02, 0x08, 0x01})
+	np := testReport(testLoc(2), 8, time.Unix(1_700_000_000, 0), 4)
+	np.NodePowerMw, np.NodePowerSource, np.CpuPowerMw, np.NodeEnergyMj = u32(3_000_000), telemetry.NodePowerSource_NODE_POWER_MODEL, u32(400_000), u64(99)
+	b, _ := proto.Marshal(np)
+	f.Add(b)
 	d := newReportDecoder()
 	f.Fuzz(func(t *testing.T, data []byte) {
 		checkDecodeLikeProto(t, d, data)

@@ -20,6 +20,14 @@ const (
 	measAlert  = "alert"
 )
 
+// Indexes of the measurements in measurementNames.
+const (
+	iGPU = iota
+	iNode
+	iRollup
+	iAlert
+)
+
 // lpEncoder appends DESIGN.md's points to a line-protocol buffer without
 // allocating per point. It is not safe for concurrent use.
 type lpEncoder struct {
@@ -174,11 +182,28 @@ func (e *lpEncoder) appendNode(b []byte, r *telemetry.NodeReport) []byte {
 	}
 	b = append(b, measNode...)
 	b = append(b, e.tags...)
-	b = append(b, " gpus="...)
+	if r.CpuPowerMw != nil {
+		b = append(b, " cpu_power_w="...)
+		b = appendMilli(b, uint64(*r.CpuPowerMw))
+		b = append(b, ",gpus="...)
+	} else {
+		b = append(b, " gpus="...)
+	}
 	b = appendDec(b, uint64(len(r.Gpus)))
 	b = append(b, "i,gpus_healthy="...)
 	b = appendDec(b, healthy)
 	b = append(b, 'i')
+	if r.NodeEnergyMj != nil {
+		b = append(b, ",node_energy_mj="...)
+		b = appendDec(b, *r.NodeEnergyMj) // checked ≤ MaxInt64
+		b = append(b, 'i')
+	}
+	if r.NodePowerMw != nil {
+		b = append(b, ",node_power_source=\""...)
+		b = append(b, nodePowerSourceName(r.NodePowerSource)...)
+		b = append(b, "\",node_power_w="...)
+		b = appendMilli(b, uint64(*r.NodePowerMw))
+	}
 	if len(r.SlotPowerW) > 0 {
 		mx := uint32(0)
 		for _, p := range r.SlotPowerW {
@@ -209,7 +234,12 @@ func (e *lpEncoder) appendGPU(b []byte, g *telemetry.Gpu) []byte {
 	if g.Health == telemetry.Health_HEALTH_OK {
 		b = append(b, "true"...)
 	} else {
-		b = append(b, "false"...)
+		// The kind of failure, only on failed GPUs (absent = ok): a
+		// string field before "healthy" in key order, so it is spliced in.
+		b = b[:len(b)-len("healthy=")]
+		b = append(b, "health=\""...)
+		b = append(b, healthName(g.Health)...)
+		b = append(b, "\",healthy=false"...)
 	}
 	if g.MemTempC != nil {
 		b = append(b, ",mem_temp_c="...)
@@ -249,6 +279,36 @@ func (e *lpEncoder) appendGPU(b []byte, g *telemetry.Gpu) []byte {
 		b = appendIntFloat(b, int64(*g.UtilPct))
 	}
 	return append(b, e.ts...)
+}
+
+// healthName is a failed GPU's health kind: lost, timeout, error (or
+// unknown for a value this version does not know).
+func healthName(h telemetry.Health) string {
+	switch h {
+	case telemetry.Health_HEALTH_LOST:
+		return "lost"
+	case telemetry.Health_HEALTH_TIMEOUT:
+		return "timeout"
+	case telemetry.Health_HEALTH_ERROR:
+		return "error"
+	}
+	return "unknown"
+}
+
+// nodePowerSourceName is the node_power_source field: redfish, hwmon,
+// model, none (or unknown).
+func nodePowerSourceName(s telemetry.NodePowerSource) string {
+	switch s {
+	case telemetry.NodePowerSource_NODE_POWER_NONE:
+		return "none"
+	case telemetry.NodePowerSource_NODE_POWER_REDFISH:
+		return "redfish"
+	case telemetry.NodePowerSource_NODE_POWER_HWMON:
+		return "hwmon"
+	case telemetry.NodePowerSource_NODE_POWER_MODEL:
+		return "model"
+	}
+	return "unknown"
 }
 
 // appendIntFloat appends the float field value float64(v) as
@@ -320,6 +380,24 @@ func (e *lpEncoder) gpuLines(r *telemetry.NodeReport, gs []*telemetry.Gpu) (int,
 	return e.lines(r, false, gs)
 }
 
+// gpuLinesAfter is gpuLines for r right after from encoded r's node point:
+// it reuses from's escaped tag block and timestamp instead of building them
+// again (node and gpu points in different lanes).
+func (e *lpEncoder) gpuLinesAfter(from *lpEncoder, r *telemetry.NodeReport, gs []*telemetry.Gpu) (int, error) {
+	if from == e {
+		return e.gpuLines(r, gs)
+	}
+	e.tags = append(e.tagBuf[:0], from.tags...)
+	e.tagBuf = e.tags
+	e.ts = append(e.ts[:0], from.ts...)
+	b := e.enc.Bytes()
+	for _, g := range gs {
+		b = e.appendGPU(b, g)
+	}
+	e.enc.SetBuffer(b)
+	return len(gs), nil
+}
+
 // lines appends r's node point (if node) and the points of gs, all at r's
 // window end with r's location tags.
 func (e *lpEncoder) lines(r *telemetry.NodeReport, node bool, gs []*telemetry.Gpu) (int, error) {
@@ -367,7 +445,15 @@ func (e *lpEncoder) rollup(level string, path []string, r *telemetry.Rollup) (in
 	if r.NodesExpected > 0 {
 		e.float("coverage", float64(r.NodesReporting)/float64(r.NodesExpected))
 	}
+	if r.GpuTempMaxC != nil {
+		e.float("gpu_temp_max_c", float64(*r.GpuTempMaxC))
+	}
+	e.int("gpus", int64(r.Gpus))
+	e.int("gpus_healthy", int64(r.GpusHealthy))
 	e.float("headroom_mw", capMW-powMW)
+	if r.MemTempMaxC != nil {
+		e.float("mem_temp_max_c", float64(*r.MemTempMaxC))
+	}
 	e.int("nodes_expected", int64(r.NodesExpected))
 	e.int("nodes_reporting", int64(r.NodesReporting))
 	if r.OscFreqHz != nil {
@@ -382,9 +468,11 @@ func (e *lpEncoder) rollup(level string, path []string, r *telemetry.Rollup) (in
 	if r.RampWPerS != nil {
 		e.float("ramp_mw_per_s", telemetry.WToMW(*r.RampWPerS))
 	}
+	e.int("stale_nodes", int64(r.StaleNodes))
 	if r.SwingW != nil {
 		e.float("swing_mw", telemetry.WToMW(*r.SwingW))
 	}
+	e.int("throttled_gpus", int64(r.ThrottledGpus))
 	e.enc.EndLine(time.Unix(0, r.WindowEndUnixNs))
 	return e.done(start, 1)
 }

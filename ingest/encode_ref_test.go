@@ -53,8 +53,19 @@ func refAppend(e *lineprotocol.Encoder, r *telemetry.NodeReport, gpus bool) {
 	}
 	e.StartLine("node")
 	loc()
+	if r.CpuPowerMw != nil {
+		fl("cpu_power_w", telemetry.MilliwattsToW(*r.CpuPowerMw))
+	}
 	e.AddField("gpus", lineprotocol.IntValue(int64(len(r.Gpus))))
 	e.AddField("gpus_healthy", lineprotocol.IntValue(healthy))
+	if r.NodeEnergyMj != nil {
+		e.AddField("node_energy_mj", lineprotocol.IntValue(int64(*r.NodeEnergyMj)))
+	}
+	if r.NodePowerMw != nil {
+		sv, _ := lineprotocol.StringValue(nodePowerSourceName(r.NodePowerSource))
+		e.AddField("node_power_source", sv)
+		fl("node_power_w", telemetry.MilliwattsToW(*r.NodePowerMw))
+	}
 	if len(r.SlotPowerW) > 0 {
 		mx := uint32(0)
 		for _, p := range r.SlotPowerW {
@@ -75,6 +86,10 @@ func refAppend(e *lineprotocol.Encoder, r *telemetry.NodeReport, gpus bool) {
 		loc()
 		if g.EnergyMj != nil {
 			e.AddField("energy_mj", lineprotocol.IntValue(int64(*g.EnergyMj)))
+		}
+		if g.Health != telemetry.Health_HEALTH_OK {
+			hv, _ := lineprotocol.StringValue(healthName(g.Health))
+			e.AddField("health", hv)
 		}
 		e.AddField("healthy", lineprotocol.BoolValue(g.Health == telemetry.Health_HEALTH_OK))
 		if g.MemTempC != nil {

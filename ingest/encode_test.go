@@ -47,16 +47,30 @@ func TestEncodeReport(t *testing.T) {
 		Gpus: []*telemetry.Gpu{{Index: 0, Health: telemetry.Health_HEALTH_LOST}, {Index: 1, PowerMw: u32(250_500)}}}
 	f("lost gpu and absent fields", lost,
 		"node,hall=h1,node=n1,rack=k01,row=r01,site=dc1 gpus=2i,gpus_healthy=1i,power_w=250.5 1700000000000000000",
-		"gpu,gpu=0,hall=h1,node=n1,rack=k01,row=r01,site=dc1 healthy=false 1700000000000000000",
+		`gpu,gpu=0,hall=h1,node=n1,rack=k01,row=r01,site=dc1 health="lost",healthy=false 1700000000000000000`,
 		"gpu,gpu=1,hall=h1,node=n1,rack=k01,row=r01,site=dc1 healthy=true,power_w=250.5 1700000000000000000")
+	kinds := &telemetry.NodeReport{Site: "dc1", Hall: "h1", Row: "r01", Rack: "k01", Node: "n1", WindowEndUnixNs: end.UnixNano(),
+		NodePowerMw: u32(6_543_210), NodePowerSource: telemetry.NodePowerSource_NODE_POWER_REDFISH, CpuPowerMw: u32(700_500), NodeEnergyMj: u64(123456789),
+		Gpus: []*telemetry.Gpu{{Index: 0, Health: telemetry.Health_HEALTH_TIMEOUT, EnergyMj: u64(5)}, {Index: 1, Health: telemetry.Health_HEALTH_ERROR}, {Index: 2, Health: telemetry.Health(9)}}}
+	f("health kinds and node power", kinds,
+		`node,hall=h1,node=n1,rack=k01,row=r01,site=dc1 cpu_power_w=700.5,gpus=3i,gpus_healthy=0i,node_energy_mj=123456789i,node_power_source="redfish",node_power_w=6543.21 1700000000000000000`,
+		`gpu,gpu=0,hall=h1,node=n1,rack=k01,row=r01,site=dc1 energy_mj=5i,health="timeout",healthy=false 1700000000000000000`,
+		`gpu,gpu=1,hall=h1,node=n1,rack=k01,row=r01,site=dc1 health="error",healthy=false 1700000000000000000`,
+		`gpu,gpu=2,hall=h1,node=n1,rack=k01,row=r01,site=dc1 health="unknown",healthy=false 1700000000000000000`)
+	model := &telemetry.NodeReport{Site: "dc1", Hall: "h1", Row: "r01", Rack: "k01", Node: "n1", WindowEndUnixNs: end.UnixNano(),
+		NodePowerMw: u32(0), NodePowerSource: telemetry.NodePowerSource_NODE_POWER_MODEL}
+	f("node power 0 W is present, not absent", model,
+		`node,hall=h1,node=n1,rack=k01,row=r01,site=dc1 gpus=0i,gpus_healthy=0i,node_power_source="model",node_power_w=0 1700000000000000000`)
 }
 
 func TestEncodeRollupAndAlert(t *testing.T) {
 	end := time.Unix(1_700_000_000, 0).UnixNano()
 	e := newLPEncoder([]string{"site", "hall", "pdu", "row", "rack"})
 	ramp := -2e6
+	tmax, mmax := int32(83), int32(91)
 	r := &telemetry.Rollup{Level: "pdu", Path: []string{"dc1", "h1", "p1"}, WindowEndUnixNs: end, PowerW: 3e6, PowerEstW: 3.1e6,
-		PowerMaxW: 3.2e6, CapacityW: 5e6, NodesReporting: 9, NodesExpected: 10, RampWPerS: &ramp}
+		PowerMaxW: 3.2e6, CapacityW: 5e6, NodesReporting: 9, NodesExpected: 10, RampWPerS: &ramp,
+		StaleNodes: 1, ThrottledGpus: 3, Gpus: 80, GpusHealthy: 78, GpuTempMaxC: &tmax, MemTempMaxC: &mmax}
 	if _, err := e.rollup("pdu", r.Path, r); err != nil {
 		t.Fatal(err)
 	}
@@ -65,7 +79,7 @@ func TestEncodeRollupAndAlert(t *testing.T) {
 	if _, err := e.alert("page", "hall_power", a); err != nil {
 		t.Fatal(err)
 	}
-	want := "rollup,hall=h1,level=pdu,pdu=p1,site=dc1 capacity_mw=5,coverage=0.9,headroom_mw=2,nodes_expected=10i,nodes_reporting=9i,power_est_mw=3.1,power_max_mw=3.2,power_mw=3,ramp_mw_per_s=-2 1700000000000000000\n" +
+	want := "rollup,hall=h1,level=pdu,pdu=p1,site=dc1 capacity_mw=5,coverage=0.9,gpu_temp_max_c=83,gpus=80i,gpus_healthy=78i,headroom_mw=2,mem_temp_max_c=91,nodes_expected=10i,nodes_reporting=9i,power_est_mw=3.1,power_max_mw=3.2,power_mw=3,ramp_mw_per_s=-2,stale_nodes=1i,throttled_gpus=3i 1700000000000000000\n" +
 		`alert,domain=dc1/h1,level=hall,rule=hall_power,severity=page message="hall h1 at 41.5 MW, \"over\"",state="firing",threshold=40,value=41.5 1700000000000000000` + "\n"
 	if got := string(e.buf()); got != want {
 		t.Errorf("got\n%s\nwant\n%s", got, want)

@@ -35,7 +35,7 @@ func FuzzEncode(f *testing.F) {
 			if serr != nil {
 				return // cannot have been published on a valid subject
 			}
-			if checkReport(subj, &r, time.Unix(0, r.WindowEndUnixNs), timeWindow{maxAge: time.Hour, skew: time.Minute}) != nil {
+			if checkReport(subj, &r, time.Unix(0, r.WindowEndUnixNs), timeWindow{maxAge: time.Hour, skew: time.Minute}, nil) != nil {
 				return // dead-lettered
 			}
 			checkSameAsLibrary(t, &r)

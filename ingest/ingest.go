@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -33,6 +34,8 @@ type Ingester struct {
 	tw        atomic.Pointer[timeWindow]
 	lastWrite atomic.Int32 // 0 nothing yet, 1 ok, 2 failing
 	inflight  atomic.Int64
+	stopping  atomic.Bool
+	naked     atomic.Int64
 
 	logLimit   *rate.Limiter
 	suppressed atomic.Int64
@@ -99,6 +102,12 @@ func (in *Ingester) Ready() error {
 	if in.lastWrite.Load() == writeFailing {
 		return errors.New("last influxdb write failed")
 	}
+	for _, t := range in.targets {
+		in.expireConflicts(context.Background(), t)
+		if cs := t.conflicts.snapshot(); len(cs) > 0 {
+			return fmt.Errorf("degraded: target %s: field type conflict %s; these lines are dead-lettered (reason conflict): drop the conflicting series, wait for the shard to end, or write the field under a new name (docs/ingest.md, Field type conflicts)", t.Name, cs[0])
+		}
+	}
 	return nil
 }
 
@@ -113,6 +122,7 @@ func (in *Ingester) Run(ctx context.Context) error {
 				return fmt.Errorf("target %s: ensure_db: %w", t.Name, err)
 			}
 		}
+		in.warnLimits(ctx)
 	}
 	streams := []jetstream.StreamConfig{in.cfg.Streams.PowerStream(), in.cfg.Streams.DeadLetterStream()}
 	if in.cfg.Rollups {
@@ -155,37 +165,101 @@ func (in *Ingester) Run(ctx context.Context) error {
 		jobs = append(jobs, job{cons, sc.Name})
 	}
 	in.log.Info("ingest running", "workers", in.cfg.Workers, "targets", len(in.targets), "consumer", in.cfg.Consumer, "gpu_every", in.cfg.GPUEvery)
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
+	// Writes outlive ctx by stop_timeout: a stopping process writes (and
+	// acks) what it holds, and NAKs what it cannot write in time.
+	wctx, wcancel := context.WithCancel(context.WithoutCancel(ctx))
+	defer wcancel()
 	var wg sync.WaitGroup
+	drained := make(chan struct{}) // closed once no consumer delivers any more
+	var ccs []jetstream.ConsumeContext
+	stopAll := func() {
+		in.stopping.Store(true)
+		for _, cc := range ccs {
+			cc.Drain()
+		}
+		for _, cc := range ccs {
+			select {
+			case <-cc.Closed():
+			case <-time.After(5 * time.Second):
+			}
+		}
+		close(drained)
+	}
 	// Half the in-flight budget prefetches, half sits in the workers' batches.
 	prefetch := in.cfg.MaxInflightBytes / 2 / len(jobs)
 	budget := in.cfg.MaxInflightBytes / 2 / (in.cfg.Workers * len(jobs))
 	for _, j := range jobs {
 		msgs := make(chan jetstream.Msg, 64)
 		cc, err := j.cons.Consume(func(m jetstream.Msg) {
+			if in.stopping.Load() {
+				in.nakStopping(m)
+				return
+			}
 			select {
 			case msgs <- m:
-			case <-ctx.Done(): // left unacked: redelivered
+			case <-drained:
+				in.nakStopping(m)
 			}
 		}, jetstream.PullMaxMessagesWithBytesLimit(max(64, in.cfg.BatchLines*in.cfg.Workers/4), max(4096, prefetch)),
 			jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
 				in.warnLimited("consume", "stream", j.stream, "err", err)
 			}))
 		if err != nil {
-			cancel()
+			stopAll()
+			wcancel()
 			wg.Wait()
 			return fmt.Errorf("consume %s: %w", j.stream, err)
 		}
-		defer cc.Stop()
+		ccs = append(ccs, cc)
 		for w := 0; w < in.cfg.Workers; w++ {
 			wk := newWorker(in, j.cons, j.stream, budget)
-			wg.Go(func() { wk.run(ctx, msgs) })
+			wg.Go(func() { wk.run(ctx, wctx, msgs, drained) })
 		}
 		wg.Go(func() { in.pollPending(ctx, j.cons) })
 	}
+	<-ctx.Done()
+	in.log.Info("stopping: writing what is held, NAKing the rest", "stop_timeout", in.cfg.StopTimeout)
+	stopTimer := time.AfterFunc(in.cfg.StopTimeout, wcancel)
+	defer stopTimer.Stop()
+	stopAll()
 	wg.Wait()
+	in.log.Info("stopped", "naked", in.naked.Load())
 	return nil
+}
+
+// warnLimits logs a warning for each server limit the topology exceeds
+// (see CheckLimits).
+func (in *Ingester) warnLimits(ctx context.Context) {
+	topo, err := configs.LoadTopology(in.cfg.TopologyFile)
+	if err != nil {
+		return
+	}
+	exp := ExpectedSeries(topo, DefaultGPUsPerNode)
+	for _, t := range in.targets {
+		s, ok := t.sink.(*influxSink)
+		if !ok {
+			continue
+		}
+		l, err := s.limits(ctx)
+		if err != nil {
+			in.log.Warn("cannot read influxdb limits", "target", t.Name, "err", err)
+			continue
+		}
+		for _, w := range l.Warnings(exp, t.Name) {
+			in.log.Warn("influxdb limit", "warning", w)
+		}
+	}
+}
+
+// DefaultGPUsPerNode is the node size the scale checks assume.
+const DefaultGPUsPerNode = 8
+
+// nakStopping NAKs a message delivered while stopping: JetStream
+// redelivers it at once instead of after ack_wait.
+func (in *Ingester) nakStopping(m jetstream.Msg) {
+	_ = m.Nak()
+	in.naked.Add(1)
+	in.m.stopNaked.Inc()
 }
 
 func ensureStreamRetry(ctx context.Context, js jetstream.JetStream, sc jetstream.StreamConfig, log *slog.Logger) (jetstream.Stream, error) {
@@ -250,6 +324,25 @@ func (in *Ingester) route(subject string) *target {
 // deadLetter publishes msg to megawatch.v1.deadletter.<reason> with the
 // reason and error in headers and waits for the stream to store it.
 func (in *Ingester) deadLetter(ctx context.Context, msg jetstream.Msg, reason string, cause error) error {
+	return in.publishDeadLetter(ctx, msg, reason, cause, msg.Data(), nil)
+}
+
+// deadLetterID is the dead letter's Nats-Msg-Id: derived from the
+// original's (its Msg-Id, else its stream and sequence), so a poison
+// message redelivered after a crash is stored once.
+func deadLetterID(msg jetstream.Msg, reason string) string {
+	id := msg.Headers().Get(telemetry.HeaderMsgID)
+	if id == "" {
+		md, err := msg.Metadata()
+		if err != nil {
+			return ""
+		}
+		id = md.Stream + ":" + strconv.FormatUint(md.Sequence.Stream, 10)
+	}
+	return "dl:" + reason + ":" + id
+}
+
+func (in *Ingester) publishDeadLetter(ctx context.Context, msg jetstream.Msg, reason string, cause error, payload []byte, extra map[string]string) error {
 	subj, err := telemetry.DeadLetterSubject(reason)
 	if err != nil {
 		return err
@@ -259,11 +352,17 @@ func (in *Ingester) deadLetter(ctx context.Context, msg jetstream.Msg, reason st
 		errText = errText[:1024]
 	}
 	out := nats.NewMsg(subj)
-	out.Data = msg.Data()
+	out.Data = payload
 	out.Header.Set(telemetry.HeaderDeadReason, reason)
 	out.Header.Set(telemetry.HeaderDeadError, errText)
 	out.Header.Set(telemetry.HeaderDeadFrom, msg.Subject())
-	pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	if id := deadLetterID(msg, reason); id != "" {
+		out.Header.Set(telemetry.HeaderMsgID, id)
+	}
+	for k, v := range extra {
+		out.Header.Set(k, v)
+	}
+	pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 	defer cancel()
 	if _, err := in.js.PublishMsg(pctx, out); err != nil {
 		return fmt.Errorf("dead-letter %s: %w", subj, err)

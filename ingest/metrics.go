@@ -14,6 +14,12 @@ type metrics struct {
 	pending    *prometheus.GaugeVec   // consumer
 	ackPending *prometheus.GaugeVec   // consumer
 	inflight   prometheus.Gauge
+	requests   *prometheus.CounterVec // target
+	// conflicts: remembered field type conflicts; conflictLines: lines
+	// routed to the dead-letter stream for one.
+	conflicts     *prometheus.GaugeVec   // target, measurement, field
+	conflictLines *prometheus.CounterVec // target, measurement, field
+	stopNaked     prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -37,9 +43,17 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Help: "Messages delivered and not yet acked."}, []string{"consumer"}),
 		inflight: prometheus.NewGauge(prometheus.GaugeOpts{Name: "megawatch_ingest_inflight_bytes",
 			Help: "Message bytes held in batches by this process."}),
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "megawatch_ingest_write_requests_total",
+			Help: "Write requests sent to InfluxDB (accepted or not), by target."}, []string{"target"}),
+		conflicts: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "megawatch_ingest_field_conflicts",
+			Help: "Field type conflicts ingest remembers (their lines are dead-lettered), by target, measurement and field."}, []string{"target", "measurement", "field"}),
+		conflictLines: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "megawatch_ingest_conflict_lines_total",
+			Help: "Lines dead-lettered for a field type conflict, by target, measurement and field."}, []string{"target", "measurement", "field"}),
+		stopNaked: prometheus.NewCounter(prometheus.CounterOpts{Name: "megawatch_ingest_stop_naked_total",
+			Help: "Messages NAKed at shutdown for immediate redelivery."}),
 	}
 	if reg != nil {
-		for _, c := range []prometheus.Collector{m.consumed, m.points, m.batches, m.latency, m.retries, m.deadLetter, m.pending, m.ackPending, m.inflight} {
+		for _, c := range []prometheus.Collector{m.consumed, m.points, m.batches, m.latency, m.retries, m.deadLetter, m.pending, m.ackPending, m.inflight, m.requests, m.conflicts, m.conflictLines, m.stopNaked} {
 			if err := reg.Register(c); err != nil {
 				return nil, err
 			}

@@ -7,6 +7,7 @@ import (
 
 	"github.com/influxdata/line-protocol/v2/lineprotocol"
 	"github.com/klauspost/compress/gzip"
+	"github.com/megawatch/megawatch/internal/plausible"
 	"github.com/megawatch/megawatch/internal/telemetry"
 	"google.golang.org/protobuf/proto"
 )
@@ -34,6 +35,7 @@ func BenchmarkPipeline(b *testing.B) {
 		}
 	}
 	tw := timeWindow{maxAge: time.Hour, skew: 5 * time.Minute}
+	bounds := plausible.Default()
 	// run feeds every message through decode, checkReport and encode (which
 	// appends to buf and returns it), gzipping every 5,000 lines.
 	run := func(b *testing.B, decode func([]byte) (*telemetry.NodeReport, error), encode func(buf []byte, r *telemetry.NodeReport) []byte) {
@@ -48,7 +50,7 @@ func BenchmarkPipeline(b *testing.B) {
 			if err != nil {
 				b.Fatal(err)
 			}
-			if err := checkReport(m.subject, r, now, tw); err != nil {
+			if err := checkReport(m.subject, r, now, tw, &bounds); err != nil {
 				b.Fatal(err)
 			}
 			buf = encode(buf, r)

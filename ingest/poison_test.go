@@ -37,7 +37,7 @@ func deadLetters(t testing.TB, js jetstream.JetStream) []string {
 				t.Errorf("dead letter subject %s, reason header %s", m.Subject(), h.Get(telemetry.HeaderDeadReason))
 			}
 			out = append(out, h.Get(telemetry.HeaderDeadReason)+" "+h.Get(telemetry.HeaderDeadFrom))
-			if h.Get(telemetry.HeaderDeadReason) == ReasonRejected && !strings.Contains(h.Get(telemetry.HeaderDeadError), "field type conflict") {
+			if h.Get(telemetry.HeaderDeadReason) == ReasonConflict && !strings.Contains(h.Get(telemetry.HeaderDeadError), "ingest writes float, InfluxDB has string") {
 				t.Errorf("rejected message's error header %q lacks InfluxDB's text", h.Get(telemetry.HeaderDeadError))
 			}
 		}
@@ -69,6 +69,10 @@ func TestPoison(t *testing.T) {
 		switch i {
 		case 5:
 			publishBytes(t, js, "megawatch.v1.power.dc1.h1.r01.k01.junk", []byte{0xff, 0x01, 0x02, 0x8a, 0x99, 0x07}, "")
+		case 6:
+			full, _ := protoMarshal(testReport(testLoc(6), 2, now.Add(-time.Minute), 8))
+			publishBytes(t, js, "megawatch.v1.power.dc1.h1.r01.k02", full, "") // 4 tokens
+			publishBytes(t, js, "megawatch.v1.power.dc1.h1.r01.k01.empty", nil, "")
 		case 10:
 			liar := testReport(testLoc(11), 1, now.Add(-time.Minute), 8)
 			data, _ := protoMarshal(liar)
@@ -90,11 +94,15 @@ func TestPoison(t *testing.T) {
 
 	cfg := testConfig(influx.URL, "mw")
 	cfg.BatchLines = 100 // several batches, so the conflict is split out of a real batch
+	// InfluxDB 1.8 without auth: an unset token env var is no token, not an error.
+	cfg.Targets[0].TokenEnv = "MEGAWATCH_TEST_TOKEN_NOT_SET"
 	startIngest(t, cfg, natsURL, nil)
 	want := []string{
+		"conflict megawatch.v1.power.dc1.h1.r01.k01.conflict",
+		"decode megawatch.v1.power.dc1.h1.r01.k01.empty",
 		"decode megawatch.v1.power.dc1.h1.r01.k01.junk",
 		"location " + mustPowerSubject(testLoc(12)),
-		"rejected megawatch.v1.power.dc1.h1.r01.k01.conflict",
+		"subject megawatch.v1.power.dc1.h1.r01.k02",
 		"timestamp megawatch.v1.power.dc1.h1.r01.k01.future",
 		"value megawatch.v1.rollup.hall.dc1.h1",
 	}
@@ -108,6 +116,10 @@ func TestPoison(t *testing.T) {
 	}
 	if n := influx.Count(t, "mw", `SELECT count(gpus) FROM node WHERE time > now() - 1h`); n != good {
 		t.Errorf("node points %d, want %d", n, good)
+	}
+	// The conflicting report's node point is not in conflict: written.
+	if n := influx.Count(t, "mw", `SELECT count(gpus) FROM node WHERE node = 'conflict'`); n != 1 {
+		t.Errorf("conflicting report's node points %d, want 1", n)
 	}
 }
 

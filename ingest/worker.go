@@ -3,8 +3,6 @@ package ingest
 import (
 	"bytes"
 	"context"
-	"errors"
-	"fmt"
 	"strings"
 	"time"
 
@@ -32,6 +30,7 @@ type worker struct {
 	// HTTP round trip.
 	free    []chan *batch
 	writeCh chan *batch
+	marks   []int
 }
 
 // writer writes, acks and splits the batches of one worker.
@@ -39,28 +38,73 @@ type writer struct {
 	w     *worker
 	gz    *gzip.Writer
 	gzBuf bytes.Buffer
+	lost  []lost // per message of the batch being written
+	// body and bodyMsg: a lane's lines less remembered conflicts', and
+	// each line's message index.
+	body    []byte
+	bodyMsg []int
 }
 
 // batch holds one target's encoded lines and the messages they came from.
+// Each lane (a bucket / retention policy) has its own encoder: one write
+// request per non-empty lane.
 type batch struct {
 	idx      int // target index
 	t        *target
-	enc      *lpEncoder
+	encs     []*lpEncoder // per lane
+	laneOf   [len(measurementNames)]int
 	msgs     []jetstream.Msg
-	ends     []int // ends[i]: end offset in the buffer of msgs[i]'s lines
-	lines    []int // lines of msgs[i]
+	ends     [][]int // ends[l][i]: end offset in lane l's buffer of msgs[i]'s lines
+	lines    []int   // lines of msgs[i]
 	nlines   int
 	msgBytes int
 	started  time.Time
+}
+
+func newBatch(idx int, t *target, levels []string) *batch {
+	b := &batch{idx: idx, t: t, laneOf: t.laneOf()}
+	for range t.Lanes() {
+		b.encs = append(b.encs, newLPEncoder(levels))
+		b.ends = append(b.ends, nil)
+	}
+	return b
+}
+
+// enc is the encoder of measurement m's lane.
+func (b *batch) enc(m int) *lpEncoder { return b.encs[b.laneOf[m]] }
+
+// mark returns the buffer lengths of every lane; rollback truncates to them.
+func (b *batch) mark(dst []int) []int {
+	dst = dst[:0]
+	for _, e := range b.encs {
+		dst = append(dst, len(e.buf()))
+	}
+	return dst
+}
+
+func (b *batch) rollback(marks []int) {
+	for i, e := range b.encs {
+		e.truncate(marks[i])
+	}
+}
+
+func (b *batch) reset() {
+	clear(b.msgs)
+	b.msgs, b.lines = b.msgs[:0], b.lines[:0]
+	for l, e := range b.encs {
+		e.reset(e.buf())
+		b.ends[l] = b.ends[l][:0]
+	}
+	b.nlines, b.msgBytes = 0, 0
 }
 
 func newWorker(in *Ingester, cons jetstream.Consumer, stream string, budget int) *worker {
 	w := &worker{in: in, cons: cons, stream: stream, budget: budget, counted: in.m.consumed.WithLabelValues(stream), reports: newReportDecoder()}
 	w.writeCh = make(chan *batch, 1)
 	for i, t := range in.targets {
-		w.batches = append(w.batches, &batch{idx: i, t: t, enc: newLPEncoder(in.levels)})
+		w.batches = append(w.batches, newBatch(i, t, in.levels))
 		w.free = append(w.free, make(chan *batch, 2))
-		w.free[i] <- &batch{idx: i, t: t, enc: newLPEncoder(in.levels)}
+		w.free[i] <- newBatch(i, t, in.levels)
 	}
 	return w
 }
@@ -78,26 +122,21 @@ func (wr *writer) loop(ctx context.Context) {
 	for b := range wr.w.writeCh {
 		wr.writeRange(ctx, b, 0, len(b.msgs))
 		wr.w.in.m.inflight.Set(float64(wr.w.in.inflight.Add(-int64(b.msgBytes))))
-		clear(b.msgs)
-		b.msgs, b.ends, b.lines = b.msgs[:0], b.ends[:0], b.lines[:0]
-		b.nlines, b.msgBytes = 0, 0
-		b.enc.reset(b.enc.buf())
+		b.reset()
 		wr.w.free[b.idx] <- b
 	}
 }
 
-// run takes messages from in until ctx ends. Batches not written by then
-// stay unacked: JetStream redelivers them.
-func (w *worker) run(ctx context.Context, in <-chan jetstream.Msg) {
+// run takes messages from in until ctx ends, then hands every batch it
+// holds to the writer (which writes under wctx: stop_timeout longer) and
+// NAKs whatever still arrives until drained is closed.
+func (w *worker) run(ctx, wctx context.Context, in <-chan jetstream.Msg, drained <-chan struct{}) {
 	wr := w.newWriter()
 	done := make(chan struct{})
-	go func() { wr.loop(ctx); close(done) }()
+	go func() { wr.loop(wctx); close(done) }()
 	defer func() {
 		close(w.writeCh)
 		<-done
-		for _, b := range w.batches { // left unacked: redelivered
-			w.in.m.inflight.Set(float64(w.in.inflight.Add(-int64(b.msgBytes))))
-		}
 	}()
 	timer := time.NewTimer(time.Hour)
 	defer timer.Stop()
@@ -114,14 +153,31 @@ func (w *worker) run(ctx context.Context, in <-chan jetstream.Msg) {
 			select {
 			case msg := <-in:
 				w.counted.Inc()
-				w.handle(ctx, msg)
+				w.handle(wctx, msg)
 			case <-timer.C:
 			case <-ctx.Done():
-				return
 			}
 			timer.Stop()
 		}
-		w.flushDue(ctx, false)
+		if ctx.Err() == nil {
+			w.flushDue(wctx, false)
+		}
+	}
+	w.flushDue(wctx, true)
+	for {
+		select {
+		case msg := <-in:
+			w.in.nakStopping(msg)
+		case <-drained:
+			for {
+				select {
+				case msg := <-in:
+					w.in.nakStopping(msg)
+				default:
+					return
+				}
+			}
+		}
 	}
 }
 
@@ -155,14 +211,28 @@ func (w *worker) handle(ctx context.Context, msg jetstream.Msg) {
 	var encode func() (int, error)
 	switch {
 	case strings.HasPrefix(subject, telemetry.PowerPrefix+"."):
+		if strings.Count(subject[len(telemetry.PowerPrefix)+1:], ".") != 4 {
+			w.reject(ctx, msg, poisonf(ReasonSubject, "subject %s: want %s.<site>.<hall>.<row>.<rack>.<node>", subject, telemetry.PowerPrefix))
+			return
+		}
+		if len(msg.Data()) == 0 {
+			w.reject(ctx, msg, poisonf(ReasonDecode, "empty payload"))
+			return
+		}
 		r, err := w.reports.decode(msg.Data())
 		if err != nil {
 			w.reject(ctx, msg, &poison{reason: ReasonDecode, err: err})
 			return
 		}
-		if err := checkReport(subject, r, now, tw); err != nil {
+		if err := checkReport(subject, r, now, tw, &w.in.cfg.Plausible); err != nil {
 			w.reject(ctx, msg, err)
 			return
+		}
+		if id := msg.Headers().Get(telemetry.HeaderMsgID); id != "" {
+			if err := telemetry.CheckMsgID(id, r.Node, r.WindowEndUnixNs); err != nil {
+				w.reject(ctx, msg, &poison{reason: ReasonForgedID, err: err})
+				return
+			}
 		}
 		expect = 1 + len(r.Gpus)
 		encode = func() (int, error) { return w.encodeReport(b, r) }
@@ -173,6 +243,10 @@ func (w *worker) handle(ctx context.Context, msg jetstream.Msg) {
 			return
 		}
 		r := &w.rollup
+		if len(msg.Data()) == 0 {
+			w.reject(ctx, msg, poisonf(ReasonDecode, "empty payload"))
+			return
+		}
 		if err := w.unmarsh.Unmarshal(msg.Data(), r); err != nil {
 			w.reject(ctx, msg, &poison{reason: ReasonDecode, err: err})
 			return
@@ -182,7 +256,7 @@ func (w *worker) handle(ctx context.Context, msg jetstream.Msg) {
 			return
 		}
 		expect = 1
-		encode = func() (int, error) { return b.enc.rollup(level, path, r) }
+		encode = func() (int, error) { return b.enc(iRollup).rollup(level, path, r) }
 	case strings.HasPrefix(subject, telemetry.AlertPrefix+"."):
 		sev, rule, err := parseAlertSubject(subject)
 		if err != nil {
@@ -190,6 +264,10 @@ func (w *worker) handle(ctx context.Context, msg jetstream.Msg) {
 			return
 		}
 		a := &w.alert
+		if len(msg.Data()) == 0 {
+			w.reject(ctx, msg, poisonf(ReasonDecode, "empty payload"))
+			return
+		}
 		if err := w.unmarsh.Unmarshal(msg.Data(), a); err != nil {
 			w.reject(ctx, msg, &poison{reason: ReasonDecode, err: err})
 			return
@@ -199,7 +277,7 @@ func (w *worker) handle(ctx context.Context, msg jetstream.Msg) {
 			return
 		}
 		expect = 1
-		encode = func() (int, error) { return b.enc.alert(sev, rule, a) }
+		encode = func() (int, error) { return b.enc(iAlert).alert(sev, rule, a) }
 	default:
 		w.reject(ctx, msg, poisonf(ReasonSubject, "subject %s is not a power, rollup or alert subject", subject))
 		return
@@ -221,7 +299,9 @@ func (w *worker) handle(ctx context.Context, msg jetstream.Msg) {
 		b.started = time.Now()
 	}
 	b.msgs = append(b.msgs, msg)
-	b.ends = append(b.ends, len(b.enc.buf()))
+	for l, e := range b.encs {
+		b.ends[l] = append(b.ends[l], len(e.buf()))
+	}
 	b.lines = append(b.lines, n)
 	b.nlines += n
 	b.msgBytes += len(msg.Data())
@@ -231,24 +311,34 @@ func (w *worker) handle(ctx context.Context, msg jetstream.Msg) {
 	}
 }
 
-// encodeReport writes a node report's points (GPU points downsampled when gpu_every > 1).
+// encodeReport writes a node report's points (GPU points downsampled when
+// gpu_every > 1): node and gpu lines to their lanes.
 func (w *worker) encodeReport(b *batch, r *telemetry.NodeReport) (int, error) {
-	if w.in.down == nil {
-		return b.enc.report(r, true)
+	ne, ge := b.enc(iNode), b.enc(iGPU)
+	if w.in.down == nil && ne == ge {
+		return ne.report(r, true)
 	}
-	start := len(b.enc.buf())
-	n, err := b.enc.report(r, false)
+	w.marks = b.mark(w.marks)
+	n, err := ne.report(r, false)
 	if err != nil {
 		return 0, err
+	}
+	if w.in.down == nil {
+		k, err := ge.gpuLinesAfter(ne, r, r.Gpus)
+		if err != nil {
+			b.rollback(w.marks)
+			return 0, err
+		}
+		return n + k, nil
 	}
 	var gerr error
 	w.in.down.add(r, func(gs []*telemetry.Gpu) {
 		var k int
-		k, gerr = b.enc.gpuLines(r, gs)
+		k, gerr = ge.gpuLinesAfter(ne, r, gs)
 		n += k
 	})
 	if gerr != nil {
-		b.enc.truncate(start)
+		b.rollback(w.marks)
 		return 0, gerr
 	}
 	return n, nil
@@ -274,86 +364,6 @@ func (w *worker) reject(ctx context.Context, msg jetstream.Msg, err error) {
 func (w *worker) flush(_ context.Context, b *batch) {
 	w.writeCh <- b
 	w.batches[b.idx] = <-w.free[b.idx]
-}
-
-func (b *batch) span(lo, hi int) []byte {
-	start := 0
-	if lo > 0 {
-		start = b.ends[lo-1]
-	}
-	return b.enc.buf()[start:b.ends[hi-1]]
-}
-
-// writeRange writes messages [lo, hi) of b until InfluxDB accepts them or
-// ctx ends, then acks them. Rejected ranges are halved down to single
-// messages, which are dead-lettered with InfluxDB's error text.
-func (wr *writer) writeRange(ctx context.Context, b *batch, lo, hi int) {
-	w, t := wr.w, b.t
-	lines := 0
-	for _, n := range b.lines[lo:hi] {
-		lines += n
-	}
-	lastTouch := time.Now()
-	for attempt := 0; ; attempt++ {
-		body, gz := b.span(lo, hi), false
-		if t.sink.compresses() && wr.gz != nil {
-			wr.gzBuf.Reset()
-			wr.gz.Reset(&wr.gzBuf)
-			_, _ = wr.gz.Write(body)
-			_ = wr.gz.Close()
-			body, gz = wr.gzBuf.Bytes(), true
-		}
-		start := time.Now()
-		err := t.sink.write(ctx, body, gz)
-		w.in.m.latency.WithLabelValues(t.Name).Observe(time.Since(start).Seconds())
-		if err == nil {
-			for _, m := range b.msgs[lo:hi] {
-				_ = m.Ack()
-			}
-			w.in.m.points.WithLabelValues(t.Name).Add(float64(lines))
-			w.in.m.batches.WithLabelValues(t.Name).Inc()
-			w.in.lastWrite.Store(writeOK)
-			return
-		}
-		if ctx.Err() != nil {
-			return // unacked: redelivered
-		}
-		var we *WriteError
-		if errors.As(err, &we) && we.Rejected {
-			if hi-lo == 1 {
-				w.reject(ctx, b.msgs[lo], &poison{reason: ReasonRejected, err: fmt.Errorf("%s", we.Message)})
-				return
-			}
-			mid := lo + (hi-lo)/2
-			wr.writeRange(ctx, b, lo, mid)
-			wr.writeRange(ctx, b, mid, hi)
-			return
-		}
-		w.in.lastWrite.Store(writeFailing)
-		w.in.m.retries.WithLabelValues(t.Name).Inc()
-		wait := backoff(attempt, w.in.cfg.RetryMin, w.in.cfg.RetryMax)
-		if we != nil && we.RetryAfter > 0 {
-			wait = we.RetryAfter
-		}
-		w.in.warnLimited("influxdb write failed; retrying", "target", t.Name, "lines", lines, "attempt", attempt+1, "retry_in", wait, "err", err)
-		// Keep the messages ours while we wait (the backlog stays in the
-		// stream; these few stay with this worker), in steps shorter than ack_wait.
-		for until := time.Now().Add(wait); ; {
-			if time.Since(lastTouch) > w.in.cfg.AckWait/3 {
-				for _, m := range b.msgs[lo:hi] {
-					_ = m.InProgress()
-				}
-				lastTouch = time.Now()
-			}
-			left := time.Until(until)
-			if left <= 0 {
-				break
-			}
-			if !sleepCtx(ctx, min(left, w.in.cfg.AckWait/3)) {
-				return
-			}
-		}
-	}
 }
 
 // backoff is exponential from lo to hi with ±25% jitter.

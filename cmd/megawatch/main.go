@@ -36,6 +36,7 @@ func commands() map[string]command {
 		"loadgen":      {"publish the reports of N simulated nodes to NATS (sizing and benchmarks)", runLoadgen},
 		"tap":          {"print decoded reports, rollups or alerts from a subject", runTap},
 		"check-config": {"validate config files and print every problem", runCheckConfig},
+		"check-influx": {"compare InfluxDB's series limits with what the topology writes", runCheckInflux},
 		"version":      {"print the version", runVersion},
 
 		"nats-accounts": {"generate the NATS operator, accounts, every node's creds, server config and test TLS from the topology", runNATSAccounts},
