@@ -23,10 +23,15 @@ const (
 	conflictSeverity = "warning"
 )
 
+// ConflictAlertSubject is the subject of those events: ingest's NATS user
+// must be allowed to publish it (internal/natsauth).
+const ConflictAlertSubject = telemetry.AlertPrefix + "." + conflictSeverity + "." + conflictRule
+
 func conflictHelp(t *target, c *fieldConflict) string {
 	return fmt.Sprintf("ingest target %s: InfluxDB refuses %s.%s (%s) in %s: those points are dead-lettered (megawatch.v1.deadletter.conflict, as line protocol), the rest is written. "+
-		"Fix: drop the conflicting series (DROP SERIES FROM %q WHERE ...), wait for the shard to end, or write the field under a new name; then replay the dead letters. See docs/ingest.md, Field type conflicts.",
-		t.Name, c.measurement, c.field, fmt.Sprintf("ingest writes %s, InfluxDB has %s", c.got, c.have), c.String(), c.measurement)
+		"Fix: drop the shard that holds the old type (SHOW SHARDS, then DROP SHARD <id>; on InfluxDB 1.8 DROP SERIES and DROP MEASUREMENT do not clear a field's type in a shard), wait for the shard to end, or write the field under a new name; then replay the dead letters. "+
+		"See docs/ingest.md, Field type conflicts.",
+		t.Name, c.measurement, c.field, fmt.Sprintf("ingest writes %s, InfluxDB has %s", c.got, c.have), c.String())
 }
 
 // newConflict logs, counts and announces a conflict ingest has just learnt.

@@ -5,11 +5,13 @@ import (
 	"flag"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
 	"github.com/nats-io/jwt/v2"
 
+	"github.com/megawatch/megawatch/ingest"
 	"github.com/megawatch/megawatch/internal/natsauth"
 	"github.com/megawatch/megawatch/internal/natsx"
 	"github.com/megawatch/megawatch/internal/topology"
@@ -177,5 +179,11 @@ func TestDocsListEveryPermission(t *testing.T) {
 				t.Errorf("docs/nats.md does not list %s's permission `%s`", role, s)
 			}
 		}
+	}
+}
+
+func TestIngestMayPublishItsConflictAlert(t *testing.T) {
+	if !slices.Contains(natsauth.IngestPermissions().Pub, ingest.ConflictAlertSubject) {
+		t.Fatalf("ingest's permissions do not allow publishing %s", ingest.ConflictAlertSubject)
 	}
 }

@@ -95,6 +95,9 @@ func IngestPermissions() Permissions {
 	pub = append(pub, jsPullConsumer(telemetry.StreamRollup)...)
 	pub = append(pub, jsPullConsumer(telemetry.StreamMeter)...)
 	pub = append(pub, telemetry.DeadLetterWildcard)
+	// The alert event that says a field is being lost to a type conflict
+	// (ingest.ConflictAlertSubject; a test holds the two equal).
+	pub = append(pub, telemetry.AlertPrefix+".warning.ingest_field_conflict")
 	return Permissions{Pub: pub, Sub: []string{ownInbox}}
 }
 
