@@ -3,6 +3,7 @@ package alerts
 import (
 	"errors"
 	"fmt"
+	"github.com/megawatch/megawatch/internal/plausible"
 	"math"
 	"slices"
 	"strings"
@@ -42,6 +43,9 @@ type Config struct {
 	// analysis window per domain per tick, the costliest part of a tick);
 	// levels named by oscillation rules are added. Empty: every level.
 	OscillationLevels []string `yaml:"oscillation_levels"`
+	// Plausible bounds node reports: a report with a value beyond them is
+	// never summed (counted as implausible); the same bounds as ingest's.
+	Plausible plausible.Bounds `yaml:"plausible"`
 
 	// RulesFile, when set, replaces Rules with the file's `rules:`.
 	RulesFile string       `yaml:"rules_file"`
@@ -90,6 +94,7 @@ func DefaultConfig() Config {
 		Grace:             250 * time.Millisecond,
 		AnalysisWindow:    60 * time.Second,
 		OscillationLevels: []string{"site", "hall", "row"},
+		Plausible:         plausible.Default(),
 		Rules:             DefaultRules(),
 		ResolvedRetention: 15 * time.Minute,
 		Notifiers: NotifiersConfig{
@@ -172,6 +177,9 @@ func (c Config) Validate() error {
 		if err := telemetry.ValidateToken(l); err != nil {
 			bad(fmt.Sprintf("oscillation_levels[%d]", i), "%v", err)
 		}
+	}
+	if err := c.Plausible.Validate("plausible"); err != nil {
+		errs = append(errs, err)
 	}
 	if c.AnalysisWindow < 2*time.Second || c.AnalysisWindow > 10*time.Minute || (c.Slot > 0 && c.AnalysisWindow%c.Slot != 0) {
 		bad("analysis_window", "must be 2s..10m and a multiple of slot, got %s", c.AnalysisWindow)

@@ -90,7 +90,7 @@ func New(cfg Config, topo *topology.Topology, nc *nats.Conn, logger *slog.Logger
 		e.scope = d
 	}
 	agg, err := aggregate.New(aggregate.Config{Window: cfg.Window, Slot: cfg.Slot, StaleAfter: cfg.StaleAfter, Grace: cfg.Grace,
-		AnalysisWindow: cfg.AnalysisWindow, Scope: e.scope, FromHalls: cfg.SiteFromHalls, OscLevels: cfg.oscLevels()}, topo)
+		AnalysisWindow: cfg.AnalysisWindow, Scope: e.scope, FromHalls: cfg.SiteFromHalls, OscLevels: cfg.oscLevels(), Plausible: cfg.Plausible}, topo)
 	if err != nil {
 		return nil, fmt.Errorf("aggregator: %w", err)
 	}
@@ -145,6 +145,7 @@ func (e *Engine) initMetrics() {
 		{"unknown", func(s aggregate.Stats) uint64 { return s.Unknown }}, {"mismatch", func(s aggregate.Stats) uint64 { return s.Mismatch }},
 		{"late", func(s aggregate.Stats) uint64 { return s.Late }}, {"future", func(s aggregate.Stats) uint64 { return s.Future }},
 		{"shape", func(s aggregate.Stats) uint64 { return s.Shape }},
+		{"implausible", func(s aggregate.Stats) uint64 { return s.Implausible }},
 	} {
 		e.reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "megawatch_alerts_inputs_total", Help: "Reports (or hall rollups) received, by outcome.",
 			ConstLabels: prometheus.Labels{"result": r.name}}, func() float64 { return float64(r.get(e.agg.Stats())) }))

@@ -164,6 +164,9 @@ func newWorld(t *testing.T, jobs []sim.Job, rs []rules.Rule, simOpts ...func(*si
 	w.cfg.NATS.Servers = []string{srv.URL()}
 	w.cfg.HTTPAddr = ""
 	w.cfg.Rules = rs
+	// The scenario's GPUs draw 5 kW each (TDPW above), so that a small
+	// topology reaches megawatt thresholds: beyond real GPUs' bounds.
+	w.cfg.Plausible.GPUMaxW, w.cfg.Plausible.NodeMaxW = 6000, 100000
 	w.cfg.Notifiers.Log.Enabled = false
 	w.cfg.Notifiers.Dispatch.MinBackoff = 50 * time.Millisecond
 	w.cfg.Notifiers.Dispatch.MaxBackoff = 200 * time.Millisecond

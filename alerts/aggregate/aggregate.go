@@ -12,6 +12,7 @@ package aggregate
 import (
 	"errors"
 	"fmt"
+	"github.com/megawatch/megawatch/internal/plausible"
 	"slices"
 	"sync"
 	"time"
@@ -36,6 +37,9 @@ type Config struct {
 	// (an FFT of the analysis window every tick, the costliest part of a
 	// tick); nil means every level. Ramp and swing are computed everywhere.
 	OscLevels []string
+	// Plausible bounds every node report (internal/plausible); the zero
+	// value means the defaults.
+	Plausible plausible.Bounds
 }
 
 // Validate returns every problem.
@@ -102,7 +106,7 @@ type Aggregator struct {
 
 // Stats counts reports by outcome.
 type Stats struct {
-	Accepted, Decode, Unknown, Mismatch, Late, Future, Shape uint64
+	Accepted, Decode, Implausible, Unknown, Mismatch, Late, Future, Shape uint64
 }
 
 // New sets up the arrays for topo.
@@ -112,6 +116,10 @@ func New(cfg Config, topo *topology.Topology) (*Aggregator, error) {
 	}
 	a := &Aggregator{cfg: cfg, topo: topo, doms: topo.Domains(), windowNs: int64(cfg.Window),
 		nSlots: int(cfg.Window / cfg.Slot), ring: int((cfg.Grace+cfg.Window-1)/cfg.Window) + 2, lastTick: -1}
+	if cfg.Plausible != (plausible.Bounds{}) {
+		b := cfg.Plausible
+		a.scratch.bounds = &b
+	}
 	D := len(a.doms)
 	a.isOut = make([]bool, D)
 	hallDepth := -1
@@ -223,7 +231,11 @@ func (a *Aggregator) HandleReport(subject string, data []byte) error {
 	defer a.mu.Unlock()
 	r := &a.scratch
 	if err := decodeReport(data, r); err != nil {
-		a.stats.Decode++
+		if errors.Is(err, ErrImplausible) {
+			a.stats.Implausible++
+		} else {
+			a.stats.Decode++
+		}
 		return err
 	}
 	idx, ok := a.nodeIdx[string(r.node)]

@@ -2,6 +2,7 @@ package aggregate
 
 import (
 	"errors"
+	"github.com/megawatch/megawatch/internal/plausible"
 	"testing"
 	"time"
 
@@ -55,6 +56,9 @@ func TestImplausibleNeverSummed(t *testing.T) {
 			t.Errorf("mutation %d: HandleReport = %v, want ErrImplausible", i, err)
 		}
 	}
+	if s := a.Stats(); s.Implausible != uint64(len(mutations)) || s.Decode != 0 {
+		t.Errorf("stats %+v: want %d implausible, 0 decode errors", s, len(mutations))
+	}
 	wantP, _ := nodeSums(t, topo, good)
 	st := a.Tick(end)
 	for _, d := range topo.Domains() {
@@ -64,6 +68,23 @@ func TestImplausibleNeverSummed(t *testing.T) {
 		if st[d.ID].PowerW > d.CapacityW {
 			t.Errorf("%s: %.0f W beyond its capacity %.0f W", d.Key(), st[d.ID].PowerW, d.CapacityW)
 		}
+	}
+}
+
+// TestConfiguredBounds: the aggregator takes its bounds from its config.
+func TestConfiguredBounds(t *testing.T) {
+	topo := parseTopo(t, pduTopo)
+	f := newFleet(t, topo)
+	cfg := testConfig()
+	cfg.Plausible = plausible.Default()
+	cfg.Plausible.GPUMaxW = 1 // every real GPU reading is now beyond it
+	a, err := New(cfg, topo)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := reports(t, topo, f, testEpoch.Add(time.Second), nil)[0]
+	if err := a.HandleReport(e.subject, e.data); !errors.Is(err, ErrImplausible) {
+		t.Fatalf("HandleReport with gpu_max_w 1 = %v, want ErrImplausible", err)
 	}
 }
 
