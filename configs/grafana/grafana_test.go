@@ -283,8 +283,8 @@ func TestDashboardQueriesReturnData(t *testing.T) {
 	}{{"pipeline", fillPipeline}, {"synthetic", fillSynthetic}} {
 		t.Run(f.name, func(t *testing.T) {
 			infl := testenv.StartInfluxd(t)
-			infl.CreateDB(t, db)
-			f.fill(t, infl, db)
+			f.fill(t, infl, db) // creates the database and retention policies
+
 			runDashboardQueries(t, infl)
 		})
 	}

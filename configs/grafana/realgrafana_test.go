@@ -290,8 +290,7 @@ var unexpanded = regexp.MustCompile(`\$\w+|\[\[\w+\]\]`)
 func TestDashboardsInRealGrafana(t *testing.T) {
 	testenv.Short(t)
 	infl := testenv.StartInfluxd(t)
-	infl.CreateDB(t, db)
-	fillPipeline(t, infl, db)
+	fillPipeline(t, infl, db) // ingest --ensure-db creates the database and retention policies
 	g := startProvisionedGrafana(t, infl.URL)
 
 	var dss []struct {
