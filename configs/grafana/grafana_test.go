@@ -56,6 +56,28 @@ type variable struct {
 	Multi      bool        `json:"multi"`
 	IncludeAll bool        `json:"includeAll"`
 	AllValue   string      `json:"allValue"`
+	Current    struct {
+		Value any `json:"value"`
+	} `json:"current"`
+}
+
+// fixedValue is the value of a variable that needs no query (textbox,
+// constant, custom): its current value, else its default (query; for
+// custom, the first of its comma-separated options).
+func fixedValue(typ string, query, current any) (string, bool) {
+	switch typ {
+	case "textbox", "constant", "custom":
+	default:
+		return "", false
+	}
+	if s, ok := current.(string); ok && s != "" {
+		return s, true
+	}
+	q := queryString(query)
+	if typ == "custom" {
+		q, _, _ = strings.Cut(q, ",")
+	}
+	return strings.TrimSpace(q), true
 }
 
 type dashboard struct {
@@ -295,6 +317,10 @@ func runDashboardQueries(t *testing.T, infl *testenv.Influxd) {
 		t.Run(strings.TrimSuffix(file, ".json"), func(t *testing.T) {
 			vals := map[string]string{}
 			for _, v := range d.Templating.List {
+				if fv, ok := fixedValue(v.Type, v.Query, v.Current.Value); ok {
+					vals[v.Name] = fv
+					continue
+				}
 				if v.Type != "query" {
 					continue
 				}
