@@ -37,6 +37,12 @@ func fillPipeline(t *testing.T, d *testenv.Influxd, db string) {
 	if tdb := shippedDB(t); tdb != db {
 		t.Fatalf("configs/ingest.yaml writes to database %q, the datasource reads %q", tdb, db)
 	}
+	fillPipelineTo(t, d, db, shippedTarget(t, d.URL))
+}
+
+// fillPipelineTo is fillPipeline with ingest writing through target tg.
+func fillPipelineTo(t *testing.T, d *testenv.Influxd, db string, tg ingest.Target) {
+	t.Helper()
 	topo, err := topology.Load("../topology.yaml")
 	if err != nil {
 		t.Fatal(err)
@@ -57,10 +63,11 @@ func fillPipeline(t *testing.T, d *testenv.Influxd, db string) {
 	icfg.BatchWait = 200 * time.Millisecond
 	icfg.MetricsAddr = ""
 	icfg.TopologyFile = "../topology.yaml"
-	// The shipped target (configs/ingest.yaml) with its measurement →
-	// retention policy mapping, pointed at this influxd; ingest creates the
-	// database and the policies as an operator's --ensure-db does.
-	icfg.Targets = []ingest.Target{shippedTarget(t, d.URL)}
+	// fillPipeline: the shipped target (configs/ingest.yaml) with its
+	// measurement → retention policy mapping, pointed at this influxd;
+	// ingest creates the database and the policies as an operator's
+	// --ensure-db does.
+	icfg.Targets = []ingest.Target{tg}
 	icfg.EnsureDB = true
 	in, err := ingest.New(icfg, natstest.Connect(t, srv.URL()), logger, prometheus.NewRegistry())
 	if err != nil {
@@ -128,7 +135,6 @@ func fillPipeline(t *testing.T, d *testenv.Influxd, db string) {
 	}
 	// Wait for the last window's rollups and the alert events in influxd.
 	deadline := time.Now().Add(30 * time.Second)
-	tg := shippedTarget(t, d.URL)
 	for _, q := range []string{`SELECT count("power_mw") FROM ` + shippedFrom(t, tg, "rollup") + ` WHERE "level" = 'site'`,
 		`SELECT count("state") FROM ` + shippedFrom(t, tg, "alert"), `SELECT count("temp_c") FROM ` + shippedFrom(t, tg, "gpu")} {
 		for d.Count(t, db, q) == 0 {
