@@ -6,6 +6,7 @@ import (
 	"io"
 	"math"
 	"net/http"
+	"net/url"
 	"strings"
 	"testing"
 	"time"
@@ -30,12 +31,31 @@ func fillSynthetic(t *testing.T, d *testenv.Influxd, db string) {
 	halls, rows, racks, nodes, gpus := []string{"h1", "h2"}, []string{"r01", "r02"}, []string{"k01", "k02"}, 2, 8
 	const gpuCapW, rackCapKW, rowCapKW, hallCapKW, siteCapKW = 1000.0, 16.0, 30.0, 55.0, 120.0
 
+	// Each measurement goes to the retention policy the shipped ingest
+	// config sends it to; the database and policies are created as
+	// ingest's --ensure-db does (CREATE DATABASE, CREATE RETENTION POLICY).
+	tg := shippedTarget(t, d.URL)
+	d.CreateDB(t, db)
+	for _, p := range tg.RetentionPolicies {
+		d.Exec(t, db, fmt.Sprintf(`CREATE RETENTION POLICY %q ON %q DURATION %s REPLICATION 1`, p.Name, db, influxDuration(p.Duration)))
+	}
 	var buf bytes.Buffer
 	flush := func() {
 		if buf.Len() == 0 {
 			return
 		}
-		writeLP(t, d, db, buf.Bytes())
+		byRP := map[string]*bytes.Buffer{}
+		for line := range bytes.Lines(buf.Bytes()) {
+			m, _, _ := bytes.Cut(line, []byte(","))
+			rp := shippedRP(t, tg, string(m))
+			if byRP[rp] == nil {
+				byRP[rp] = &bytes.Buffer{}
+			}
+			byRP[rp].Write(line)
+		}
+		for rp, b := range byRP {
+			writeLP(t, d, db, rp, b.Bytes())
+		}
 		buf.Reset()
 	}
 	type agg struct{ w, maxW float64 }
@@ -125,10 +145,19 @@ func fillSynthetic(t *testing.T, d *testenv.Influxd, db string) {
 	flush()
 }
 
-// writeLP posts line protocol to influxd's 1.x /write endpoint.
-func writeLP(t *testing.T, d *testenv.Influxd, db string, lp []byte) {
+// influxDuration is d as an InfluxQL duration literal (0 = INF).
+func influxDuration(d time.Duration) string {
+	if d == 0 {
+		return "INF"
+	}
+	return fmt.Sprintf("%ds", int64(d/time.Second))
+}
+
+// writeLP posts line protocol to influxd's 1.x /write endpoint, into
+// retention policy rp of db.
+func writeLP(t *testing.T, d *testenv.Influxd, db, rp string, lp []byte) {
 	t.Helper()
-	resp, err := http.Post(d.URL+"/write?db="+db+"&precision=ns", "text/plain; charset=utf-8", bytes.NewReader(lp))
+	resp, err := http.Post(d.URL+"/write?db="+url.QueryEscape(db)+"&rp="+url.QueryEscape(rp)+"&precision=ns", "text/plain; charset=utf-8", bytes.NewReader(lp))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -34,6 +34,15 @@ const pipelineWindows = 10
 // something to show.
 func fillPipeline(t *testing.T, d *testenv.Influxd, db string) {
 	t.Helper()
+	if tdb := shippedDB(t); tdb != db {
+		t.Fatalf("configs/ingest.yaml writes to database %q, the datasource reads %q", tdb, db)
+	}
+	fillPipelineTo(t, d, db, shippedTarget(t, d.URL))
+}
+
+// fillPipelineTo is fillPipeline with ingest writing through target tg.
+func fillPipelineTo(t *testing.T, d *testenv.Influxd, db string, tg ingest.Target) {
+	t.Helper()
 	topo, err := topology.Load("../topology.yaml")
 	if err != nil {
 		t.Fatal(err)
@@ -54,7 +63,12 @@ func fillPipeline(t *testing.T, d *testenv.Influxd, db string) {
 	icfg.BatchWait = 200 * time.Millisecond
 	icfg.MetricsAddr = ""
 	icfg.TopologyFile = "../topology.yaml"
-	icfg.Targets = []ingest.Target{{Name: "influxd", URL: d.URL, Bucket: db + "/autogen"}}
+	// fillPipeline: the shipped target (configs/ingest.yaml) with its
+	// measurement → retention policy mapping, pointed at this influxd;
+	// ingest creates the database and the policies as an operator's
+	// --ensure-db does.
+	icfg.Targets = []ingest.Target{tg}
+	icfg.EnsureDB = true
 	in, err := ingest.New(icfg, natstest.Connect(t, srv.URL()), logger, prometheus.NewRegistry())
 	if err != nil {
 		t.Fatalf("ingest.New: %v", err)
@@ -121,8 +135,8 @@ func fillPipeline(t *testing.T, d *testenv.Influxd, db string) {
 	}
 	// Wait for the last window's rollups and the alert events in influxd.
 	deadline := time.Now().Add(30 * time.Second)
-	for _, q := range []string{`SELECT count("power_mw") FROM "rollup" WHERE "level" = 'site'`,
-		`SELECT count("state") FROM "alert"`, `SELECT count("temp_c") FROM "gpu"`} {
+	for _, q := range []string{`SELECT count("power_mw") FROM ` + shippedFrom(t, tg, "rollup") + ` WHERE "level" = 'site'`,
+		`SELECT count("state") FROM ` + shippedFrom(t, tg, "alert"), `SELECT count("temp_c") FROM ` + shippedFrom(t, tg, "gpu")} {
 		for d.Count(t, db, q) == 0 {
 			if time.Now().After(deadline) {
 				t.Fatalf("pipeline wrote nothing for %s", q)
