@@ -26,6 +26,12 @@ var (
 func deployedIngestTargets(t *testing.T) map[string]ingest.Target {
 	t.Helper()
 	out := map[string]ingest.Target{shippedIngestConfig: shippedTarget(t, "http://unused")}
+	t.Setenv("CREDENTIALS_DIRECTORY", "/run/credentials/megawatch-ingest.service")
+	sc := ingest.DefaultConfig()
+	if err := config.Decode(mustRead(t, "../systemd/ingest.yaml"), "configs/systemd/ingest.yaml", &sc); err != nil {
+		t.Fatal(err)
+	}
+	out["configs/systemd/ingest.yaml"] = sc.Targets[0]
 	b, err := os.ReadFile("../k8s/10-config.yaml")
 	if err != nil {
 		t.Fatal(err)
@@ -53,7 +59,7 @@ func deployedIngestTargets(t *testing.T) map[string]ingest.Target {
 		}
 		out[where] = c.Targets[0]
 	}
-	if len(out) < 2 {
+	if len(out) < 3 {
 		t.Fatal("configs/k8s/10-config.yaml: no ingest.yaml ConfigMap key")
 	}
 	return out
@@ -122,4 +128,13 @@ func TestQueriesNameRetentionPolicy(t *testing.T) {
 			t.Errorf("%s: no FROM found: the check is broken", file)
 		}
 	}
+}
+
+func mustRead(t *testing.T, path string) []byte {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
 }
