@@ -36,6 +36,10 @@ type Config struct {
 	// (an FFT of the analysis window every tick, the costliest part of a
 	// tick); nil means every level. Ramp and swing are computed everywhere.
 	OscLevels []string
+	// MinCoverage is the coverage below which a domain's window is
+	// degraded: its figures are partly estimated, and firing alerts on it
+	// do not resolve (resolve_min_coverage). 0 never degrades on coverage.
+	MinCoverage float64
 }
 
 // Validate returns every problem.
@@ -49,6 +53,9 @@ func (c Config) Validate() error {
 	}
 	if c.Grace < 0 {
 		errs = append(errs, errors.New("grace must not be negative"))
+	}
+	if !(c.MinCoverage >= 0 && c.MinCoverage <= 1) {
+		errs = append(errs, errors.New("resolve_min_coverage must be within 0..1"))
 	}
 	if c.Slot > 0 && (c.AnalysisWindow < 2*time.Second || c.AnalysisWindow%c.Slot != 0) {
 		errs = append(errs, errors.New("analysis_window must be at least 2s and a multiple of slot"))
@@ -82,6 +89,7 @@ type Aggregator struct {
 	rHealthy  []uint16
 	lastWin   []int64 // last window the node counted fresh at a tick, -1 never
 	lastPower []float64
+	lastHlth  []uint16 // healthy GPUs in that window
 
 	halls *hallInputs // FromHalls only
 
@@ -95,6 +103,7 @@ type Aggregator struct {
 	osc     []bool // [id]: spectrum computed for this domain
 
 	lastTick int64 // window index of the last tick, -1 none
+	degraded map[int64]bool // windows whose input was incomplete (MarkDegraded)
 	run      int   // consecutive ticks since the start or the last gap
 	stats    Stats
 	scratch  report
@@ -111,7 +120,8 @@ func New(cfg Config, topo *topology.Topology) (*Aggregator, error) {
 		return nil, err
 	}
 	a := &Aggregator{cfg: cfg, topo: topo, doms: topo.Domains(), windowNs: int64(cfg.Window),
-		nSlots: int(cfg.Window / cfg.Slot), ring: int((cfg.Grace+cfg.Window-1)/cfg.Window) + 2, lastTick: -1}
+		nSlots: int(cfg.Window / cfg.Slot), ring: int((cfg.Grace+cfg.Window-1)/cfg.Window) + 2, lastTick: -1,
+		degraded: map[int64]bool{}}
 	D := len(a.doms)
 	a.isOut = make([]bool, D)
 	hallDepth := -1
@@ -178,6 +188,7 @@ func New(cfg Config, topo *topology.Topology) (*Aggregator, error) {
 		a.lastWin[i] = -1
 	}
 	a.lastPower = make([]float64, N)
+	a.lastHlth = make([]uint16, N)
 	return a, nil
 }
 
@@ -346,6 +357,12 @@ func (a *Aggregator) Tick(windowEnd time.Time) []DomainState {
 		a.run = 0
 	}
 	gap := a.run <= a.cfg.StaleAfter+1
+	inputDegraded := a.degraded[k]
+	for w := range a.degraded {
+		if w <= k {
+			delete(a.degraded, w)
+		}
+	}
 	for _, id := range a.out {
 		d := &a.acc[id]
 		dom := a.doms[id]
@@ -356,11 +373,15 @@ func (a *Aggregator) Tick(windowEnd time.Time) []DomainState {
 		d.Slots = a.accSlot[id*S : id*S+S]
 		d.PowerMaxW = slices.Max(d.Slots)
 		d.PowerEstW = d.PowerW + d.MissingEstW
-		d.HeadroomW = d.CapacityW - d.PowerW
+		d.PowerMaxEstW = d.PowerMaxW + d.MissingEstW
+		// Headroom is what the estimate leaves: silent nodes never make room.
+		d.HeadroomW = d.CapacityW - d.PowerEstW
 		d.Coverage = 1
 		if d.NodesExpected > 0 {
 			d.Coverage = float64(d.NodesReporting) / float64(d.NodesExpected)
 		}
+		d.InputDegraded = inputDegraded
+		d.Degraded = inputDegraded || d.Coverage < a.cfg.MinCoverage
 		a.ana.update(id, d, gap, a.osc[id])
 	}
 	a.lastTick = k
@@ -381,6 +402,12 @@ func (a *Aggregator) accumulateNodes(k int64) {
 			p := a.rPowerW[j]
 			d.PowerW += p
 			d.NodesReporting++
+			// Coverage-proof change: only a node that reported the previous
+			// window too, with the same healthy GPUs, adds its change of power.
+			if a.lastWin[i] == k-1 && a.lastHlth[i] == a.rHealthy[j] {
+				d.ContDeltaW += p - a.lastPower[i]
+			}
+			a.lastHlth[i] = a.rHealthy[j]
 			src := a.rSlots[j*S : j*S+S]
 			for s := range ds {
 				ds[s] += float64(src[s])
@@ -412,10 +439,24 @@ func (a *Aggregator) accumulateNodes(k int64) {
 	}
 }
 
-// History copies domain id's estimate series at slot resolution (the last
-// analysis window), oldest first, into dst.
+// MarkDegraded marks window windowEnd as read incompletely (reports were
+// dropped or skipped before they reached HandleReport): every domain of that
+// window is degraded. Windows at or before the last tick are ignored.
+func (a *Aggregator) MarkDegraded(windowEnd time.Time) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	k := windowEnd.UnixNano() / a.windowNs
+	if k > a.lastTick && len(a.degraded) < 1024 {
+		a.degraded[k] = true
+	}
+}
+
+// History copies domain id's analysis series at slot resolution (the last
+// analysis window), oldest first, into dst, shifted so that its last window
+// sits at the current estimate: its shape is what ramp, swing and
+// oscillation see.
 func (a *Aggregator) History(id int, dst []float64) []float64 {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	return a.ana.history(id, dst)
+	return a.ana.plotHistory(id, dst)
 }
