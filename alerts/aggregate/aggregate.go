@@ -102,9 +102,9 @@ type Aggregator struct {
 	ana     *analysis
 	osc     []bool // [id]: spectrum computed for this domain
 
-	lastTick int64 // window index of the last tick, -1 none
+	lastTick int64          // window index of the last tick, -1 none
 	degraded map[int64]bool // windows whose input was incomplete (MarkDegraded)
-	run      int   // consecutive ticks since the start or the last gap
+	run      int            // consecutive ticks since the start or the last gap
 	stats    Stats
 	scratch  report
 }

@@ -20,10 +20,10 @@ type DomainState struct {
 	Slots          []float64
 	CapacityW      float64
 	HeadroomW      float64 // CapacityW - PowerEstW
-	NodesReporting int // fresh + held
-	NodesHeld      int // counted with their last power (silent for ≤ stale_after windows)
+	NodesReporting int     // fresh + held
+	NodesHeld      int     // counted with their last power (silent for ≤ stale_after windows)
 	NodesExpected  int
-	StaleNodes     int // expected nodes not counted
+	StaleNodes     int     // expected nodes not counted
 	Coverage       float64 // NodesReporting / NodesExpected
 	// Degraded: coverage below MinCoverage, or the window's input was
 	// incomplete (InputDegraded). The figures are partly estimated.
@@ -31,12 +31,12 @@ type DomainState struct {
 	InputDegraded bool
 	// ContDeltaW is the change of the mean power since the previous window
 	// of the nodes that reported in both (coverage-proof).
-	ContDeltaW float64
-	GPUTempMaxC    int32 // noTemp (math.MinInt32) when none reported
-	MemTempMaxC    int32
-	ThrottledGPUs  int
-	GPUs           int
-	GPUsHealthy    int
+	ContDeltaW    float64
+	GPUTempMaxC   int32 // noTemp (math.MinInt32) when none reported
+	MemTempMaxC   int32
+	ThrottledGPUs int
+	GPUs          int
+	GPUsHealthy   int
 	// Analysis over the sliding window, on the continuity series: its level
 	// moves only by ContDeltaW, so nodes falling silent or coming back are
 	// no ramp, swing or oscillation; its shape within a window is that of

@@ -2,8 +2,8 @@ package aggregate
 
 import (
 	"errors"
-	"math"
 	"fmt"
+	"math"
 	"slices"
 	"strings"
 
