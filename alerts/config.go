@@ -41,6 +41,10 @@ type Config struct {
 	// analysis window per domain per tick, the costliest part of a tick);
 	// levels named by oscillation rules are added. Empty: every level.
 	OscillationLevels []string `yaml:"oscillation_levels"`
+	// ResolveMinCoverage: below this coverage a domain's telemetry is
+	// degraded (its figures partly estimated) and firing alerts on it do
+	// not resolve.
+	ResolveMinCoverage float64 `yaml:"resolve_min_coverage"`
 
 	// RulesFile, when set, replaces Rules with the file's `rules:`.
 	RulesFile string       `yaml:"rules_file"`
@@ -77,16 +81,17 @@ func DefaultConfig() Config {
 	nc := natsx.DefaultConfig()
 	nc.Name = "megawatch-alerts"
 	return Config{
-		NATS:              nc,
-		Streams:           natsx.DefaultStreamsConfig(),
-		Window:            time.Second,
-		Slot:              100 * time.Millisecond,
-		StaleAfter:        3,
-		Grace:             250 * time.Millisecond,
-		AnalysisWindow:    60 * time.Second,
-		OscillationLevels: []string{"site", "hall", "row"},
-		Rules:             DefaultRules(),
-		ResolvedRetention: 15 * time.Minute,
+		NATS:               nc,
+		Streams:            natsx.DefaultStreamsConfig(),
+		Window:             time.Second,
+		Slot:               100 * time.Millisecond,
+		StaleAfter:         3,
+		Grace:              250 * time.Millisecond,
+		AnalysisWindow:     60 * time.Second,
+		OscillationLevels:  []string{"site", "hall", "row"},
+		ResolveMinCoverage: 0.9,
+		Rules:              DefaultRules(),
+		ResolvedRetention:  15 * time.Minute,
 		Notifiers: NotifiersConfig{
 			Alertmanager: alertmanager.DefaultConfig(),
 			PagerDuty:    pagerduty.DefaultConfig(),
@@ -170,6 +175,9 @@ func (c Config) Validate() error {
 	}
 	if c.AnalysisWindow < 2*time.Second || c.AnalysisWindow > 10*time.Minute || (c.Slot > 0 && c.AnalysisWindow%c.Slot != 0) {
 		bad("analysis_window", "must be 2s..10m and a multiple of slot, got %s", c.AnalysisWindow)
+	}
+	if !(c.ResolveMinCoverage >= 0 && c.ResolveMinCoverage <= 1) {
+		bad("resolve_min_coverage", "must be a fraction 0..1, got %v", c.ResolveMinCoverage)
 	}
 	if len(c.Rules) == 0 {
 		bad("rules", "no rules (set rules or rules_file)")

@@ -87,7 +87,8 @@ func New(cfg Config, topo *topology.Topology, nc *nats.Conn, logger *slog.Logger
 		e.scope = d
 	}
 	agg, err := aggregate.New(aggregate.Config{Window: cfg.Window, Slot: cfg.Slot, StaleAfter: cfg.StaleAfter, Grace: cfg.Grace,
-		AnalysisWindow: cfg.AnalysisWindow, Scope: e.scope, FromHalls: cfg.SiteFromHalls, OscLevels: cfg.oscLevels()}, topo)
+		AnalysisWindow: cfg.AnalysisWindow, Scope: e.scope, FromHalls: cfg.SiteFromHalls, OscLevels: cfg.oscLevels(),
+		MinCoverage: cfg.ResolveMinCoverage}, topo)
 	if err != nil {
 		return nil, fmt.Errorf("aggregator: %w", err)
 	}
@@ -370,10 +371,12 @@ type source []aggregate.DomainState
 func (s source) Value(id int, metric string, band []float64) (float64, float64, bool) {
 	d := &s[id]
 	switch metric {
+	// Power figures are the estimate (silent nodes at their last known
+	// power), which missing data cannot lower; headroom follows it.
 	case rules.MetricPowerMW:
-		return d.PowerW / 1e6, 0, true
+		return d.PowerEstW / 1e6, 0, true
 	case rules.MetricPowerMaxMW:
-		return d.PowerMaxW / 1e6, 0, true
+		return d.PowerMaxEstW / 1e6, 0, true
 	case rules.MetricHeadroomMW:
 		return d.HeadroomW / 1e6, 0, true
 	case rules.MetricRampMWPerS:
@@ -393,6 +396,13 @@ func (s source) Value(id int, metric string, band []float64) (float64, float64, 
 		return float64(d.ThrottledGPUs), 0, true
 	case rules.MetricStaleNodes:
 		return float64(d.StaleNodes), 0, true
+	case rules.MetricDegraded:
+		if d.Degraded {
+			return 1, 0, true
+		}
+		return 0, 0, true
 	}
 	return 0, 0, false
 }
+
+func (s source) Quality(id int) (float64, bool) { return s[id].Coverage, s[id].Degraded }
