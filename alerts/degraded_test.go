@@ -150,7 +150,7 @@ func TestScenarioNodesLeaveAndRejoinNoRampPage(t *testing.T) {
 	})
 	w.cfg.Notifiers.Alertmanager.URLs = []string{am.URL}
 	w.startEngine()
-	leave := func(i int) bool { return i%5 == 0 } // 20 % of every hall
+	leave := func(i int) bool { return i%5 == 0 }   // 20 % of every hall
 	newHall := func(i int) bool { return i >= 500 } // hall h2 (50 nodes, ≈ 1.6 MW), heard from window 50 on
 	var fired []notify.Alert
 	var power float64
