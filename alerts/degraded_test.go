@@ -31,7 +31,7 @@ func amActive(t *testing.T, base, alertname string) []amAlert {
 	if alertname != "" {
 		u += "&filter=alertname%3D%22" + alertname + "%22"
 	}
-	resp, err := http.Get(u)
+	resp, err := (&http.Client{Timeout: 5 * time.Second}).Get(u)
 	if err != nil {
 		t.Fatal(err)
 	}

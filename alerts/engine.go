@@ -59,6 +59,7 @@ type Engine struct {
 	m     metrics
 
 	in      *input
+	clock   *clock
 	replica string
 	started time.Time
 	lagNs   atomic.Int64 // how late the last (or the awaited) tick is
@@ -201,6 +202,7 @@ func (e *Engine) Run(ctx context.Context) error {
 	// The first window ticked is the next one whose deadline is ahead; read
 	// from its end (its reports are published after it), or from now.
 	next := time.Now().Add(-e.cfg.Grace).Truncate(e.cfg.Window).Add(e.cfg.Window)
+	e.clock = newClock(e, next)
 	in, err := e.subscribe(ctx, minTime(time.Now(), next))
 	if err != nil {
 		dcancel()
@@ -210,59 +212,15 @@ func (e *Engine) Run(ctx context.Context) error {
 	e.ready.Store(true)
 	e.logger.Info("alerts running", "scope", e.cfg.Scope, "site_from_halls", e.cfg.SiteFromHalls, "domains", len(e.agg.Out()),
 		"rule_instances", e.eval.Instances(), "stream", in.stream, "subject", in.filter, "replica", e.replica)
-	// Every window is ticked, in order, once its reports are in: at its end
-	// + grace on the wall clock when the input has caught up with the
-	// stream, or — when the aggregator is behind (paused, starved, a long
-	// GC) — as soon as the input has read past the window's deadline in
-	// stream time. A late aggregator is late, never short of reports.
 	for {
-		deadline := next.Add(e.cfg.Grace)
-		if !e.await(ctx, in, deadline) {
+		if !e.clock.step(ctx, in) {
 			e.ready.Store(false)
 			in.stop()
 			dcancel() // dispatcher and store make one last bounded attempt
 			wait()
 			return nil
 		}
-		e.setLag(time.Since(deadline))
-		e.Tick(ctx, next)
 		e.watchdog(time.Now(), true)
-		next = next.Add(e.cfg.Window)
-	}
-}
-
-// await waits until window deadline may be ticked: the input has handled a
-// message stored at or after the deadline, or the server says every stored
-// message was handled (asked after the deadline). False when ctx ends.
-func (e *Engine) await(ctx context.Context, in *input, deadline time.Time) bool {
-	if d := time.Until(deadline); d > 0 {
-		t := time.NewTimer(d)
-		select {
-		case <-ctx.Done():
-			t.Stop()
-			return false
-		case <-t.C:
-		}
-	}
-	var lastAsk time.Time
-	for {
-		if ctx.Err() != nil {
-			return false
-		}
-		if !in.watermark().Before(deadline) {
-			return true
-		}
-		if time.Since(lastAsk) >= 50*time.Millisecond {
-			lastAsk = time.Now()
-			ok, asked, err := in.caughtUp(ctx)
-			if err == nil && ok && !asked.Before(deadline) {
-				return true
-			}
-		}
-		lag := time.Since(deadline)
-		e.setLag(lag)
-		e.watchdog(time.Now(), false) // the lag alert fires while waiting
-		in.waitHandled(ctx, 50*time.Millisecond)
 	}
 }
 
@@ -352,6 +310,9 @@ func (e *Engine) subscribe(ctx context.Context, from time.Time) (*input, error) 
 		handle = func(_ string, data []byte) { _ = e.agg.HandleRollup(data) }
 	}
 	in := newInput(e.js, stream, subj, e.cfg.InputBatch, handle)
+	if e.clock != nil {
+		in.before = e.clock.beforeMsg
+	}
 	if err := in.start(ctx, from); err != nil {
 		return nil, err
 	}

@@ -30,6 +30,9 @@ type input struct {
 	stream string
 	filter string
 	handle func(subject string, data []byte)
+	// before, when set, is called with each message's stream timestamp
+	// before it is handled (the clock ticks the windows it closes).
+	before func(tsNs int64)
 	batch  int
 
 	mu      sync.Mutex
@@ -70,13 +73,16 @@ func (in *input) start(ctx context.Context, from time.Time) error {
 }
 
 func (in *input) onMsg(m jetstream.Msg) {
-	in.handle(m.Subject(), m.Data())
 	sseq, ts, ok := ackInfo(m.Reply())
 	if !ok {
 		if md, err := m.Metadata(); err == nil {
 			sseq, ts, ok = md.Sequence.Stream, md.Timestamp.UnixNano(), true
 		}
 	}
+	if ok && in.before != nil {
+		in.before(ts)
+	}
+	in.handle(m.Subject(), m.Data())
 	if ok {
 		in.handled.Store(sseq)
 		if ts > in.wmNs.Load() {

@@ -41,12 +41,14 @@ func (e *Engine) watchdog(now time.Time, ticked bool) {
 		w.lagFiring, w.lagSince, w.lagWorstNs = true, now, int64(lag)
 		e.logger.Warn("aggregator lags behind its input", "lag", lag.Round(time.Millisecond), "replica", e.replica)
 		e.disp.Send([]notify.Alert{e.lagAlert(now, lag)})
+		e.m.changes.WithLabelValues(LagRule, notify.StateFiring).Inc()
 	case w.lagFiring && ticked && lag < after/2:
 		w.lagFiring = false
 		a := e.lagAlert(now, lag)
 		a.State, a.EndsAt = notify.StateResolved, now
 		e.logger.Info("aggregator caught up", "lag", lag.Round(time.Millisecond), "replica", e.replica)
 		e.disp.Send([]notify.Alert{a})
+		e.m.changes.WithLabelValues(LagRule, notify.StateResolved).Inc()
 	}
 	if w.lagFiring {
 		w.lagWorstNs = max(w.lagWorstNs, int64(lag))

@@ -72,6 +72,7 @@ func runLoadgen(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	if err != nil {
 		return err
 	}
+	fp.warn = func(msg string, args ...any) { fmt.Fprintln(stderr, append([]any{"loadgen:", msg}, args...)...) }
 	start := time.Now()
 	if *rateMode == "max" {
 		first := time.Now().Truncate(*window).Add(-time.Duration(*count) * *window)
@@ -90,7 +91,7 @@ func runLoadgen(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		return err
 	}
 	el := time.Since(start)
-	fmt.Fprintf(stdout, "published %d reports of %d nodes in %s: %.0f reports/s\n", fp.sent, len(locs), el.Round(time.Millisecond), float64(fp.sent)/el.Seconds())
+	fmt.Fprintf(stdout, "published %d reports of %d nodes in %s: %.0f reports/s; %d skipped (publisher behind)\n", fp.sent, len(locs), el.Round(time.Millisecond), float64(fp.sent)/el.Seconds(), fp.skipped)
 	return nil
 }
 
