@@ -78,6 +78,8 @@ func TestLivePageInChromium(t *testing.T) {
 		const cells = [...document.querySelectorAll("table.alerts td")];
 		const ok = ths.every((e) => e.getBoundingClientRect().right <= panel.right + 0.5) &&
 			cells.every((e) => e.getBoundingClientRect().right <= panel.right + 0.5) &&
+			[...document.querySelectorAll("table.alerts .sev")].every((e) => e.getBoundingClientRect().height < 24 &&
+				e.getBoundingClientRect().right <= e.closest("td").getBoundingClientRect().right + 0.5) &&
 			document.querySelector("table.alerts").closest(".panel").scrollWidth <= document.querySelector("table.alerts").closest(".panel").clientWidth;
 		document.body.style.width = "";
 		return ok;
