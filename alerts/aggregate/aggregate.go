@@ -102,9 +102,8 @@ type Aggregator struct {
 	ana     *analysis
 	osc     []bool // [id]: spectrum computed for this domain
 
-	lastTick int64          // window index of the last tick, -1 none
-	degraded map[int64]bool // windows whose input was incomplete (MarkDegraded)
-	run      int            // consecutive ticks since the start or the last gap
+	lastTick int64 // window index of the last tick, -1 none
+	run      int   // consecutive ticks since the start or the last gap
 	stats    Stats
 	scratch  report
 }
@@ -120,8 +119,7 @@ func New(cfg Config, topo *topology.Topology) (*Aggregator, error) {
 		return nil, err
 	}
 	a := &Aggregator{cfg: cfg, topo: topo, doms: topo.Domains(), windowNs: int64(cfg.Window),
-		nSlots: int(cfg.Window / cfg.Slot), ring: int((cfg.Grace+cfg.Window-1)/cfg.Window) + 2, lastTick: -1,
-		degraded: map[int64]bool{}}
+		nSlots: int(cfg.Window / cfg.Slot), ring: int((cfg.Grace+cfg.Window-1)/cfg.Window) + 2, lastTick: -1}
 	D := len(a.doms)
 	a.isOut = make([]bool, D)
 	hallDepth := -1
@@ -357,12 +355,6 @@ func (a *Aggregator) Tick(windowEnd time.Time) []DomainState {
 		a.run = 0
 	}
 	gap := a.run <= a.cfg.StaleAfter+1
-	inputDegraded := a.degraded[k]
-	for w := range a.degraded {
-		if w <= k {
-			delete(a.degraded, w)
-		}
-	}
 	for _, id := range a.out {
 		d := &a.acc[id]
 		dom := a.doms[id]
@@ -380,8 +372,7 @@ func (a *Aggregator) Tick(windowEnd time.Time) []DomainState {
 		if d.NodesExpected > 0 {
 			d.Coverage = float64(d.NodesReporting) / float64(d.NodesExpected)
 		}
-		d.InputDegraded = inputDegraded
-		d.Degraded = inputDegraded || d.Coverage < a.cfg.MinCoverage
+		d.Degraded = d.Coverage < a.cfg.MinCoverage
 		a.ana.update(id, d, gap, a.osc[id])
 	}
 	a.lastTick = k
@@ -436,18 +427,6 @@ func (a *Aggregator) accumulateNodes(k int64) {
 				d.MissingEstW += a.lastPower[i]
 			}
 		}
-	}
-}
-
-// MarkDegraded marks window windowEnd as read incompletely (reports were
-// dropped or skipped before they reached HandleReport): every domain of that
-// window is degraded. Windows at or before the last tick are ignored.
-func (a *Aggregator) MarkDegraded(windowEnd time.Time) {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	k := windowEnd.UnixNano() / a.windowNs
-	if k > a.lastTick && len(a.degraded) < 1024 {
-		a.degraded[k] = true
 	}
 }
 

@@ -25,10 +25,10 @@ type DomainState struct {
 	NodesExpected  int
 	StaleNodes     int     // expected nodes not counted
 	Coverage       float64 // NodesReporting / NodesExpected
-	// Degraded: coverage below MinCoverage, or the window's input was
-	// incomplete (InputDegraded). The figures are partly estimated.
-	Degraded      bool
-	InputDegraded bool
+	// Degraded: coverage below MinCoverage. The figures are partly
+	// estimated. (Reports are never dropped by the aggregator itself: a
+	// slow one is late, see alerts' input.)
+	Degraded bool
 	// ContDeltaW is the change of the mean power since the previous window
 	// of the nodes that reported in both (coverage-proof).
 	ContDeltaW    float64

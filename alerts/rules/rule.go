@@ -31,8 +31,7 @@ const (
 	MetricThrottledGPUs = "throttled_gpus" // GPUs with thermal / power-brake clock events
 	MetricStaleNodes    = "stale_nodes"    // expected nodes not counted this window
 	// MetricDegraded is 1 while the domain's telemetry is degraded
-	// (coverage below resolve_min_coverage, or reports the aggregator could
-	// not read), else 0.
+	// (coverage below resolve_min_coverage), else 0.
 	MetricDegraded = "telemetry_degraded"
 )
 

@@ -30,9 +30,8 @@ type DomainView struct {
 	OscMW          float64  `json:"osc_mw"`
 	GPUTempMaxC    float64  `json:"gpu_temp_max_c"`
 	ThrottledGPUs  int      `json:"throttled_gpus"`
-	// Degraded: too few nodes report (coverage below resolve_min_coverage)
-	// or the aggregator could not read every report: PowerEstMW is partly
-	// an estimate and the page marks it so. OscFound is false when there is
+	// Degraded: too few nodes report (coverage below resolve_min_coverage):
+	// PowerEstMW is partly an estimate and the page marks it so. OscFound is false when there is
 	// no oscillation peak in band (OscFreqHz is then meaningless).
 	Degraded bool `json:"degraded"`
 	OscFound bool `json:"osc_found"`

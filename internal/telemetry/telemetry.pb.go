@@ -579,10 +579,9 @@ type Rollup struct {
 	GpusHealthy     uint32                 `protobuf:"varint,22,opt,name=gpus_healthy,json=gpusHealthy,proto3" json:"gpus_healthy,omitempty"`
 	Seq             uint64                 `protobuf:"varint,23,opt,name=seq,proto3" json:"seq,omitempty"`
 	// Field numbers 24-39: alert-semantics fields (coverage, degraded state, lag).
-	// Telemetry degraded: coverage below the aggregator's resolve_min_coverage,
-	// or the aggregator could not read every report of the window. The power
-	// figures are then partly estimated (power_est_w); firing alerts do not
-	// resolve.
+	// Telemetry degraded: coverage below the aggregator's resolve_min_coverage.
+	// The power figures are then partly estimated (power_est_w); firing alerts
+	// do not resolve.
 	Degraded     bool    `protobuf:"varint,24,opt,name=degraded,proto3" json:"degraded,omitempty"`
 	PowerMaxEstW float64 `protobuf:"fixed64,25,opt,name=power_max_est_w,json=powerMaxEstW,proto3" json:"power_max_est_w,omitempty"` // power_max_w + last known power of missing nodes
 	Coverage     float64 `protobuf:"fixed64,26,opt,name=coverage,proto3" json:"coverage,omitempty"`                                 // nodes_reporting / nodes_expected (1 when none expected)
