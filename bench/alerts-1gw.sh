@@ -23,6 +23,7 @@ DURATION=${1:-${DURATION:-300}}
 NODES=${NODES:-69120}
 WARMUP=${WARMUP:-30}
 GRACE=${GRACE:-1s}   # how long after a window's end its reports may reach the stream
+LOADGENS=${LOADGENS:-2}  # parallel loadgen processes (--shard i/N); one core simulates ≈ 80k reports/s at best
 TOOLS=${MEGAWATCH_TOOLS:-$HOME/.cache/megawatch/tools}/bin
 NATS_SERVER=${NATS_SERVER:-$( [ -x "$TOOLS/nats-server" ] && echo "$TOOLS/nats-server" || command -v nats-server || true)}
 [ -n "$NATS_SERVER" ] || { echo "nats-server not found: run scripts/install-test-servers.sh" >&2; exit 1; }
@@ -76,15 +77,18 @@ apid=$!; pids+=($apid)
 for _ in $(seq 300); do curl -sf "http://127.0.0.1:$hport/readyz" > /dev/null && break; sleep 0.2; done
 curl -sf "http://127.0.0.1:$hport/readyz" > /dev/null || { echo "alerts not ready:"; cat "$work/alerts.log"; exit 1; }
 
-"$MW" loadgen --nats "$NATS" --nodes "$NODES" --topology "$work/topology.yaml" --rate real > "$work/loadgen.log" 2>&1 &
-lpid=$!; pids+=($lpid)
+lpids=()
+for i in $(seq 0 $((LOADGENS - 1))); do
+  "$MW" loadgen --nats "$NATS" --nodes "$NODES" --topology "$work/topology.yaml" --rate real --shard "$i/$LOADGENS" > "$work/loadgen-$i.log" 2>&1 &
+  lpids+=($!); pids+=($!)
+done
 
 metric() { curl -sf "http://127.0.0.1:$hport/metrics" | awk -v m="$1" '$1 == m { print $2; found=1 } END { if (!found) print "NaN" }'; }
 coverage() { curl -sf "http://127.0.0.1:$hport/api/snapshot" | python3 -c 'import json,sys; s=json.load(sys.stdin)["sites"]; print(min(x["coverage"] for x in s) if s else "NaN")'; }
 cpu() { awk '{ print $14 + $15 }' "/proc/$apid/stat"; }
 hz=$(getconf CLK_TCK)
 
-echo "warming up ${WARMUP}s (${NODES} nodes at 1 report/s)…"
+echo "warming up ${WARMUP}s (${NODES} nodes at 1 report/s from ${LOADGENS} loadgen processes)…"
 sleep "$WARMUP"
 acc0=$(metric 'megawatch_alerts_inputs_total{result="accepted"}')
 c0=$(cpu); t0=$(date +%s.%N)
@@ -98,8 +102,8 @@ done
 c1=$(cpu); t1=$(date +%s.%N)
 acc1=$(metric 'megawatch_alerts_inputs_total{result="accepted"}')
 rss=$(awk '/VmHWM/ { print $2 }' "/proc/$apid/status")
-kill -INT "$lpid" 2>/dev/null || true
-wait "$lpid" 2>/dev/null || true
+for p in "${lpids[@]}"; do kill -INT "$p" 2>/dev/null || true; done
+for p in "${lpids[@]}"; do wait "$p" 2>/dev/null || true; done
 
 python3 - "$c0" "$c1" "$t0" "$t1" "$hz" "$acc0" "$acc1" "$rss" "$mincov" "$maxlag" "$NODES" <<'EOF'
 import sys
@@ -116,8 +120,8 @@ for r in accepted late future decode_error unknown mismatch shape; do
 done
 echo "lag now $(metric megawatch_alerts_lag_seconds) s, lag max since start $(metric megawatch_alerts_lag_max_seconds) s, backlog $(metric megawatch_alerts_input_backlog)"
 echo "tick seconds: sum $(metric megawatch_alerts_tick_seconds_sum) over $(metric megawatch_alerts_tick_seconds_count) ticks"
-tail -2 "$work/loadgen.log"
-if grep -q "publisher behind" "$work/loadgen.log"; then
+for f in "$work"/loadgen-*.log; do tail -1 "$f"; done
+if grep -q "publisher behind" "$work"/loadgen-*.log; then
   echo "NOTE: loadgen could not publish ${NODES} reports/s on this machine (it thinned or skipped windows, see above):"
   echo "      reports that reach the stream after window end + grace are rightly counted late, and coverage falls."
   echo "      Run on a quieter machine, or give loadgen its own cores, for the aggregator's own figures."
