@@ -108,7 +108,7 @@ func (a *Aggregator) HandleRollup(data []byte) error {
 		st.MemTempMaxC = m.GetMemTempMaxC()
 	}
 	st.ContDeltaW = m.GetContinuityDeltaW()
-	if m.ContinuityDeltaW == nil || math.IsNaN(st.ContDeltaW) || math.IsInf(st.ContDeltaW, 0) {
+	if m.ContinuityDeltaW == nil || !(math.Abs(st.ContDeltaW) < 1e15) {
 		st.ContDeltaW = math.NaN() // an older hall aggregator: derived at the tick
 	}
 	h.st[j] = st
