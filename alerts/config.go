@@ -46,6 +46,19 @@ type Config struct {
 	// Plausible bounds node reports: a report with a value beyond them is
 	// never summed (counted as implausible); the same bounds as ingest's.
 	Plausible plausible.Bounds `yaml:"plausible"`
+	// ResolveMinCoverage: below this coverage a domain's telemetry is
+	// degraded (its figures partly estimated) and firing alerts on it do
+	// not resolve.
+	ResolveMinCoverage float64 `yaml:"resolve_min_coverage"`
+	// LagAlertAfter fires the megawatch_aggregator_lag alert when the
+	// aggregator is this far behind its input; 0 disables it.
+	LagAlertAfter time.Duration `yaml:"lag_alert_after"`
+	// InputBatch is how many messages the input pulls from the stream at
+	// once (the memory bound of what waits in the process).
+	InputBatch int `yaml:"input_batch"`
+	// Replica names this process in its heartbeat and lag alerts; "" means
+	// the host name.
+	Replica string `yaml:"replica"`
 
 	// RulesFile, when set, replaces Rules with the file's `rules:`.
 	RulesFile string       `yaml:"rules_file"`
@@ -86,17 +99,20 @@ func DefaultConfig() Config {
 	nc := natsx.DefaultConfig()
 	nc.Name = "megawatch-alerts"
 	return Config{
-		NATS:              nc,
-		Streams:           natsx.DefaultStreamsConfig(),
-		Window:            time.Second,
-		Slot:              100 * time.Millisecond,
-		StaleAfter:        3,
-		Grace:             250 * time.Millisecond,
-		AnalysisWindow:    60 * time.Second,
-		OscillationLevels: []string{"site", "hall", "row"},
-		Plausible:         plausible.Default(),
-		Rules:             DefaultRules(),
-		ResolvedRetention: 15 * time.Minute,
+		NATS:               nc,
+		Streams:            natsx.DefaultStreamsConfig(),
+		Window:             time.Second,
+		Slot:               100 * time.Millisecond,
+		StaleAfter:         3,
+		Grace:              250 * time.Millisecond,
+		AnalysisWindow:     60 * time.Second,
+		OscillationLevels:  []string{"site", "hall", "row"},
+		Plausible:          plausible.Default(),
+		ResolveMinCoverage: 0.9,
+		LagAlertAfter:      10 * time.Second,
+		InputBatch:         8192,
+		Rules:              DefaultRules(),
+		ResolvedRetention:  15 * time.Minute,
 		Notifiers: NotifiersConfig{
 			Alertmanager: alertmanager.DefaultConfig(),
 			PagerDuty:    pagerduty.DefaultConfig(),
@@ -183,6 +199,15 @@ func (c Config) Validate() error {
 	}
 	if c.AnalysisWindow < 2*time.Second || c.AnalysisWindow > 10*time.Minute || (c.Slot > 0 && c.AnalysisWindow%c.Slot != 0) {
 		bad("analysis_window", "must be 2s..10m and a multiple of slot, got %s", c.AnalysisWindow)
+	}
+	if !(c.ResolveMinCoverage >= 0 && c.ResolveMinCoverage <= 1) {
+		bad("resolve_min_coverage", "must be a fraction 0..1, got %v", c.ResolveMinCoverage)
+	}
+	if c.LagAlertAfter < 0 {
+		bad("lag_alert_after", "must not be negative, got %s", c.LagAlertAfter)
+	}
+	if c.InputBatch < 1 || c.InputBatch > 1<<20 {
+		bad("input_batch", "must be 1..1048576, got %d", c.InputBatch)
 	}
 	if len(c.Rules) == 0 {
 		bad("rules", "no rules (set rules or rules_file)")

@@ -12,7 +12,13 @@ func f64(v float64) *float64 { return &v }
 func DefaultRules() []rules.Rule {
 	powerNote := map[string]string{
 		"summary":     "{{ .Level }} {{ .Domain }} draws {{ mw .Value }}, {{ pct (div .Value .CapacityMW) }} of its {{ mw .CapacityMW }} capacity (threshold {{ mw .Threshold }})",
-		"description": "Mean power over the last window is above the threshold; it resolves below {{ mw .Clear }}. Shed or cap load (power limits, job scheduler) before the breaker or the utility contract limit is reached.",
+		"description": "Power over the last window (silent nodes counted at their last known power) is above the threshold; it resolves below {{ mw .Clear }} once at least resolve_min_coverage of the nodes report. Shed or cap load (power limits, job scheduler) before the breaker or the utility contract limit is reached.",
+	}
+	degradedNote := func(level string) map[string]string {
+		return map[string]string{
+			"summary":     level + " {{ .Domain }}: telemetry degraded, {{ pct .Coverage }} of nodes report; its power figures are partly estimated and its alerts will not resolve until coverage is back",
+			"description": "Too few reports reach the aggregator for this domain's figures to be measured. Power is estimated with silent nodes at their last known power. Check the collectors, the network, NATS and the aggregator's lag (megawatch_alerts_lag_seconds).",
+		}
 	}
 	return []rules.Rule{
 		{Name: "hall_power_high", Level: "hall", Metric: rules.MetricPowerMW, OfCapacity: f64(0.90), ClearOfCapacity: f64(0.88),
@@ -46,6 +52,10 @@ func DefaultRules() []rules.Rule {
 				"summary":     "hall {{ .Domain }}: {{ pct .Value }} of nodes report (threshold {{ pct .Threshold }}); power figures are partly estimated while it is low",
 				"description": "Measured power misses the silent nodes; power_est_mw fills them with their last known power. Check the collectors, the network and NATS.",
 			}},
+		{Name: "hall_telemetry_degraded", Level: "hall", Metric: rules.MetricDegraded, Threshold: f64(0.5),
+			For: 5 * time.Second, Severity: "warning", Labels: map[string]string{"team": "telemetry"}, Annotations: degradedNote("hall")},
+		{Name: "site_telemetry_degraded", Level: "site", Metric: rules.MetricDegraded, Threshold: f64(0.5),
+			For: 5 * time.Second, Severity: "warning", Labels: map[string]string{"team": "telemetry"}, Annotations: degradedNote("site")},
 		{Name: "row_thermal_throttling", Level: "row", Metric: rules.MetricThrottledGPUs, Threshold: f64(7), Clear: f64(0),
 			For: time.Minute, Severity: "warning", Labels: map[string]string{"team": "facility"},
 			Annotations: map[string]string{

@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
 	"slices"
 	"strconv"
 	"sync"
@@ -57,8 +58,14 @@ type Engine struct {
 	ready atomic.Bool
 	m     metrics
 
-	paging []string       // names of the notifiers that reach a person (notifiers.go)
-	live   *obs.Heartbeat // beats every tick of Run's loop (/healthz)
+	paging  []string       // names of the notifiers that reach a person (notifiers.go)
+	live    *obs.Heartbeat // beats every tick of Run's loop (/healthz)
+	in      *input
+	clock   *clock
+	replica string
+	started time.Time
+	lagNs   atomic.Int64 // how late the last (or the awaited) tick is
+	watch   watchState   // heartbeat and lag alert (Run's goroutine only)
 }
 
 type metrics struct {
@@ -68,6 +75,8 @@ type metrics struct {
 	pubErrors prometheus.Counter
 	firing    prometheus.Gauge
 	changes   *prometheus.CounterVec
+	lag       prometheus.Gauge
+	lagMax    prometheus.Gauge
 }
 
 // New builds the engine; Run starts it. reg may be nil.
@@ -81,7 +90,13 @@ func New(cfg Config, topo *topology.Topology, nc *nats.Conn, logger *slog.Logger
 	if err := rules.Validate(cfg.Rules, topo.Levels()); err != nil {
 		return nil, fmt.Errorf("rules against topology %s: %w", topo.Source(), err)
 	}
-	e := &Engine{cfg: cfg, topo: topo, nc: nc, logger: logger, reg: reg}
+	e := &Engine{cfg: cfg, topo: topo, nc: nc, logger: logger, reg: reg, replica: cfg.Replica, started: time.Now()}
+	if e.replica == "" {
+		e.replica, _ = os.Hostname()
+		if e.replica == "" {
+			e.replica = "megawatch-alerts"
+		}
+	}
 	if cfg.Scope != "" {
 		d, err := topo.Scope(cfg.Scope)
 		if err != nil {
@@ -90,7 +105,8 @@ func New(cfg Config, topo *topology.Topology, nc *nats.Conn, logger *slog.Logger
 		e.scope = d
 	}
 	agg, err := aggregate.New(aggregate.Config{Window: cfg.Window, Slot: cfg.Slot, StaleAfter: cfg.StaleAfter, Grace: cfg.Grace,
-		AnalysisWindow: cfg.AnalysisWindow, Scope: e.scope, FromHalls: cfg.SiteFromHalls, OscLevels: cfg.oscLevels(), Plausible: cfg.Plausible}, topo)
+		AnalysisWindow: cfg.AnalysisWindow, Scope: e.scope, FromHalls: cfg.SiteFromHalls, OscLevels: cfg.oscLevels(),
+		MinCoverage: cfg.ResolveMinCoverage, Plausible: cfg.Plausible}, topo)
 	if err != nil {
 		return nil, fmt.Errorf("aggregator: %w", err)
 	}
@@ -132,11 +148,22 @@ func (e *Engine) initMetrics() {
 		pubErrors: prometheus.NewCounter(prometheus.CounterOpts{Name: "megawatch_alerts_rollup_publish_errors_total", Help: "Rollups that could not be published."}),
 		firing:    prometheus.NewGauge(prometheus.GaugeOpts{Name: "megawatch_alerts_firing", Help: "Alerts firing now."}),
 		changes:   prometheus.NewCounterVec(prometheus.CounterOpts{Name: "megawatch_alerts_state_changes_total", Help: "Alert notifications by rule and state."}, []string{"rule", "state"}),
+		lag: prometheus.NewGauge(prometheus.GaugeOpts{Name: "megawatch_alerts_lag_seconds",
+			Help: "How far the aggregator is behind: wall time minus the deadline (window end + grace) of the window it ticks or waits for. Its figures stay those of the window (event time)."}),
+		lagMax: prometheus.NewGauge(prometheus.GaugeOpts{Name: "megawatch_alerts_lag_max_seconds", Help: "Largest megawatch_alerts_lag_seconds since the start."}),
 	}
 	if e.reg == nil {
 		return
 	}
-	e.reg.MustRegister(e.m.ticks, e.m.tickSecs, e.m.rollups, e.m.pubErrors, e.m.firing, e.m.changes)
+	e.reg.MustRegister(e.m.ticks, e.m.tickSecs, e.m.rollups, e.m.pubErrors, e.m.firing, e.m.changes, e.m.lag, e.m.lagMax)
+	e.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "megawatch_alerts_input_backlog",
+		Help: "Messages stored in the stream and not yet delivered to the aggregator (at its last check)."},
+		func() float64 {
+			if e.in == nil {
+				return 0
+			}
+			return float64(e.in.backlog.Load())
+		}))
 	for _, r := range []struct {
 		name string
 		get  func(aggregate.Stats) uint64
@@ -177,7 +204,11 @@ func (e *Engine) Run(ctx context.Context) error {
 		}
 		e.logger.Info("alerts http", "addr", addr)
 	}
-	sub, err := e.subscribe()
+	// The first window ticked is the next one whose deadline is ahead; read
+	// from its end (its reports are published after it), or from now.
+	next := time.Now().Add(-e.cfg.Grace).Truncate(e.cfg.Window).Add(e.cfg.Window)
+	e.clock = newClock(e, next)
+	in, err := e.subscribe(ctx, minTime(time.Now(), next))
 	if err != nil {
 		dcancel()
 		wait()
@@ -185,30 +216,33 @@ func (e *Engine) Run(ctx context.Context) error {
 	}
 	e.ready.Store(true)
 	e.logger.Info("alerts running", "scope", e.cfg.Scope, "site_from_halls", e.cfg.SiteFromHalls, "domains", len(e.agg.Out()),
-		"rule_instances", e.eval.Instances(), "subject", sub.Subject)
-	// Every window is ticked, in order, at its end + grace — also when the
-	// grace is longer than a window. A process that fell far behind (a
-	// stopped VM, a long GC) skips ahead rather than replaying stale windows.
-	next := time.Now().Add(-e.cfg.Grace).Truncate(e.cfg.Window).Add(e.cfg.Window)
+		"rule_instances", e.eval.Instances(), "stream", in.stream, "subject", in.filter, "replica", e.replica)
 	for {
-		if late := time.Since(next.Add(e.cfg.Grace)); late > 10*e.cfg.Window {
-			e.logger.Warn("alerts fell behind; skipping windows", "behind", late.Round(time.Millisecond))
-			next = time.Now().Add(-e.cfg.Grace).Truncate(e.cfg.Window)
-		}
-		t := time.NewTimer(time.Until(next.Add(e.cfg.Grace)))
-		select {
-		case <-ctx.Done():
-			t.Stop()
+		if !e.clock.step(ctx, in) {
 			e.ready.Store(false)
-			_ = sub.Unsubscribe()
+			in.stop()
 			dcancel() // dispatcher and store make one last bounded attempt
 			wait()
 			return nil
-		case <-t.C:
 		}
-		e.Tick(ctx, next)
 		e.live.Beat()
-		next = next.Add(e.cfg.Window)
+		e.watchdog(time.Now(), true)
+	}
+}
+
+func minTime(a, b time.Time) time.Time {
+	if a.Before(b) {
+		return a
+	}
+	return b
+}
+
+func (e *Engine) setLag(lag time.Duration) {
+	lag = max(0, lag)
+	e.lagNs.Store(int64(lag))
+	e.m.lag.Set(lag.Seconds())
+	if s := lag.Seconds(); s > readGauge(e.m.lagMax) {
+		e.m.lagMax.Set(s)
 	}
 }
 
@@ -243,6 +277,11 @@ func (e *Engine) Start(ctx context.Context) error {
 	if _, err := natsx.EnsureStream(sctx, e.js, e.cfg.Streams.RollupStream()); err != nil {
 		return err
 	}
+	if !e.cfg.SiteFromHalls {
+		if _, err := natsx.EnsureStream(sctx, e.js, e.cfg.Streams.PowerStream()); err != nil {
+			return err
+		}
+	}
 	kv, err := e.js.CreateOrUpdateKeyValue(sctx, jetstream.KeyValueConfig{Bucket: e.cfg.KVBucket, Description: "megawatch alert state per (rule, domain)",
 		History: 1, Replicas: e.cfg.Streams.Replicas, Storage: jetstream.FileStorage})
 	if err != nil {
@@ -260,29 +299,31 @@ func (e *Engine) Start(ctx context.Context) error {
 	return nil
 }
 
-// subscribe listens to node reports (or hall rollups for a site aggregator).
-func (e *Engine) subscribe() (*nats.Subscription, error) {
-	subj := telemetry.PowerWildcard
-	handle := func(m *nats.Msg) { _ = e.agg.HandleReport(m.Subject, m.Data) }
+// subscribe reads node reports (or hall rollups for a site aggregator)
+// from their stream, from the messages stored at or after from.
+func (e *Engine) subscribe(ctx context.Context, from time.Time) (*input, error) {
+	stream, subj := telemetry.StreamPower, telemetry.PowerWildcard
+	handle := func(subject string, data []byte) { _ = e.agg.HandleReport(subject, data) }
 	if e.scope != nil {
 		subj = powerFilter(e.scope)
 	}
 	if e.cfg.SiteFromHalls {
+		stream = telemetry.StreamRollup
 		subj = telemetry.RollupPrefix + "." + topology.LevelHall + ".>"
 		if e.scope != nil {
 			subj = telemetry.RollupPrefix + "." + topology.LevelHall + "." + e.scope.Path[0] + ".>"
 		}
-		handle = func(m *nats.Msg) { _ = e.agg.HandleRollup(m.Data) }
+		handle = func(_ string, data []byte) { _ = e.agg.HandleRollup(data) }
 	}
-	sub, err := e.nc.Subscribe(subj, handle)
-	if err != nil {
-		return nil, fmt.Errorf("subscribe %s: %w", subj, err)
+	in := newInput(e.js, stream, subj, e.cfg.InputBatch, handle)
+	if e.clock != nil {
+		in.before = e.clock.beforeMsg
 	}
-	// A window of a 5 GW campus is ~350k reports: let them queue.
-	if err := sub.SetPendingLimits(4<<20, 2<<30); err != nil {
-		return nil, fmt.Errorf("subscribe %s: %w", subj, err)
+	if err := in.start(ctx, from); err != nil {
+		return nil, err
 	}
-	return sub, e.nc.Flush()
+	e.in = in
+	return in, nil
 }
 
 // powerFilter is the power subject filter of a domain's subtree. Power
@@ -345,6 +386,7 @@ func (e *Engine) publish(st []aggregate.DomainState, end time.Time) {
 		return
 	}
 	ms := ":" + strconv.FormatInt(end.UnixMilli(), 10)
+	lagMs := uint32(min(time.Duration(e.lagNs.Load()).Milliseconds(), 1<<31))
 	msg := &e.msg
 	if msg.Header == nil {
 		msg.Header = nats.Header{telemetry.HeaderSchema: {telemetry.SchemaVersion}, telemetry.HeaderMsgID: {""}}
@@ -352,6 +394,7 @@ func (e *Engine) publish(st []aggregate.DomainState, end time.Time) {
 	for _, id := range e.agg.Out() {
 		d := e.topo.Domains()[id]
 		st[id].Fill(d, e.cfg.Window, e.cfg.Slot, e.seq, &e.rollup)
+		e.rollup.LagMs = lagMs
 		var err error
 		e.buf, err = proto.MarshalOptions{}.MarshalAppend(e.buf[:0], &e.rollup)
 		if err != nil {
@@ -377,10 +420,12 @@ type source []aggregate.DomainState
 func (s source) Value(id int, metric string, band []float64) (float64, float64, bool) {
 	d := &s[id]
 	switch metric {
+	// Power figures are the estimate (silent nodes at their last known
+	// power), which missing data cannot lower; headroom follows it.
 	case rules.MetricPowerMW:
-		return d.PowerW / 1e6, 0, true
+		return d.PowerEstW / 1e6, 0, true
 	case rules.MetricPowerMaxMW:
-		return d.PowerMaxW / 1e6, 0, true
+		return d.PowerMaxEstW / 1e6, 0, true
 	case rules.MetricHeadroomMW:
 		return d.HeadroomW / 1e6, 0, true
 	case rules.MetricRampMWPerS:
@@ -400,6 +445,13 @@ func (s source) Value(id int, metric string, band []float64) (float64, float64, 
 		return float64(d.ThrottledGPUs), 0, true
 	case rules.MetricStaleNodes:
 		return float64(d.StaleNodes), 0, true
+	case rules.MetricDegraded:
+		if d.Degraded {
+			return 1, 0, true
+		}
+		return 0, 0, true
 	}
 	return 0, 0, false
 }
+
+func (s source) Quality(id int) (float64, bool) { return s[id].Coverage, s[id].Degraded }

@@ -185,13 +185,13 @@ func (w *world) startEngine() {
 		w.t.Fatal(err)
 	}
 	cancel, wait := e.background(ctx)
-	sub, err := e.subscribe()
+	in, err := e.subscribe(ctx, time.Now())
 	if err != nil {
 		w.t.Fatal(err)
 	}
 	w.eng, w.sent = e, 0
 	w.stop = func() {
-		_ = sub.Unsubscribe()
+		in.stop()
 		cancel()
 		wait()
 	}

@@ -21,6 +21,7 @@ func (e *Engine) snapshot(st []aggregate.DomainState, end time.Time) {
 			continue
 		}
 		v := view(d, &st[id])
+		v.LagS = time.Duration(e.lagNs.Load()).Seconds()
 		if d.Level == topology.LevelHall {
 			s.Halls = append(s.Halls, v)
 			continue
@@ -37,7 +38,8 @@ func (e *Engine) snapshot(st []aggregate.DomainState, end time.Time) {
 	}
 	for _, a := range e.eval.Views(end) {
 		s.Alerts = append(s.Alerts, web.AlertView{Rule: a.Rule, Severity: a.Severity, Level: a.Level, Domain: a.Domain, State: a.State,
-			Value: a.Value, Threshold: a.Threshold, Summary: a.Summary, ActiveSince: a.ActiveSince})
+			Value: a.Value, Threshold: a.Threshold, Summary: a.Summary, ActiveSince: a.ActiveSince,
+			Coverage: a.Coverage, Degraded: a.Degraded, Held: a.HeldDegraded})
 	}
 	firing := 0
 	for _, a := range s.Alerts {
@@ -54,7 +56,7 @@ func view(d *topology.Domain, s *aggregate.DomainState) web.DomainView {
 		PowerMaxMW: s.PowerMaxW / 1e6, CapacityMW: s.CapacityW / 1e6, HeadroomMW: s.HeadroomW / 1e6,
 		NodesReporting: s.NodesReporting, NodesExpected: s.NodesExpected, Coverage: s.Coverage,
 		RampMWPerS: s.RampWPerS / 1e6, SwingMW: s.SwingW / 1e6, OscFreqHz: s.OscFreqHz, OscMW: s.OscW / 1e6,
-		ThrottledGPUs: s.ThrottledGPUs}
+		ThrottledGPUs: s.ThrottledGPUs, Degraded: s.Degraded, OscFound: s.OscFound}
 	if s.HasGPUTemp() {
 		v.GPUTempMaxC = float64(s.GPUTempMaxC)
 	}

@@ -40,6 +40,10 @@ type Config struct {
 	// Plausible bounds every node report (internal/plausible); the zero
 	// value means the defaults.
 	Plausible plausible.Bounds
+	// MinCoverage is the coverage below which a domain's window is
+	// degraded: its figures are partly estimated, and firing alerts on it
+	// do not resolve (resolve_min_coverage). 0 never degrades on coverage.
+	MinCoverage float64
 }
 
 // Validate returns every problem.
@@ -53,6 +57,9 @@ func (c Config) Validate() error {
 	}
 	if c.Grace < 0 {
 		errs = append(errs, errors.New("grace must not be negative"))
+	}
+	if !(c.MinCoverage >= 0 && c.MinCoverage <= 1) {
+		errs = append(errs, errors.New("resolve_min_coverage must be within 0..1"))
 	}
 	if c.Slot > 0 && (c.AnalysisWindow < 2*time.Second || c.AnalysisWindow%c.Slot != 0) {
 		errs = append(errs, errors.New("analysis_window must be at least 2s and a multiple of slot"))
@@ -86,6 +93,7 @@ type Aggregator struct {
 	rHealthy  []uint16
 	lastWin   []int64 // last window the node counted fresh at a tick, -1 never
 	lastPower []float64
+	lastHlth  []uint16 // healthy GPUs in that window
 
 	halls *hallInputs // FromHalls only
 
@@ -186,6 +194,7 @@ func New(cfg Config, topo *topology.Topology) (*Aggregator, error) {
 		a.lastWin[i] = -1
 	}
 	a.lastPower = make([]float64, N)
+	a.lastHlth = make([]uint16, N)
 	return a, nil
 }
 
@@ -368,11 +377,14 @@ func (a *Aggregator) Tick(windowEnd time.Time) []DomainState {
 		d.Slots = a.accSlot[id*S : id*S+S]
 		d.PowerMaxW = slices.Max(d.Slots)
 		d.PowerEstW = d.PowerW + d.MissingEstW
-		d.HeadroomW = d.CapacityW - d.PowerW
+		d.PowerMaxEstW = d.PowerMaxW + d.MissingEstW
+		// Headroom is what the estimate leaves: silent nodes never make room.
+		d.HeadroomW = d.CapacityW - d.PowerEstW
 		d.Coverage = 1
 		if d.NodesExpected > 0 {
 			d.Coverage = float64(d.NodesReporting) / float64(d.NodesExpected)
 		}
+		d.Degraded = d.Coverage < a.cfg.MinCoverage
 		a.ana.update(id, d, gap, a.osc[id])
 	}
 	a.lastTick = k
@@ -393,6 +405,12 @@ func (a *Aggregator) accumulateNodes(k int64) {
 			p := a.rPowerW[j]
 			d.PowerW += p
 			d.NodesReporting++
+			// Coverage-proof change: only a node that reported the previous
+			// window too, with the same healthy GPUs, adds its change of power.
+			if a.lastWin[i] == k-1 && a.lastHlth[i] == a.rHealthy[j] {
+				d.ContDeltaW += p - a.lastPower[i]
+			}
+			a.lastHlth[i] = a.rHealthy[j]
 			src := a.rSlots[j*S : j*S+S]
 			for s := range ds {
 				ds[s] += float64(src[s])
@@ -424,10 +442,12 @@ func (a *Aggregator) accumulateNodes(k int64) {
 	}
 }
 
-// History copies domain id's estimate series at slot resolution (the last
-// analysis window), oldest first, into dst.
+// History copies domain id's analysis series at slot resolution (the last
+// analysis window), oldest first, into dst, shifted so that its last window
+// sits at the current estimate: its shape is what ramp, swing and
+// oscillation see.
 func (a *Aggregator) History(id int, dst []float64) []float64 {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	return a.ana.history(id, dst)
+	return a.ana.plotHistory(id, dst)
 }

@@ -21,6 +21,8 @@ type analysis struct {
 	slot   time.Duration
 	hist   []float64 // [id*n + i] ring
 	pos    []int32   // next write index per domain
+	level  []float64 // continuity level per domain: moves by ContDeltaW only
+	off    []float64 // PowerEstW - level at the last update (to plot the series)
 	filled []int32   // samples held per domain
 	spec   []float64 // [id*(n/2+1) + k] peak-to-peak W per bin
 	binHz  float64
@@ -33,7 +35,8 @@ type analysis struct {
 
 func newAnalysis(domains, n int, slot time.Duration, _ int) *analysis {
 	a := &analysis{n: n, perSec: int(time.Second / slot), slot: slot,
-		hist: make([]float64, domains*n), pos: make([]int32, domains), filled: make([]int32, domains),
+		hist: make([]float64, domains*n), pos: make([]int32, domains),
+		level: make([]float64, domains), off: make([]float64, domains), filled: make([]int32, domains),
 		spec: make([]float64, domains*(n/2+1)), binHz: 1 / (float64(n) * slot.Seconds()),
 		fft: fourier.NewFFT(n), win: make([]float64, n), buf: make([]float64, n), coef: make([]complex128, n/2+1)}
 	for i := range a.win {
@@ -58,17 +61,35 @@ func (a *analysis) history(id int, dst []float64) []float64 {
 	return append(dst, h[:p]...)
 }
 
-// update appends the window's estimate slots of d and fills its analysis
-// fields. gap resets the history (windows were skipped); osc says whether
-// to compute the spectrum.
+// update appends the window's continuity series of d and fills its
+// analysis fields. gap resets the history (windows were skipped); osc says
+// whether to compute the spectrum.
+//
+// The continuity series is level + (slot - mean of the window's slots):
+// the level starts at the estimate and then moves only by ContDeltaW, the
+// change of the nodes that reported in both windows. Nodes dropping out or
+// coming back change PowerW and the estimate but never the series, so they
+// are no ramp, swing or oscillation; a load change on reporting nodes is.
 func (a *analysis) update(id int, d *DomainState, gap, osc bool) {
 	if gap {
 		a.filled[id], a.pos[id] = 0, 0
+		a.level[id] = d.PowerEstW
+	} else {
+		a.level[id] += d.ContDeltaW
 	}
+	a.off[id] = d.PowerEstW - a.level[id]
+	mean := 0.0
+	for _, v := range d.Slots {
+		mean += v
+	}
+	if len(d.Slots) > 0 {
+		mean /= float64(len(d.Slots))
+	}
+	base := a.level[id] - mean
 	h := a.hist[id*a.n : id*a.n+a.n]
 	p := int(a.pos[id])
 	for _, v := range d.Slots {
-		h[p] = v + d.MissingEstW
+		h[p] = base + v
 		p++
 		if p == a.n {
 			p = 0
@@ -118,6 +139,16 @@ func (a *analysis) update(id int, d *DomainState, gap, osc bool) {
 	spec[0] = 0
 	d.HasOsc, d.Spectrum, d.BinHz = true, spec, a.binHz
 	d.OscFreqHz, d.OscW, _ = d.Band(OscMinHz, OscMaxHz)
+	d.OscFound = d.OscW > 0
+}
+
+// plotHistory is history shifted to the current estimate's level.
+func (a *analysis) plotHistory(id int, dst []float64) []float64 {
+	dst = a.history(id, dst)
+	for i := range dst {
+		dst[i] += a.off[id]
+	}
+	return dst
 }
 
 // detrend removes the least-squares line, so that a ramp does not show up

@@ -1,6 +1,7 @@
 package aggregate
 
 import (
+	"math"
 	"time"
 
 	"github.com/megawatch/megawatch/internal/telemetry"
@@ -15,27 +16,37 @@ type DomainState struct {
 	PowerEstW      float64 // PowerW + last known power of the missing nodes
 	MissingEstW    float64 // last known power of the missing nodes
 	PowerMaxW      float64 // max over slots of the summed slot power
+	PowerMaxEstW   float64 // PowerMaxW + last known power of the missing nodes
 	Slots          []float64
 	CapacityW      float64
-	HeadroomW      float64
-	NodesReporting int // fresh + held
-	NodesHeld      int // counted with their last power (silent for ≤ stale_after windows)
+	HeadroomW      float64 // CapacityW - PowerEstW
+	NodesReporting int     // fresh + held
+	NodesHeld      int     // counted with their last power (silent for ≤ stale_after windows)
 	NodesExpected  int
-	StaleNodes     int // expected nodes not counted
-	Coverage       float64
-	GPUTempMaxC    int32 // noTemp (math.MinInt32) when none reported
-	MemTempMaxC    int32
-	ThrottledGPUs  int
-	GPUs           int
-	GPUsHealthy    int
-	// Analysis over the sliding window, on the estimate series (missing
-	// nodes filled with their last power, so a node falling silent is not
-	// a ramp). HasAnalysis once 1 s of history exists; HasOsc once the
-	// window is full.
+	StaleNodes     int     // expected nodes not counted
+	Coverage       float64 // NodesReporting / NodesExpected
+	// Degraded: coverage below MinCoverage. The figures are partly
+	// estimated. (Reports are never dropped by the aggregator itself: a
+	// slow one is late, see alerts' input.)
+	Degraded bool
+	// ContDeltaW is the change of the mean power since the previous window
+	// of the nodes that reported in both (coverage-proof).
+	ContDeltaW    float64
+	GPUTempMaxC   int32 // noTemp (math.MinInt32) when none reported
+	MemTempMaxC   int32
+	ThrottledGPUs int
+	GPUs          int
+	GPUsHealthy   int
+	// Analysis over the sliding window, on the continuity series: its level
+	// moves only by ContDeltaW, so nodes falling silent or coming back are
+	// no ramp, swing or oscillation; its shape within a window is that of
+	// the summed slots. HasAnalysis once 1 s of history exists; HasOsc once
+	// the window is full.
 	HasAnalysis bool
 	RampWPerS   float64
 	SwingW      float64
 	HasOsc      bool
+	OscFound    bool // a peak inside the band (else OscFreqHz and OscW are 0)
 	OscFreqHz   float64
 	OscW        float64   // peak-to-peak of the dominant oscillation in 0.1–5 Hz
 	Spectrum    []float64 // peak-to-peak W per frequency bin (bin i = i*BinHz); valid until the next Tick
@@ -52,6 +63,7 @@ func (d *DomainState) HasMemTemp() bool { return d.MemTempMaxC != noTemp }
 func (d *DomainState) add(c *DomainState) {
 	d.PowerW += c.PowerW
 	d.MissingEstW += c.MissingEstW
+	d.ContDeltaW += c.ContDeltaW
 	d.NodesReporting += c.NodesReporting
 	d.NodesHeld += c.NodesHeld
 	d.StaleNodes += c.StaleNodes
@@ -63,38 +75,64 @@ func (d *DomainState) add(c *DomainState) {
 }
 
 // Band returns the dominant oscillation between lo and hi Hz: frequency
-// and peak-to-peak W; ok is false without a full analysis window.
+// and peak-to-peak W; ok is false without a full analysis window. The
+// dominant oscillation is the largest local maximum of the spectrum inside
+// the band; without one (the spectrum only rises or falls across the band)
+// there is none: 0, 0, true. The frequency is refined within half a bin of
+// that peak and never leaves [lo, hi]; the amplitude is corrected for the
+// Hann window's scalloping.
 func (d *DomainState) Band(lo, hi float64) (freqHz, ppW float64, ok bool) {
-	if !d.HasOsc || d.BinHz <= 0 {
+	if !d.HasOsc || d.BinHz <= 0 || !(lo <= hi) {
 		return 0, 0, false
 	}
+	s := d.Spectrum
 	best := -1
-	for i := max(1, int(lo/d.BinHz)); i < len(d.Spectrum) && float64(i)*d.BinHz <= hi; i++ {
-		if float64(i)*d.BinHz < lo {
-			continue
+	first := max(1, int(math.Ceil(lo/d.BinHz-1e-9)))
+	for i := first; i < len(s) && float64(i)*d.BinHz <= hi+1e-9; i++ {
+		if !(s[i] > 0) || (i > 0 && s[i-1] > s[i]) || (i+1 < len(s) && s[i+1] > s[i]) {
+			continue // not a peak
 		}
-		if best < 0 || d.Spectrum[i] > d.Spectrum[best] {
+		if best < 0 || s[i] > s[best] {
 			best = i
 		}
 	}
 	if best < 0 {
 		return 0, 0, true
 	}
-	return refine(d.Spectrum, best) * d.BinHz, d.Spectrum[best], true
+	delta, pp := refine(s, best)
+	f := (float64(best) + delta) * d.BinHz
+	return min(hi, max(lo, f)), pp, true
 }
 
-// refine interpolates the peak position around bin k (parabola through the
-// three magnitudes).
-func refine(s []float64, k int) float64 {
-	if k <= 0 || k >= len(s)-1 {
-		return float64(k)
+// refine estimates a Hann-windowed tone's offset from peak bin k (within
+// ±0.5 bin) from the larger neighbour's ratio, and its peak-to-peak
+// amplitude from the window's response at that offset.
+func refine(s []float64, k int) (delta, pp float64) {
+	b := s[k]
+	var left, right float64
+	if k > 0 {
+		left = s[k-1]
 	}
-	a, b, c := s[k-1], s[k], s[k+1]
-	den := a - 2*b + c
-	if den == 0 {
-		return float64(k)
+	if k+1 < len(s) {
+		right = s[k+1]
 	}
-	return float64(k) + 0.5*(a-c)/den
+	sign, n := 1.0, right
+	if left > right {
+		sign, n = -1, left
+	}
+	alpha := n / b // 0..1: b is a peak
+	delta = min(0.5, max(0, (2*alpha-1)/(alpha+1)))
+	return sign * delta, b / hannResponse(delta)
+}
+
+// hannResponse is the Hann window's normalised amplitude response at x bins
+// from a tone (1 at 0, 0.85 at 0.5): sinc(x) / (1 - x²).
+func hannResponse(x float64) float64 {
+	if x == 0 {
+		return 1
+	}
+	px := math.Pi * x
+	return math.Sin(px) / px / (1 - x*x)
 }
 
 // Fill writes the rollup of d (domain dom) into r, reusing its slices.
@@ -108,12 +146,17 @@ func (d *DomainState) Fill(dom *topology.Domain, window, slot time.Duration, seq
 		CapacityW: d.CapacityW, NodesReporting: uint32(d.NodesReporting), NodesExpected: uint32(d.NodesExpected),
 		StaleNodes: uint32(d.StaleNodes), ThrottledGpus: uint32(d.ThrottledGPUs), Gpus: uint32(d.GPUs),
 		GpusHealthy: uint32(d.GPUsHealthy), Seq: seq,
+		Degraded: d.Degraded, PowerMaxEstW: d.PowerMaxEstW, Coverage: d.Coverage,
 	}
+	r.ContinuityDeltaW = &d.ContDeltaW
 	if d.HasAnalysis {
 		r.RampWPerS, r.SwingW = &d.RampWPerS, &d.SwingW
 	}
 	if d.HasOsc {
-		r.OscFreqHz, r.OscW = &d.OscFreqHz, &d.OscW
+		r.OscW = &d.OscW
+		if d.OscFound {
+			r.OscFreqHz = &d.OscFreqHz
+		}
 	}
 	if d.HasGPUTemp() {
 		r.GpuTempMaxC = &d.GPUTempMaxC

@@ -1,6 +1,7 @@
 package aggregate
 
 import (
+	"math"
 	"testing"
 	"time"
 
@@ -66,6 +67,12 @@ func FuzzHandleRollup(f *testing.F) {
 	b, _ := proto.Marshal(ok)
 	f.Add(b)
 	f.Add([]byte("\x0a\x04hall"))
+	for _, c := range []float64{1e300, math.NaN(), math.Inf(-1), -5e4} {
+		bad := proto.Clone(ok).(*telemetry.Rollup)
+		bad.ContinuityDeltaW = &c
+		bb, _ := proto.Marshal(bad)
+		f.Add(bb)
+	}
 	f.Fuzz(func(t *testing.T, data []byte) {
 		cfg := testConfig()
 		cfg.FromHalls = true

@@ -3,6 +3,7 @@ package aggregate
 import (
 	"errors"
 	"fmt"
+	"math"
 	"slices"
 	"strings"
 
@@ -106,6 +107,10 @@ func (a *Aggregator) HandleRollup(data []byte) error {
 	if m.MemTempMaxC != nil {
 		st.MemTempMaxC = m.GetMemTempMaxC()
 	}
+	st.ContDeltaW = m.GetContinuityDeltaW()
+	if m.ContinuityDeltaW == nil || !(math.Abs(st.ContDeltaW) < 1e15) {
+		st.ContDeltaW = math.NaN() // an older hall aggregator: derived at the tick
+	}
 	h.st[j] = st
 	copy(h.slots[j*S:j*S+S], m.GetSlotPowerW())
 	a.stats.Accepted++
@@ -125,11 +130,18 @@ func (h *hallInputs) accumulate(k int64) {
 		switch {
 		case h.win[j] == k:
 			*acc = h.st[j]
+			if math.IsNaN(acc.ContDeltaW) {
+				acc.ContDeltaW = 0
+				if prev := h.last[i]; h.lastWin[i] == k-1 && prev.NodesReporting == acc.NodesReporting {
+					acc.ContDeltaW = acc.PowerW - prev.PowerW
+				}
+			}
 			copy(as, h.slots[j*S:j*S+S])
 			h.lastWin[i], h.last[i] = k, h.st[j]
 			copy(h.lastSl[i*S:i*S+S], as)
 		case h.lastWin[i] >= 0 && k-h.lastWin[i] <= stale:
 			*acc = h.last[i]
+			acc.ContDeltaW = 0 // held at its last figures: no change
 			copy(as, h.lastSl[i*S:i*S+S])
 		default:
 			*acc = DomainState{GPUTempMaxC: noTemp, MemTempMaxC: noTemp, StaleNodes: d.NodesExpected}

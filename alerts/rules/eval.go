@@ -34,6 +34,9 @@ type Domain struct {
 // freqHz is set for oscillation_mw.
 type Source interface {
 	Value(domainID int, metric string, band []float64) (value, freqHz float64, ok bool)
+	// Quality is the domain's coverage (0..1) and whether its telemetry is
+	// degraded in the current window.
+	Quality(domainID int) (coverage float64, degraded bool)
 }
 
 // Record is the persisted state of one (rule, domain): the KV value.
@@ -49,6 +52,11 @@ type Record struct {
 	Value       float64   `json:"value"`
 	FreqHz      float64   `json:"freq_hz,omitempty"`
 	Threshold   float64   `json:"threshold"`
+	Coverage    float64   `json:"coverage"`
+	Degraded    bool      `json:"degraded,omitempty"`
+	// HeldDegraded: the value is on the clear side but the alert stays
+	// firing because the domain's telemetry is degraded.
+	HeldDegraded bool `json:"held_degraded,omitempty"`
 }
 
 // Fingerprint is the stable identity of (rule, domain key).
@@ -70,6 +78,7 @@ type instance struct {
 type compiled struct {
 	Rule
 	below bool
+	hold  bool // stays firing while degraded
 	tmpl  map[string]*template.Template
 	inst  []instance
 }
@@ -87,7 +96,7 @@ type Evaluator struct {
 func NewEvaluator(rs []Rule, domains []Domain, retention time.Duration) (*Evaluator, error) {
 	e := &Evaluator{byFP: map[string]*instance{}, retention: retention}
 	for _, r := range rs {
-		c := &compiled{Rule: r, below: r.Below(), tmpl: map[string]*template.Template{}}
+		c := &compiled{Rule: r, below: r.Below(), hold: HoldsWhileDegraded(r.Metric), tmpl: map[string]*template.Template{}}
 		for k, v := range r.Annotations {
 			t, err := parseTemplate(k, v)
 			if err != nil {
@@ -169,6 +178,10 @@ func (e *Evaluator) Eval(at time.Time, src Source) []notify.Alert {
 		for i := range c.inst {
 			in := &c.inst[i]
 			v, f, ok := src.Value(in.dom.ID, c.Metric, c.Band)
+			cov, deg := src.Quality(in.dom.ID)
+			if in.rec.Coverage != cov || in.rec.Degraded != deg {
+				in.rec.Coverage, in.rec.Degraded = cov, deg
+			}
 			if a, changed := e.step(c, in, at, v, f, ok); changed {
 				out = append(out, a)
 			}
@@ -216,7 +229,14 @@ func (e *Evaluator) step(c *compiled, in *instance, at time.Time, v, f float64, 
 		in.dirty = true
 		return e.alert(c, in, at), true
 	case StateFiring:
-		if !cleared {
+		// Missing is never a reason to resolve: on the clear side while the
+		// domain's telemetry is degraded, the alert stays firing (and says so).
+		held := cleared && c.hold && r.Degraded
+		if held != r.HeldDegraded {
+			r.HeldDegraded = held
+			in.dirty = true
+		}
+		if !cleared || held {
 			if !r.ClearSince.IsZero() {
 				r.ClearSince = time.Time{}
 				in.dirty = true
@@ -251,8 +271,9 @@ func (e *Evaluator) alert(c *compiled, in *instance, at time.Time) notify.Alert 
 		a.State, a.EndsAt = notify.StateResolved, r.ResolvedAt
 	}
 	td := TemplateData{Rule: c.Name, Severity: c.Severity, Level: a.Level, Domain: a.Domain, Metric: c.Metric, Unit: a.Unit,
-		Path: a.Path, Value: r.Value, Threshold: in.thr, Clear: in.clr, CapacityMW: in.dom.CapacityW / 1e6, FreqHz: r.FreqHz, Labels: a.Labels}
-	a.Annotations = make(map[string]string, len(c.tmpl)+2)
+		Path: a.Path, Value: r.Value, Threshold: in.thr, Clear: in.clr, CapacityMW: in.dom.CapacityW / 1e6, FreqHz: r.FreqHz, Labels: a.Labels,
+		Coverage: r.Coverage, Degraded: r.Degraded}
+	a.Annotations = make(map[string]string, len(c.tmpl)+4)
 	for k, t := range c.tmpl {
 		var b strings.Builder
 		if err := t.Execute(&b, td); err != nil {
@@ -264,6 +285,14 @@ func (e *Evaluator) alert(c *compiled, in *instance, at time.Time) notify.Alert 
 	a.Annotations["threshold"] = fmt.Sprintf("%.3f %s", in.thr, a.Unit)
 	if c.Metric == MetricOscillationMW {
 		a.Annotations["freq_hz"] = fmt.Sprintf("%.3f", r.FreqHz)
+	}
+	a.Annotations["coverage"] = fmt.Sprintf("%.1f%%", 100*r.Coverage)
+	switch {
+	case r.HeldDegraded && a.State == notify.StateFiring:
+		a.Annotations["telemetry"] = fmt.Sprintf("degraded: only %.1f%% of nodes report; the figure is partly estimated (silent nodes at their last known power). "+
+			"It is on the clear side, but the alert stays firing until coverage is back", 100*r.Coverage)
+	case r.Degraded:
+		a.Annotations["telemetry"] = fmt.Sprintf("degraded: only %.1f%% of nodes report; the figure is partly estimated (silent nodes at their last known power)", 100*r.Coverage)
 	}
 	return a
 }
@@ -301,6 +330,8 @@ func (e *Evaluator) Active(at time.Time) []notify.Alert {
 type View struct {
 	Rule, Severity, Level, Domain, State string
 	Value, Threshold                     float64
+	Coverage                             float64
+	Degraded, HeldDegraded               bool
 	Summary                              string
 	ActiveSince                          time.Time
 }
@@ -316,7 +347,8 @@ func (e *Evaluator) Views(at time.Time) []View {
 			}
 			a := e.alert(c, in, at)
 			out = append(out, View{Rule: c.Name, Severity: c.Severity, Level: in.dom.Level, Domain: in.dom.Key, State: in.rec.State,
-				Value: in.rec.Value, Threshold: in.thr, Summary: a.Summary(), ActiveSince: in.rec.ActiveAt})
+				Value: in.rec.Value, Threshold: in.thr, Summary: a.Summary(), ActiveSince: in.rec.ActiveAt,
+				Coverage: in.rec.Coverage, Degraded: in.rec.Degraded, HeldDegraded: in.rec.HeldDegraded})
 		}
 	}
 	return out

@@ -13,6 +13,19 @@ func (f fixed) Value(id int, _ string, _ []float64) (float64, float64, bool) {
 	return v, 0.5, ok
 }
 
+func (f fixed) Quality(int) (float64, bool) { return 1, false }
+
+// degradedSrc is one domain's value with its coverage; degraded below 0.9.
+type degradedSrc struct{ v, cov float64 }
+
+func (d degradedSrc) Value(_ int, m string, _ []float64) (float64, float64, bool) {
+	if m == MetricCoverage {
+		return d.cov, 0, true
+	}
+	return d.v, 0, true
+}
+func (d degradedSrc) Quality(int) (float64, bool) { return d.cov, d.cov < 0.9 }
+
 func fp(v float64) *float64 { return &v }
 
 var testT0 = time.Unix(1800000000, 0)
@@ -115,5 +128,47 @@ func TestRestoreAndAlertFields(t *testing.T) {
 	}
 	if v := e2.Views(t0); len(v) != 0 {
 		t.Fatalf("views %+v", v)
+	}
+}
+
+// A firing power alert whose domain loses most of its reports stays firing
+// (with the coverage in its annotation) although the value falls below the
+// clear level; it resolves only once coverage is back and the value is
+// below clear. Coverage alerts themselves resolve normally.
+func TestNoResolveWhileDegraded(t *testing.T) {
+	r := Rule{Name: "p", Level: "hall", Metric: MetricPowerMW, Threshold: fp(19), Clear: fp(18), Severity: "critical"}
+	e, err := NewEvaluator([]Rule{r, {Name: "c", Level: "hall", Metric: MetricCoverage, Threshold: fp(0.98), Severity: "warning"}}, hall[:1], time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	steps := []struct {
+		v, cov float64
+		want   string // notifications, "rule:state" joined
+	}{
+		{20, 1, "p:firing"},
+		{10, 0.4, "c:firing"}, // 60 % silent: below clear but degraded: no resolve
+		{5, 0.4, ""},
+		{17, 1, "p:resolved c:resolved"}, // coverage back, below clear
+	}
+	for i, s := range steps {
+		var got []string
+		for _, a := range e.Eval(testT0.Add(time.Duration(i)*time.Second), degradedSrc{s.v, s.cov}) {
+			got = append(got, a.Rule+":"+a.State)
+			if a.Rule == "p" && a.Annotations["coverage"] == "" {
+				t.Errorf("step %d: no coverage annotation: %v", i, a.Annotations)
+			}
+		}
+		if strings.Join(got, " ") != s.want {
+			t.Errorf("step %d (%v MW, coverage %v): notified %q, want %q", i, s.v, s.cov, strings.Join(got, " "), s.want)
+		}
+		if i == 2 {
+			act := e.Active(testT0.Add(3 * time.Second))
+			if len(act) != 2 || !strings.Contains(act[0].Annotations["telemetry"], "40.0%") || act[0].Annotations["coverage"] != "40.0%" {
+				t.Errorf("re-sent while held: %+v", act)
+			}
+			if v := e.Views(testT0); len(v) != 2 || !v[0].HeldDegraded || !v[0].Degraded {
+				t.Errorf("views while held: %+v", v)
+			}
+		}
 	}
 }

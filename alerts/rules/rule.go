@@ -19,9 +19,9 @@ import (
 
 // Metrics a rule can watch.
 const (
-	MetricPowerMW       = "power_mw"       // mean power of the reporting nodes, MW
-	MetricPowerMaxMW    = "power_max_mw"   // max 100 ms slot of the summed power, MW
-	MetricHeadroomMW    = "headroom_mw"    // capacity - power, MW (fires below)
+	MetricPowerMW       = "power_mw"       // estimate: reporting nodes + last known power of silent ones, MW
+	MetricPowerMaxMW    = "power_max_mw"   // max 100 ms slot of the summed power + silent nodes' last power, MW
+	MetricHeadroomMW    = "headroom_mw"    // capacity - power_mw, MW (fires below)
 	MetricRampMWPerS    = "ramp_mw_per_s"  // largest 1 s change in the analysis window, MW/s
 	MetricSwingMW       = "swing_mw"       // peak-to-peak over the analysis window, MW
 	MetricOscillationMW = "oscillation_mw" // peak-to-peak MW of the dominant oscillation in band
@@ -30,6 +30,9 @@ const (
 	MetricMemTempMaxC   = "mem_temp_max_c"
 	MetricThrottledGPUs = "throttled_gpus" // GPUs with thermal / power-brake clock events
 	MetricStaleNodes    = "stale_nodes"    // expected nodes not counted this window
+	// MetricDegraded is 1 while the domain's telemetry is degraded
+	// (coverage below resolve_min_coverage), else 0.
+	MetricDegraded = "telemetry_degraded"
 )
 
 // metricInfo is the unit, default comparison and whether of_capacity applies.
@@ -51,6 +54,19 @@ var metrics = map[string]metricInfo{
 	MetricMemTempMaxC:   {"C", false, false},
 	MetricThrottledGPUs: {"count", false, false},
 	MetricStaleNodes:    {"count", false, false},
+	MetricDegraded:      {"bool", false, false},
+}
+
+// HoldsWhileDegraded reports whether a firing alert on metric stays firing
+// while its domain's telemetry is degraded: every metric whose figure
+// missing nodes could make look better. Coverage, stale nodes and the
+// degraded state itself describe the telemetry and resolve on their own.
+func HoldsWhileDegraded(metric string) bool {
+	switch metric {
+	case MetricCoverage, MetricStaleNodes, MetricDegraded:
+		return false
+	}
+	return true
 }
 
 // Metrics lists the metric names, sorted.
@@ -254,7 +270,11 @@ type TemplateData struct {
 	Value, Threshold, Clear                     float64 // in the metric's unit (MW for MW metrics)
 	CapacityMW                                  float64
 	FreqHz                                      float64 // oscillation_mw: frequency of the dominant oscillation
-	Labels                                      map[string]string
+	// Coverage of the domain (0..1) in the evaluated window; Degraded when
+	// its telemetry is degraded (figures partly estimated).
+	Coverage float64
+	Degraded bool
+	Labels   map[string]string
 }
 
 var funcs = template.FuncMap{

@@ -30,8 +30,11 @@ func TestLivePageInChromium(t *testing.T) {
 		v, err := strconv.ParseFloat(strings.ReplaceAll(s, ",", ""), 64)
 		return err == nil && v > 0
 	}, 20*time.Second)
-	if mw != "41.2" {
-		t.Errorf("#site-mw = %q, want 41.2", mw)
+	if mw != "41.7" {
+		t.Errorf("#site-mw = %q, want the estimate 41.7", mw)
+	}
+	if p.Count("#site-degraded.hidden") != 1 {
+		t.Errorf("degraded marker shown for a healthy site: %q", p.Text("#site-degraded"))
 	}
 	if got := p.Text("#site-capacity"); got != "55.0" {
 		t.Errorf("#site-capacity = %q", got)
@@ -66,6 +69,23 @@ func TestLivePageInChromium(t *testing.T) {
 	// Layout: nothing overflows a 1440 px wide control-room screen.
 	if over, err := browsertest.Eval[bool](p, `document.documentElement.scrollWidth > window.innerWidth`); err != nil || over {
 		t.Errorf("page wider than the window (err %v)", err)
+	}
+	// At 1400 px the alerts table's last column (Since) stays inside its panel.
+	fits, err := browsertest.Eval[bool](p, `(() => {
+		document.body.style.width = "1400px";
+		const panel = document.querySelector("table.alerts").closest(".panel").getBoundingClientRect();
+		const ths = [...document.querySelectorAll("table.alerts th")];
+		const cells = [...document.querySelectorAll("table.alerts td")];
+		const ok = ths.every((e) => e.getBoundingClientRect().right <= panel.right + 0.5) &&
+			cells.every((e) => e.getBoundingClientRect().right <= panel.right + 0.5) &&
+			[...document.querySelectorAll("table.alerts .sev")].every((e) => e.getBoundingClientRect().height < 24 &&
+				e.getBoundingClientRect().right <= e.closest("td").getBoundingClientRect().right + 0.5) &&
+			document.querySelector("table.alerts").closest(".panel").scrollWidth <= document.querySelector("table.alerts").closest(".panel").clientWidth;
+		document.body.style.width = "";
+		return ok;
+	})()`)
+	if err != nil || !fits {
+		t.Errorf("alerts table columns do not fit their panel at 1400 px (err %v)", err)
 	}
 
 	shot := p.Screenshot(filepath.Join(t.TempDir(), "live-page.png"))
@@ -115,10 +135,34 @@ func TestLivePageHallScoped(t *testing.T) {
 	t.Cleanup(srv.Close)
 	p := browsertest.Open(t, srv.URL+"/")
 	if got := p.WaitText("#site-mw", func(s string) bool { return s != "—" }, 20*time.Second); got != "41.2" {
-		t.Errorf("#site-mw = %q, want the halls' sum 41.2", got)
+		t.Errorf("#site-mw = %q, want the halls' estimates' sum 41.2", got)
 	}
 	if got := p.Count(".hall-row"); got != 2 {
 		t.Errorf("%d hall rows, want 2", got)
+	}
+	if errs := p.JSErrors(); len(errs) > 0 {
+		t.Errorf("page script errors: %q", errs)
+	}
+}
+
+// A degraded site: the headline carries the estimate and a visible
+// "telemetry degraded" marker, never a bare number.
+func TestLivePageDegraded(t *testing.T) {
+	testenv.Short(t)
+	src := newFakeSource()
+	src.degraded = true
+	srv := httptest.NewServer(web.Handler(src, nil, 200*time.Millisecond))
+	t.Cleanup(srv.Close)
+	p := browsertest.Open(t, srv.URL+"/")
+	got := p.WaitText("#site-degraded", func(s string) bool { return strings.Contains(s, "degraded") }, 20*time.Second)
+	if !strings.Contains(got, "partly estimated") || !strings.Contains(got, "98.6% of nodes report") {
+		t.Errorf("#site-degraded = %q", got)
+	}
+	if got := p.Text("#site-mw"); got != "41.7" {
+		t.Errorf("#site-mw = %q, want the estimate 41.7", got)
+	}
+	if got := p.Text("#site-headroom"); !strings.HasSuffix(got, "?") {
+		t.Errorf("#site-headroom = %q, want it marked as uncertain", got)
 	}
 	if errs := p.JSErrors(); len(errs) > 0 {
 		t.Errorf("page script errors: %q", errs)

@@ -11,8 +11,9 @@ import (
 // fakeSource is a two-hall site drawing ~41 MW with a 0.5 Hz, 3 MW
 // oscillation and one firing alert: what the page must show.
 type fakeSource struct {
-	now   func() time.Time
-	calls atomic.Int64
+	now      func() time.Time
+	calls    atomic.Int64
+	degraded bool
 }
 
 func newFakeSource() *fakeSource { return &fakeSource{now: time.Now} }
@@ -30,21 +31,21 @@ func (f *fakeSource) Snapshot() web.Snapshot {
 		return web.DomainView{Level: "hall", Path: []string{"dc1", name}, Key: "dc1/" + name,
 			PowerMW: mw, PowerEstMW: mw, PowerMaxMW: mw + 1, CapacityMW: capMW, HeadroomMW: capMW - mw,
 			NodesReporting: 1440, NodesExpected: 1440, Coverage: 1, RampMWPerS: 0.4, SwingMW: 1.6,
-			OscFreqHz: 0.5, OscMW: 1.5, GPUTempMaxC: 78, ThrottledGPUs: 3}
+			OscFreqHz: 0.5, OscMW: 1.5, OscFound: true, GPUTempMaxC: 78, ThrottledGPUs: 3}
 	}
 	h1, h2 := hall("h1", 23.9, 25), hall("h2", 17.3, 25)
 	h2.NodesReporting, h2.Coverage = 1400, 1400.0/1440
 	site := web.DomainView{Level: "site", Path: []string{"dc1"}, Key: "dc1",
 		PowerMW: 41.2, PowerEstMW: 41.7, PowerMaxMW: 42.9, CapacityMW: 55, HeadroomMW: 13.8,
 		NodesReporting: 2840, NodesExpected: 2880, Coverage: 2840.0 / 2880, RampMWPerS: 0.8,
-		SwingMW: 3.1, OscFreqHz: 0.5, OscMW: 3, GPUTempMaxC: 81, ThrottledGPUs: 5}
+		SwingMW: 3.1, OscFreqHz: 0.5, OscMW: 3, OscFound: true, GPUTempMaxC: 81, ThrottledGPUs: 5, Degraded: f.degraded}
 	return web.Snapshot{
 		At: now, WindowMs: 1000,
 		Sites: []web.DomainView{site}, Halls: []web.DomainView{h1, h2},
 		SiteSeries: map[string][]web.Point{"dc1": series},
 		Alerts: []web.AlertView{{
 			Rule: "hall_capacity", Severity: "critical", Level: "hall", Domain: "dc1/h1", State: "firing",
-			Value: 0.956, Threshold: 0.95, Summary: "hall dc1/h1 at 95.6% of its 25 MW capacity",
+			Value: 0.956, Threshold: 0.95, Summary: "hall dc1/h1 at 95.6% of its 25 MW capacity, a long summary that has to wrap inside its column and not push the Since column out of the panel",
 			ActiveSince: now.Add(-95 * time.Second),
 		}, {
 			Rule: "site_oscillation", Severity: "warning", Level: "site", Domain: "dc1", State: "pending",

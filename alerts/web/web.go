@@ -30,6 +30,13 @@ type DomainView struct {
 	OscMW          float64  `json:"osc_mw"`
 	GPUTempMaxC    float64  `json:"gpu_temp_max_c"`
 	ThrottledGPUs  int      `json:"throttled_gpus"`
+	// Degraded: too few nodes report (coverage below resolve_min_coverage):
+	// PowerEstMW is partly an estimate and the page marks it so. OscFound is false when there is
+	// no oscillation peak in band (OscFreqHz is then meaningless).
+	Degraded bool `json:"degraded"`
+	OscFound bool `json:"osc_found"`
+	// LagS is how late the aggregator computed this window (it fell behind).
+	LagS float64 `json:"lag_s"`
 }
 
 // Point is one slot of a power series: T in unix milliseconds, MW.
@@ -49,6 +56,11 @@ type AlertView struct {
 	Threshold   float64   `json:"threshold"`
 	Summary     string    `json:"summary"`
 	ActiveSince time.Time `json:"active_since"`
+	// Coverage of the domain; Held when the value is on the clear side but
+	// the alert stays firing because the domain's telemetry is degraded.
+	Coverage float64 `json:"coverage"`
+	Degraded bool    `json:"degraded"`
+	Held     bool    `json:"held"`
 }
 
 // Snapshot is everything the page shows at one instant.

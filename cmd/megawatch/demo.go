@@ -37,6 +37,7 @@ type demoOptions struct {
 	collectors int
 	model      string
 	logLevel   string
+	keepData   bool
 }
 
 // runDemo runs the whole pipeline in one process on a simulated campus:
@@ -59,6 +60,7 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	fs.IntVar(&o.collectors, "collectors", 4, "nodes that run the real collector on a simulated NVML driver (the rest come from the fleet model)")
 	fs.StringVar(&o.model, "gpu-model", "dgxb200", "simulated node: dgxh100 (8×700 W) or dgxb200 (8×1000 W)")
 	fs.StringVar(&o.logLevel, "log-level", "warn", "log level of the components (logs go to stderr)")
+	fs.BoolVar(&o.keepData, "keep-data", false, "keep the data directory (NATS store, influxd data, line-protocol file) after the run, and print how to query it")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -81,16 +83,17 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 }
 
 type demo struct {
-	o        demoOptions
-	out      io.Writer
-	logger   *slog.Logger
-	dir      string
-	topo     *topology.Topology
-	scen     scenario
-	closers  []func()
-	influx   string // where the data went, for the summary
-	lpFile   string
-	influxDB *localInfluxd
+	o         demoOptions
+	out       io.Writer
+	logger    *slog.Logger
+	dir       string
+	topo      *topology.Topology
+	scen      scenario
+	closers   []func()
+	influx    string // where the data went, for the summary
+	lpFile    string
+	influxDB  *localInfluxd
+	influxBin string
 }
 
 func newDemo(o demoOptions, out io.Writer, logger *slog.Logger) (*demo, error) {
@@ -100,8 +103,18 @@ func newDemo(o demoOptions, out io.Writer, logger *slog.Logger) (*demo, error) {
 		return nil, err
 	}
 	d.dir = dir
+	// Registered first, so it runs last: after every component stopped, on
+	// every way out of run (an error, the end, Ctrl-C).
+	d.closers = append(d.closers, func() {
+		if d.o.keepData {
+			fmt.Fprintf(d.out, "data kept in %s (--keep-data); remove it when done\n", d.dir)
+			return
+		}
+		_ = os.RemoveAll(d.dir)
+	})
 	d.topo, err = demoTopology(o.topology, o.scale)
 	if err != nil {
+		d.close()
 		return nil, err
 	}
 	d.scen = newScenario(o.quick)
@@ -112,6 +125,7 @@ func (d *demo) close() {
 	for i := len(d.closers) - 1; i >= 0; i-- {
 		d.closers[i]()
 	}
+	d.closers = nil
 }
 
 // demoTopology loads --topology, or the embedded demo campus scaled.
@@ -233,6 +247,13 @@ func (d *demo) run(ctx context.Context) error {
 	errc := make(chan error, 8)
 	goRun := func(name string, f func(context.Context) error) {
 		go func() {
+			defer func() {
+				// A crashing component ends the demo like an error does, so
+				// that the data directory is still removed.
+				if r := recover(); r != nil {
+					errc <- fmt.Errorf("%s: panic: %v", name, r)
+				}
+			}()
 			if err := f(ctx); err != nil && !errors.Is(err, context.Canceled) {
 				errc <- fmt.Errorf("%s: %w", name, err)
 			}
@@ -255,6 +276,7 @@ func (d *demo) run(ctx context.Context) error {
 		}
 		goRun("collector "+locs[i].Node, c.Run)
 	}
+	fp.warn = func(msg string, args ...any) { d.logger.Warn(msg, args...) }
 	goRun("fleet", func(ctx context.Context) error { return fp.runRealTime(ctx, 0) })
 	if d.o.httpAddr != "" {
 		p("live page: http://%s  (site and hall MW, 10 Hz site power, alerts; works offline)", d.o.httpAddr)
@@ -263,8 +285,13 @@ func (d *demo) run(ctx context.Context) error {
 	p("scenario:  %s", d.scen.describe())
 	p("")
 
-	// 6. Watch: print the site and its halls once a second.
+	// 6. Watch: print the site and its halls once a second. The scenario
+	// ends when the aggregator has evaluated its last window (event time):
+	// on a busy machine the aggregator may lag, and the page and its
+	// resolve still play out, later. Past a generous wall-clock limit the
+	// demo says that it fell behind.
 	end := d.scen.epoch.Add(d.scen.length)
+	limit := end.Add(max(2*time.Minute, d.scen.length))
 	tick := time.NewTicker(250 * time.Millisecond)
 	defer tick.Stop()
 	var lastAt time.Time
@@ -283,9 +310,16 @@ func (d *demo) run(ctx context.Context) error {
 				lastAt = s.At
 				printSnapshot(d.out, s, s.At.Sub(d.scen.epoch), d.scen.phase(s.At.Add(-time.Second/2)))
 			}
-			if !d.o.forever && now.After(end) {
+			if d.o.forever {
+				continue
+			}
+			if at := eng.Snapshot().At; !at.Before(end) || now.After(limit) {
 				cancel()
 				d.summary(pages)
+				if at.Before(end) {
+					return fmt.Errorf("the aggregator fell behind: at %s it had evaluated up to %s of the %s scenario (is the machine overloaded?)",
+						fmtElapsed(now.Sub(d.scen.epoch)), fmtElapsed(at.Sub(d.scen.epoch)), fmtElapsed(d.scen.length))
+				}
 				return nil
 			}
 		}
@@ -318,7 +352,7 @@ func (d *demo) influxTarget(ctx context.Context) (ingest.Target, error) {
 			if err := db.CreateDB("megawatch"); err != nil {
 				return t, err
 			}
-			d.influxDB = db
+			d.influxDB, d.influxBin = db, bin
 			t.URL = db.URL
 			d.influx = db.URL + " (database megawatch; data in " + dir + ")"
 			p("influxdb:  started %s at %s, database megawatch, data in %s", bin, db.URL, dir)
@@ -337,20 +371,38 @@ func (d *demo) influxTarget(ctx context.Context) (ingest.Target, error) {
 func (d *demo) summary(pages *pagePrinter) {
 	fired, resolved := pages.counts()
 	fmt.Fprintf(d.out, "\ndemo done: %d alert notifications firing, %d resolved; data written to %s\n", fired, resolved, d.influx)
-	fmt.Fprintf(d.out, "everything lived in %s (removed on exit)\n", d.dir)
-	d.closers = append([]func(){func() { _ = os.RemoveAll(d.dir) }}, d.closers...)
+	if d.o.keepData {
+		fmt.Fprintf(d.out, "everything lived in %s (kept: --keep-data)\n", d.dir)
+		if d.influxDB != nil {
+			fmt.Fprintf(d.out, "query it later: %s -config %s &  then the curl above (same port)\n", d.influxBin, filepath.Join(d.influxDB.Dir, "influxd.conf"))
+		}
+	} else {
+		fmt.Fprintf(d.out, "everything lived in %s (removed on exit; --keep-data keeps it)\n", d.dir)
+	}
 }
 
 func printSnapshot(w io.Writer, s webSnapshot, elapsed time.Duration, phase string) {
 	var b strings.Builder
+	// Power is the estimate (silent nodes at their last known power), as
+	// the rules see it; a degraded domain says so.
+	mark := func(d bool) string {
+		if d {
+			return "  DEGRADED (partly estimated)"
+		}
+		return ""
+	}
 	for _, st := range s.Sites {
-		fmt.Fprintf(&b, "%6s  %-22s site %-6s %6.1f / %5.1f MW %s %3.0f%%  ramp %5.1f MW/s  osc %4.2f Hz %5.1f MW  coverage %5.1f%%\n",
-			fmtElapsed(elapsed), phase, st.Key, st.PowerMW, st.CapacityMW, bar(st.PowerMW/st.CapacityMW, 20), 100*st.PowerMW/st.CapacityMW,
-			st.RampMWPerS, st.OscFreqHz, st.OscMW, 100*st.Coverage)
+		osc := "  osc   —             "
+		if st.OscFound {
+			osc = fmt.Sprintf("  osc %4.2f Hz %5.1f MW", st.OscFreqHz, st.OscMW)
+		}
+		fmt.Fprintf(&b, "%6s  %-22s site %-6s %6.1f / %5.1f MW %s %3.0f%%  ramp %5.1f MW/s%s  coverage %5.1f%%%s\n",
+			fmtElapsed(elapsed), phase, st.Key, st.PowerEstMW, st.CapacityMW, bar(st.PowerEstMW/st.CapacityMW, 20), 100*st.PowerEstMW/st.CapacityMW,
+			st.RampMWPerS, osc, 100*st.Coverage, mark(st.Degraded))
 	}
 	for _, h := range s.Halls {
-		fmt.Fprintf(&b, "%6s  %-22s hall %-6s %6.1f / %5.1f MW %s %3.0f%%  headroom %5.1f MW  coverage %5.1f%%\n",
-			"", "", h.Path[len(h.Path)-1], h.PowerMW, h.CapacityMW, bar(h.PowerMW/h.CapacityMW, 20), 100*h.PowerMW/h.CapacityMW, h.HeadroomMW, 100*h.Coverage)
+		fmt.Fprintf(&b, "%6s  %-22s hall %-6s %6.1f / %5.1f MW %s %3.0f%%  headroom %5.1f MW  coverage %5.1f%%%s\n",
+			"", "", h.Path[len(h.Path)-1], h.PowerEstMW, h.CapacityMW, bar(h.PowerEstMW/h.CapacityMW, 20), 100*h.PowerEstMW/h.CapacityMW, h.HeadroomMW, 100*h.Coverage, mark(h.Degraded))
 	}
 	_, _ = io.WriteString(w, b.String())
 }

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"time"
@@ -29,6 +30,16 @@ type fleetPublisher struct {
 	rep      telemetry.NodeReport
 	buf      []byte
 	sent     int
+	// skipped counts reports not published because the publisher fell
+	// behind (NATS did not take them fast enough, or the machine was too
+	// busy to build them in time): it thins windows rather than failing.
+	skipped int
+	offset  int // node to start the next window with (skipped ones first)
+	// warn, when set, is told once per thinned or skipped window.
+	warn func(msg string, args ...any)
+	// thin: in real time, thin or skip windows when behind; otherwise
+	// (as fast as possible) wait for NATS instead.
+	thin bool
 }
 
 func newFleetPublisher(fleet *sim.Fleet, locs []telemetry.Location, js jetstream.JetStream, window, slot time.Duration) (*fleetPublisher, error) {
@@ -45,8 +56,14 @@ func newFleetPublisher(fleet *sim.Fleet, locs []telemetry.Location, js jetstream
 }
 
 // publishWindow publishes every node's report for the window ending at end.
+// When NATS stalls (too many publishes awaiting their ack) it stops this
+// window there — the nodes not sent are first in the next window — and
+// says so, instead of failing: a loaded machine gets thinner windows, and
+// the aggregator counts the silent nodes as missing.
 func (p *fleetPublisher) publishWindow(end time.Time) error {
-	for i := range p.subjects {
+	n := len(p.subjects)
+	for k := range n {
+		i := (p.offset + k) % n
 		p.fleet.Report(&p.rep, i, end, p.window, p.slot)
 		p.rep.BootId = p.bootID
 		if p.rep.Seq == 1 || p.rep.Seq%60 == 1 {
@@ -61,7 +78,20 @@ func (p *fleetPublisher) publishWindow(end time.Time) error {
 		msg.Data = append([]byte(nil), p.buf...)
 		msg.Header.Set(telemetry.HeaderMsgID, telemetry.MsgID(p.rep.Node, p.rep.WindowEndUnixNs))
 		msg.Header.Set(telemetry.HeaderSchema, telemetry.SchemaVersion)
-		if _, err := p.js.PublishMsgAsync(msg); err != nil {
+		_, err = p.js.PublishMsgAsync(msg)
+		if errors.Is(err, jetstream.ErrTooManyStalledMsgs) && !p.thin {
+			// As fast as possible (loadgen --rate max): wait for acks instead.
+			if err = p.waitAcks(30 * time.Second); err == nil {
+				_, err = p.js.PublishMsgAsync(msg)
+			}
+		}
+		if err != nil {
+			if errors.Is(err, jetstream.ErrTooManyStalledMsgs) {
+				p.skipped += n - k
+				p.offset = i
+				p.say("publisher behind: NATS stalled, window thinned", "window_end", end.Format(time.TimeOnly), "sent", k, "skipped", n-k)
+				return nil
+			}
 			return fmt.Errorf("publish %s: %w", p.subjects[i], err)
 		}
 		p.sent++
@@ -69,9 +99,16 @@ func (p *fleetPublisher) publishWindow(end time.Time) error {
 	return nil
 }
 
+func (p *fleetPublisher) say(msg string, args ...any) {
+	if p.warn != nil {
+		p.warn(msg, args...)
+	}
+}
+
 // runRealTime publishes one window per window length, aligned to the wall
 // clock, until ctx ends or count windows (0 = no limit) were sent.
 func (p *fleetPublisher) runRealTime(ctx context.Context, count int) error {
+	p.thin = true
 	next := time.Now().Truncate(p.window).Add(p.window)
 	for w := 0; count == 0 || w < count; w++ {
 		t := time.NewTimer(time.Until(next))
@@ -80,6 +117,14 @@ func (p *fleetPublisher) runRealTime(ctx context.Context, count int) error {
 			t.Stop()
 			return nil
 		case <-t.C:
+		}
+		// Too busy to keep up: skip the windows already over (their
+		// reports would be late anyway) rather than bursting them out.
+		if behind := time.Since(next); behind > p.window {
+			missed := int(behind / p.window)
+			p.skipped += missed * len(p.subjects)
+			p.say("publisher behind: windows skipped", "windows", missed, "behind", behind.Round(time.Millisecond))
+			next = next.Add(time.Duration(missed) * p.window)
 		}
 		if err := p.publishWindow(next); err != nil {
 			return err

@@ -627,8 +627,24 @@ type Rollup struct {
 	Gpus            uint32                 `protobuf:"varint,21,opt,name=gpus,proto3" json:"gpus,omitempty"`
 	GpusHealthy     uint32                 `protobuf:"varint,22,opt,name=gpus_healthy,json=gpusHealthy,proto3" json:"gpus_healthy,omitempty"`
 	Seq             uint64                 `protobuf:"varint,23,opt,name=seq,proto3" json:"seq,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// Field numbers 24-39: alert-semantics fields (coverage, degraded state, lag).
+	// Telemetry degraded: coverage below the aggregator's resolve_min_coverage.
+	// The power figures are then partly estimated (power_est_w); firing alerts
+	// do not resolve.
+	Degraded     bool    `protobuf:"varint,24,opt,name=degraded,proto3" json:"degraded,omitempty"`
+	PowerMaxEstW float64 `protobuf:"fixed64,25,opt,name=power_max_est_w,json=powerMaxEstW,proto3" json:"power_max_est_w,omitempty"` // power_max_w + last known power of missing nodes
+	Coverage     float64 `protobuf:"fixed64,26,opt,name=coverage,proto3" json:"coverage,omitempty"`                                 // nodes_reporting / nodes_expected (1 when none expected)
+	// How late after window end + grace the aggregator computed this rollup
+	// (it fell behind its input); the figures are still those of the window.
+	LagMs uint32 `protobuf:"varint,27,opt,name=lag_ms,json=lagMs,proto3" json:"lag_ms,omitempty"`
+	// Coverage-proof change of power since the previous window: the change of
+	// the mean power of the nodes that reported (with the same healthy GPUs)
+	// in both windows, so that nodes leaving or joining are no power step. A
+	// site aggregator fed by hall rollups sums these for its ramp, swing and
+	// oscillation series.
+	ContinuityDeltaW *float64 `protobuf:"fixed64,28,opt,name=continuity_delta_w,json=continuityDeltaW,proto3,oneof" json:"continuity_delta_w,omitempty"` // Field numbers 40-59: facility power fields (node, metered, unaccounted).
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
 }
 
 func (x *Rollup) Reset() {
@@ -818,6 +834,41 @@ func (x *Rollup) GetGpusHealthy() uint32 {
 func (x *Rollup) GetSeq() uint64 {
 	if x != nil {
 		return x.Seq
+	}
+	return 0
+}
+
+func (x *Rollup) GetDegraded() bool {
+	if x != nil {
+		return x.Degraded
+	}
+	return false
+}
+
+func (x *Rollup) GetPowerMaxEstW() float64 {
+	if x != nil {
+		return x.PowerMaxEstW
+	}
+	return 0
+}
+
+func (x *Rollup) GetCoverage() float64 {
+	if x != nil {
+		return x.Coverage
+	}
+	return 0
+}
+
+func (x *Rollup) GetLagMs() uint32 {
+	if x != nil {
+		return x.LagMs
+	}
+	return 0
+}
+
+func (x *Rollup) GetContinuityDeltaW() float64 {
+	if x != nil && x.ContinuityDeltaW != nil {
+		return *x.ContinuityDeltaW
 	}
 	return 0
 }
@@ -1199,7 +1250,7 @@ const file_internal_telemetry_telemetry_proto_rawDesc = "" +
 	"\x0f_power_limit_mwB\x0f\n" +
 	"\r_sm_clock_mhzB\v\n" +
 	"\t_util_pctB\x13\n" +
-	"\x11_throttle_reasons\"\xc4\x06\n" +
+	"\x11_throttle_reasons\"\x84\b\n" +
 	"\x06Rollup\x12\x14\n" +
 	"\x05level\x18\x01 \x01(\tR\x05level\x12\x12\n" +
 	"\x04path\x18\x02 \x03(\tR\x04path\x12+\n" +
@@ -1227,14 +1278,20 @@ const file_internal_telemetry_telemetry_proto_rawDesc = "" +
 	"\x0ethrottled_gpus\x18\x14 \x01(\rR\rthrottledGpus\x12\x12\n" +
 	"\x04gpus\x18\x15 \x01(\rR\x04gpus\x12!\n" +
 	"\fgpus_healthy\x18\x16 \x01(\rR\vgpusHealthy\x12\x10\n" +
-	"\x03seq\x18\x17 \x01(\x04R\x03seqB\x0f\n" +
+	"\x03seq\x18\x17 \x01(\x04R\x03seq\x12\x1a\n" +
+	"\bdegraded\x18\x18 \x01(\bR\bdegraded\x12%\n" +
+	"\x0fpower_max_est_w\x18\x19 \x01(\x01R\fpowerMaxEstW\x12\x1a\n" +
+	"\bcoverage\x18\x1a \x01(\x01R\bcoverage\x12\x15\n" +
+	"\x06lag_ms\x18\x1b \x01(\rR\x05lagMs\x121\n" +
+	"\x12continuity_delta_w\x18\x1c \x01(\x01H\x06R\x10continuityDeltaW\x88\x01\x01B\x0f\n" +
 	"\r_ramp_w_per_sB\n" +
 	"\n" +
 	"\b_swing_wB\x0e\n" +
 	"\f_osc_freq_hzB\b\n" +
 	"\x06_osc_wB\x11\n" +
 	"\x0f_gpu_temp_max_cB\x11\n" +
-	"\x0f_mem_temp_max_c\"\xfd\x04\n" +
+	"\x0f_mem_temp_max_cB\x15\n" +
+	"\x13_continuity_delta_w\"\xfd\x04\n" +
 	"\n" +
 	"AlertEvent\x12\x12\n" +
 	"\x04rule\x18\x01 \x01(\tR\x04rule\x12\x1a\n" +

@@ -18,12 +18,36 @@
     if (text !== undefined) e.textContent = text;
     return e;
   }
-  function levelClass(frac) { return frac >= 0.95 ? "crit" : frac >= 0.85 ? "warn" : ""; }
-  function bar(power, cap) {
+  // Colours and flags with hysteresis: a value hovering at a threshold does
+  // not flip them every second. A level is entered at its threshold and left
+  // only a margin below it; the state is kept per key (domain).
+  const sticky = new Map();
+  function hyst(key, v, levels, margin) {
+    // levels: [[threshold, name], ...] highest first; v above → name
+    const prev = sticky.get(key) || "";
+    let next = "";
+    for (const [thr, name] of levels) {
+      if (v >= thr || (prev === name && v >= thr - margin)) { next = name; break; }
+    }
+    sticky.set(key, next);
+    return next;
+  }
+  // A degraded flag stays shown for 5 s after the last degraded window.
+  const lastOn = new Map();
+  function holdOn(key, flag) {
+    const now = Date.now();
+    if (flag) lastOn.set(key, now);
+    const t = lastOn.get(key);
+    return flag || (t !== undefined && now - t < 5000);
+  }
+  function levelClass(frac, key) { return hyst("lvl:" + key, frac, [[0.95, "crit"], [0.85, "warn"]], 0.01); }
+  // Coverage is "low" below 95 %, and stays low until it is back above 96 %.
+  function lowCoverage(cov, key) { return hyst("cov:" + key, -cov, [[-0.95 + 1e-9, "low"]], 0.01) === "low"; }
+  function bar(power, cap, key) {
     const b = el("div", "bar"), f = el("div", "bar-fill"), m = el("div", "bar-mark");
     const frac = cap > 0 ? power / cap : 0;
     f.style.width = Math.min(100, Math.max(0, frac * 100)).toFixed(1) + "%";
-    const c = levelClass(frac); if (c) f.classList.add(c);
+    const c = levelClass(frac, key); if (c) f.classList.add(c);
     b.append(f, m);
     return b;
   }
@@ -39,12 +63,13 @@
 
   function campus(sites) {
     const c = { power_mw: 0, power_est_mw: 0, capacity_mw: 0, headroom_mw: 0, nodes_reporting: 0, nodes_expected: 0,
-      ramp_mw_per_s: 0, swing_mw: 0, osc_mw: 0, osc_freq_hz: 0 };
+      ramp_mw_per_s: 0, swing_mw: 0, osc_mw: 0, osc_freq_hz: 0, osc_found: false, degraded: false, lag_s: 0 };
     for (const s of sites) {
       c.power_mw += s.power_mw; c.power_est_mw += s.power_est_mw; c.capacity_mw += s.capacity_mw;
       c.headroom_mw += s.headroom_mw; c.nodes_reporting += s.nodes_reporting; c.nodes_expected += s.nodes_expected;
       c.ramp_mw_per_s += s.ramp_mw_per_s; c.swing_mw += s.swing_mw;
-      if (s.osc_mw > c.osc_mw) { c.osc_mw = s.osc_mw; c.osc_freq_hz = s.osc_freq_hz; }
+      c.degraded = c.degraded || !!s.degraded; c.lag_s = Math.max(c.lag_s, s.lag_s || 0);
+      if (s.osc_found && s.osc_mw > c.osc_mw) { c.osc_mw = s.osc_mw; c.osc_freq_hz = s.osc_freq_hz; c.osc_found = true; }
     }
     c.coverage = c.nodes_expected > 0 ? c.nodes_reporting / c.nodes_expected : 0;
     return c;
@@ -54,23 +79,31 @@
     // A hall-scoped alerts instance has halls but no site: sum the halls.
     const top = (snap.sites || []).length ? snap.sites : (snap.halls || []);
     const c = campus(top);
-    set("site-mw", fmt(c.power_mw, 1));
+    // The headline is the estimate (silent nodes at their last known power):
+    // missing reports never show as "0 MW" or as headroom.
+    set("site-mw", fmt(c.power_est_mw, 1));
     set("site-capacity", fmt(c.capacity_mw, 1));
-    const frac = c.capacity_mw > 0 ? c.power_mw / c.capacity_mw : 0;
+    const frac = c.capacity_mw > 0 ? c.power_est_mw / c.capacity_mw : 0;
     set("site-util", fmt(frac * 100, 1) + "% used");
     const b = $("site-bar");
     b.style.width = Math.min(100, frac * 100).toFixed(1) + "%";
-    b.className = "bar-fill " + levelClass(frac);
-    set("site-headroom", fmt(c.headroom_mw, 1));
+    b.className = "bar-fill " + levelClass(frac, "campus");
+    const deg = holdOn("campus", c.degraded);
+    const dm = $("site-degraded");
+    dm.classList.toggle("hidden", !deg && !(c.lag_s > 5));
+    set("site-degraded", deg ? "⚠ telemetry degraded: partly estimated, " + fmt(c.coverage * 100, 1) + "% of nodes report" :
+      c.lag_s > 5 ? "⚠ aggregator " + fmt(c.lag_s, 0) + " s behind" : "");
+    $("site-mw").parentElement.classList.toggle("degraded", deg);
+    set("site-headroom", fmt(c.headroom_mw, 1) + (deg ? "?" : ""));
     $("site-headroom").className = c.headroom_mw < 0 ? "bad" : "";
-    set("site-est", fmt(c.power_est_mw, 1));
+    set("site-est", fmt(c.power_mw, 1));
     set("site-coverage", fmt(c.coverage * 100, 1));
-    $("site-coverage").className = c.coverage < 0.95 ? "low" : "";
+    $("site-coverage").className = lowCoverage(c.coverage, "campus") ? "low" : "";
     set("site-nodes", c.nodes_reporting.toLocaleString("en-US") + " / " + c.nodes_expected.toLocaleString("en-US"));
     set("site-ramp", (c.ramp_mw_per_s > 0 ? "+" : "") + fmt(c.ramp_mw_per_s, 2));
     set("site-swing", fmt(c.swing_mw, 1));
-    set("osc-mw", fmt(c.osc_mw, 1));
-    set("osc-freq", fmt(c.osc_freq_hz, 2));
+    set("osc-mw", c.osc_found ? fmt(c.osc_mw, 1) : "—");
+    set("osc-freq", c.osc_found ? fmt(c.osc_freq_hz, 2) : "—");
   }
 
   function domainRow(d, cls) {
@@ -79,14 +112,16 @@
     tr.dataset.testid = cls;
     const name = el("td", "name", d.path && d.path.length ? d.path[d.path.length - 1] : d.key);
     name.title = d.key;
+    const deg = holdOn(d.key, d.degraded);
+    if (deg) { name.append(el("span", "deg-tag", "degraded")); name.title = d.key + ": telemetry degraded, figures partly estimated"; }
     const barTd = el("td");
-    barTd.append(bar(d.power_mw, d.capacity_mw), el("div", "cap-text", fmt(d.power_mw, 1) + " / " + fmt(d.capacity_mw, 1) + " MW"));
+    barTd.append(bar(d.power_est_mw, d.capacity_mw, d.key), el("div", "cap-text", fmt(d.power_est_mw, 1) + " / " + fmt(d.capacity_mw, 1) + " MW" + (deg ? " (est.)" : "")));
     const head = el("td", "num" + (d.headroom_mw < 0 ? " bad" : ""), fmt(d.headroom_mw, 1));
-    const cov = el("td", "num" + (d.coverage < 0.95 ? " low" : ""), fmt(d.coverage * 100, 1) + "%");
+    const cov = el("td", "num" + (lowCoverage(d.coverage, d.key) ? " low" : ""), fmt(d.coverage * 100, 1) + "%");
     cov.title = d.nodes_reporting + " / " + d.nodes_expected + " nodes";
-    const osc = el("td", "num", d.osc_mw >= 0.05 ? fmt(d.osc_mw, 1) + " MW @ " + fmt(d.osc_freq_hz, 2) + " Hz" : "—");
+    const osc = el("td", "num", d.osc_found && d.osc_mw >= 0.05 ? fmt(d.osc_mw, 1) + " MW @ " + fmt(d.osc_freq_hz, 2) + " Hz" : "—");
     const temp = el("td", "num", d.gpu_temp_max_c > 0 ? fmt(d.gpu_temp_max_c, 0) + (d.throttled_gpus > 0 ? " · " + d.throttled_gpus + " thr" : "") : "—");
-    tr.append(name, barTd, el("td", "num mw", fmt(d.power_mw, 1)), head, cov, el("td", "num", fmt(d.ramp_mw_per_s, 2)), osc, temp);
+    tr.append(name, barTd, el("td", "num mw", fmt(d.power_est_mw, 1)), head, cov, el("td", "num", fmt(d.ramp_mw_per_s, 2)), osc, temp);
     return tr;
   }
 
@@ -104,28 +139,42 @@
   }
 
   const SEV_ORDER = { critical: 0, page: 0, warning: 1, info: 2 };
+  // A pending alert that went away stays listed (greyed) for a few seconds,
+  // so a value hovering at a threshold does not make rows and counts blink.
+  const LINGER_MS = 5000;
+  const recent = new Map();
   function renderAlerts(snap) {
-    const alerts = (snap.alerts || []).slice().sort((a, b) =>
+    const nowMs = Date.now(), seen = new Set();
+    for (const a of snap.alerts || []) { const k = a.rule + "|" + a.domain; seen.add(k); recent.set(k, { a: a, at: nowMs }); }
+    const list = (snap.alerts || []).slice();
+    for (const [k, r] of recent) {
+      if (seen.has(k)) continue;
+      if (nowMs - r.at > LINGER_MS || r.a.state !== "pending") { recent.delete(k); continue; }
+      list.push(Object.assign({}, r.a, { state: "pending", lingering: true }));
+    }
+    const alerts = list.sort((a, b) =>
       (SEV_ORDER[a.severity] ?? 3) - (SEV_ORDER[b.severity] ?? 3) || Date.parse(a.active_since) - Date.parse(b.active_since));
     const now = Date.parse(snap.at) || Date.now();
     const rows = alerts.map((a) => {
-      const tr = el("tr", "alert-row " + (a.state || ""));
+      const tr = el("tr", "alert-row " + (a.state || "") + (a.lingering ? " lingering" : ""));
       tr.dataset.testid = "alert-row";
       tr.dataset.rule = a.rule; tr.dataset.domain = a.domain;
       const sev = el("td"); sev.append(el("span", "sev sev-" + a.severity, a.severity));
       const rule = el("td", "rule"); rule.append(document.createTextNode(a.rule));
       if (a.state && a.state !== "firing") rule.append(el("span", "state", a.state));
+      if (a.held) rule.append(el("span", "state", "held: telemetry degraded"));
       if (a.summary) rule.append(el("div", "summary", a.summary));
       const dom = el("td", "domain", a.domain); if (a.level) dom.title = a.level;
       const val = el("td", "num value", fmt(a.value, 2) + " / " + fmt(a.threshold, 2));
-      tr.append(sev, rule, dom, val, el("td", "since", ago(a.active_since, now)));
+      tr.append(sev, rule, dom, val, el("td", "since", ago(a.active_since, now).replace(" ago", "")));
       return tr;
     });
     $("alerts").replaceChildren(...rows);
     $("no-alerts").classList.toggle("hidden", rows.length > 0);
-    set("alert-count", String(alerts.length));
-    set("alert-firing", String(alerts.filter((a) => a.state === "firing").length));
-    $("alert-count").className = alerts.some((a) => a.state === "firing") ? "bad" : "";
+    const firing = alerts.filter((a) => a.state === "firing").length;
+    set("alert-count", String(firing));
+    set("alert-firing", String(alerts.length - firing));
+    $("alert-count").className = firing > 0 ? "bad" : "";
   }
 
   function svg(tag, attrs, text) {
