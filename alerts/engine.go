@@ -173,6 +173,7 @@ func (e *Engine) initMetrics() {
 		{"late", func(s aggregate.Stats) uint64 { return s.Late }}, {"future", func(s aggregate.Stats) uint64 { return s.Future }},
 		{"shape", func(s aggregate.Stats) uint64 { return s.Shape }},
 		{"implausible", func(s aggregate.Stats) uint64 { return s.Implausible }},
+		{"forged_id", func(s aggregate.Stats) uint64 { return s.Forged }},
 	} {
 		e.reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "megawatch_alerts_inputs_total", Help: "Reports (or hall rollups) received, by outcome.",
 			ConstLabels: prometheus.Labels{"result": r.name}}, func() float64 { return float64(r.get(e.agg.Stats())) }))
@@ -303,7 +304,16 @@ func (e *Engine) Start(ctx context.Context) error {
 // from their stream, from the messages stored at or after from.
 func (e *Engine) subscribe(ctx context.Context, from time.Time) (*input, error) {
 	stream, subj := telemetry.StreamPower, telemetry.PowerWildcard
-	handle := func(subject string, data []byte) { _ = e.agg.HandleReport(subject, data) }
+	handle := func(subject string, data []byte, msgID string) {
+		// A report whose Msg-Id names another node or window is a forgery
+		// (its id made JetStream drop the real report as a duplicate; the
+		// victim's collector re-publishes it): never summed.
+		if aggregate.CheckReportMsgID(data, msgID) != nil {
+			e.agg.CountForged()
+			return
+		}
+		_ = e.agg.HandleReport(subject, data)
+	}
 	if e.scope != nil {
 		subj = powerFilter(e.scope)
 	}
@@ -313,7 +323,7 @@ func (e *Engine) subscribe(ctx context.Context, from time.Time) (*input, error) 
 		if e.scope != nil {
 			subj = telemetry.RollupPrefix + "." + topology.LevelHall + "." + e.scope.Path[0] + ".>"
 		}
-		handle = func(_ string, data []byte) { _ = e.agg.HandleRollup(data) }
+		handle = func(_ string, data []byte, _ string) { _ = e.agg.HandleRollup(data) }
 	}
 	in := newInput(e.js, stream, subj, e.cfg.InputBatch, handle)
 	if e.clock != nil {

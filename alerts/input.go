@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/megawatch/megawatch/internal/telemetry"
 	"strconv"
 	"strings"
 	"sync"
@@ -29,7 +30,7 @@ type input struct {
 	js     jetstream.JetStream
 	stream string
 	filter string
-	handle func(subject string, data []byte)
+	handle func(subject string, data []byte, msgID string)
 	// before, when set, is called with each message's stream timestamp
 	// before it is handled (the clock ticks the windows it closes).
 	before func(tsNs int64)
@@ -46,7 +47,7 @@ type input struct {
 	waiting atomic.Bool
 }
 
-func newInput(js jetstream.JetStream, stream, filter string, batch int, handle func(subject string, data []byte)) *input {
+func newInput(js jetstream.JetStream, stream, filter string, batch int, handle func(subject string, data []byte, msgID string)) *input {
 	if batch <= 0 {
 		batch = 8192
 	}
@@ -82,7 +83,7 @@ func (in *input) onMsg(m jetstream.Msg) {
 	if ok && in.before != nil {
 		in.before(ts)
 	}
-	in.handle(m.Subject(), m.Data())
+	in.handle(m.Subject(), m.Data(), msgID(m))
 	if ok {
 		in.handled.Store(sseq)
 		if ts > in.wmNs.Load() {
@@ -179,4 +180,12 @@ func ackInfo(reply string) (sseq uint64, tsNs int64, ok bool) {
 		return 0, 0, false
 	}
 	return sq, ts, true
+}
+
+// msgID is the message's Nats-Msg-Id ("" without one).
+func msgID(m jetstream.Msg) string {
+	if h := m.Headers(); h != nil {
+		return h.Get(telemetry.HeaderMsgID)
+	}
+	return ""
 }

@@ -114,7 +114,7 @@ type Aggregator struct {
 
 // Stats counts reports by outcome.
 type Stats struct {
-	Accepted, Decode, Implausible, Unknown, Mismatch, Late, Future, Shape uint64
+	Accepted, Decode, Implausible, Forged, Unknown, Mismatch, Late, Future, Shape uint64
 }
 
 // New sets up the arrays for topo.
@@ -232,6 +232,14 @@ var (
 	ErrFuture      = errors.New("report too far in the future")
 	ErrShape       = errors.New("report window/slot does not match the aggregator")
 )
+
+// CountForged counts a report refused before HandleReport because its
+// Nats-Msg-Id names another node or window (CheckReportMsgID).
+func (a *Aggregator) CountForged() {
+	a.mu.Lock()
+	a.stats.Forged++
+	a.mu.Unlock()
+}
 
 // HandleReport decodes one NodeReport published on subject and stores it
 // in its window's slot. It allocates nothing on success.
