@@ -119,7 +119,10 @@ func TestPagesRouteToPagerDutyAndChat(t *testing.T) {
 		"https://events.pagerduty.com/v2/enqueue":                       pdSrv.URL + "/v2/enqueue",
 		"/etc/alertmanager/secrets/pagerduty-routing-key":               keyFile,
 		"http://alertmanager-chat-bridge.monitoring.svc:8080/megawatch": chatSrv.URL + "/megawatch",
-		"group_wait: 10s": "group_wait: 100ms",
+		// Long enough for Alertmanager's inhibitor to have taken in the page
+		// before the warnings' groups flush, on a loaded machine too (at
+		// 100 ms the inhibited warning reached chat once under load).
+		"group_wait: 10s": "group_wait: 2s",
 	} {
 		if !strings.Contains(conf, old) {
 			t.Fatalf("alertmanager.yml no longer contains %q: update the test", old)
@@ -141,20 +144,38 @@ func TestPagesRouteToPagerDutyAndChat(t *testing.T) {
 			"startsAt":    now,
 		}
 	}
-	body, _ := json.Marshal([]map[string]any{
-		alert("hall_power_critical", "critical", "dc1/h1", "facility", "hall dc1/h1 draws 24.0 MW, 96% of its 25.0 MW capacity"),
-		alert("hall_power_high", "warning", "dc1/h1", "facility", "hall dc1/h1 draws 24.0 MW"),
+	post := func(alerts ...map[string]any) {
+		t.Helper()
+		body, _ := json.Marshal(alerts)
+		resp, err := http.Post(am.URL+"/api/v2/alerts", "application/json", bytes.NewReader(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			t.Fatalf("post alerts: %d", resp.StatusCode)
+		}
+	}
+	// The page first (megawatch's critical rule fires with or before the
+	// warning it silences), then the warnings once Alertmanager holds it.
+	post(alert("hall_power_critical", "critical", "dc1/h1", "facility", "hall dc1/h1 draws 24.0 MW, 96% of its 25.0 MW capacity"))
+	holds := func() bool {
+		resp, err := http.Get(am.URL + "/api/v2/alerts?filter=alertname%3D%22hall_power_critical%22")
+		if err != nil {
+			return false
+		}
+		defer resp.Body.Close()
+		var as []json.RawMessage
+		return json.NewDecoder(resp.Body).Decode(&as) == nil && len(as) == 1
+	}
+	for deadline := time.Now().Add(30 * time.Second); !holds(); time.Sleep(50 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("Alertmanager does not hold the page after 30 s:\n%s", am.Output())
+		}
+	}
+	post(alert("hall_power_high", "warning", "dc1/h1", "facility", "hall dc1/h1 draws 24.0 MW"),
 		alert("hall_coverage_low", "warning", "dc1/h1", "telemetry", "hall dc1/h1: 95% of nodes report"),
-		alert("hall_power_high", "warning", "dc1/h2", "facility", "hall dc1/h2 draws 22.6 MW"),
-	})
-	resp, err := http.Post(am.URL+"/api/v2/alerts", "application/json", bytes.NewReader(body))
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		t.Fatalf("post alerts: %d", resp.StatusCode)
-	}
+		alert("hall_power_high", "warning", "dc1/h2", "facility", "hall dc1/h2 draws 22.6 MW"))
 
 	// Chat gets three notifications (one group each: the page, the
 	// coverage warning, the other hall's warning); the inhibited power
@@ -194,7 +215,7 @@ func TestPagesRouteToPagerDutyAndChat(t *testing.T) {
 			InhibitedBy []string `json:"inhibitedBy"`
 		} `json:"status"`
 	}
-	resp, err = http.Get(am.URL + "/api/v2/alerts")
+	resp, err := http.Get(am.URL + "/api/v2/alerts")
 	if err != nil {
 		t.Fatal(err)
 	}
