@@ -101,12 +101,30 @@ func IngestPermissions() Permissions {
 	return Permissions{Pub: pub, Sub: []string{ownInbox}}
 }
 
-// AlertsPermissions: read node reports and rollups live (core NATS),
-// publish rollups and alert events, set up the rollup stream, and keep
-// alert state in the KV bucket (create it, get, put, delete, list keys).
+// jsOrderedConsumer is what an ordered (ephemeral, unacked) pull consumer
+// on stream needs: create it (and re-create it after a gap: the old one is
+// deleted), read its info, fetch. The aggregator reads its input this way.
+func jsOrderedConsumer(stream string) []string {
+	return []string{
+		"$JS.API.CONSUMER.CREATE." + stream,
+		"$JS.API.CONSUMER.CREATE." + stream + ".>",
+		"$JS.API.CONSUMER.DELETE." + stream + ".>",
+		"$JS.API.CONSUMER.INFO." + stream + ".>",
+		"$JS.API.CONSUMER.MSG.NEXT." + stream + ".>",
+	}
+}
+
+// AlertsPermissions: read node reports (MEGAWATCH_POWER) and hall rollups
+// (MEGAWATCH_ROLLUP, for a site aggregator) from their streams with
+// ordered consumers, set up those streams, publish rollups and alert
+// events, and keep alert state in the KV bucket (create it, get, put,
+// delete, list keys). No core-NATS subscription to any megawatch subject.
 func AlertsPermissions(o PolicyOptions) Permissions {
 	kv := "KV_" + o.bucket()
-	pub := jsStreamAdmin(telemetry.StreamRollup)
+	pub := jsStreamAdmin(telemetry.StreamPower)
+	pub = append(pub, jsStreamAdmin(telemetry.StreamRollup)...)
+	pub = append(pub, jsOrderedConsumer(telemetry.StreamPower)...)
+	pub = append(pub, jsOrderedConsumer(telemetry.StreamRollup)...)
 	pub = append(pub, jsStreamAdmin(kv)...)
 	pub = append(pub,
 		"$JS.API.INFO", // nats.go reads the account's JetStream info before creating a bucket
@@ -124,7 +142,7 @@ func AlertsPermissions(o PolicyOptions) Permissions {
 		telemetry.RollupWildcard,
 		telemetry.AlertWildcard,
 	)
-	return Permissions{Pub: pub, Sub: []string{telemetry.PowerWildcard, telemetry.RollupWildcard, ownInbox}}
+	return Permissions{Pub: pub, Sub: []string{ownInbox}}
 }
 
 // MetersPermissions: `megawatch meters` sets up the meter stream and
