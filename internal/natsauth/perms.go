@@ -102,13 +102,15 @@ func IngestPermissions() Permissions {
 }
 
 // jsOrderedConsumer is what an ordered (ephemeral, unacked) pull consumer
-// on stream needs: create it (and re-create it after a gap: the old one is
-// deleted), read its info, fetch. The aggregator reads its input this way.
+// on stream needs: create it (and re-create it after a gap), read its
+// info, fetch. The aggregator reads its input this way. No delete: its
+// subject would match every consumer of the stream (ingest's durable one
+// too); nats.go's best-effort delete of a replaced ordered consumer is
+// refused and the consumer goes by its inactive threshold (1 minute).
 func jsOrderedConsumer(stream string) []string {
 	return []string{
 		"$JS.API.CONSUMER.CREATE." + stream,
 		"$JS.API.CONSUMER.CREATE." + stream + ".>",
-		"$JS.API.CONSUMER.DELETE." + stream + ".>",
 		"$JS.API.CONSUMER.INFO." + stream + ".>",
 		"$JS.API.CONSUMER.MSG.NEXT." + stream + ".>",
 	}
