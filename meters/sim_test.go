@@ -66,7 +66,7 @@ func simTopology(t testing.TB, doc string) *topology.Topology {
 
 func simTestConfig(epoch time.Time) Config {
 	c := DefaultConfig()
-	c.Interval, c.Timeout, c.BackoffMax, c.Workers, c.Poller, c.MetricsAddr = 300*time.Millisecond, 150*time.Millisecond, 300*time.Millisecond, 4, "sim-a", ""
+	c.Interval, c.Timeout, c.BackoffMax, c.Workers, c.Poller, c.MetricsAddr = 500*time.Millisecond, 300*time.Millisecond, 500*time.Millisecond, 4, "sim-a", ""
 	c.Sim.Epoch = epoch
 	c.Sim.Faults = []sim.Fault{
 		{Kind: sim.FaultMeterSilent, Meter: "pdu-r01-rk02-b", GPU: -1}, // goes silent (from the epoch on)
@@ -219,9 +219,11 @@ func TestSimMetersEndToEnd(t *testing.T) {
 	var reps []*telemetry.MeterReport
 	for time.Now().Before(deadline) {
 		reps = r.stored(t)
-		n := map[string]int{}
+		n := map[string]int{} // fresh reports, and the silent meter's stale ones
 		for _, rep := range reps {
-			n[rep.Meter]++
+			if !rep.Stale || rep.Meter == "pdu-r01-rk02-b" {
+				n[rep.Meter]++
+			}
 		}
 		if n["swgr-h1"] >= windows && n["pdu-r01-rk02-b"] >= windows && n["bcm-r02"] >= windows {
 			break
@@ -283,8 +285,17 @@ func TestSimMetersEndToEnd(t *testing.T) {
 			staleN++
 			continue
 		}
-		if rep.Stale || rep.PowerW == nil {
-			t.Fatalf("meter %s stale: %s", rep.Meter, rep.Error)
+		if rep.Stale {
+			// A loaded test machine may miss a window (overload, timeout):
+			// stale, with no power, is then the right report.
+			if rep.PowerW != nil || rep.Error == "" {
+				t.Fatalf("stale report with power or without a reason: %+v", rep)
+			}
+			t.Logf("meter %s stale at %d: %s", rep.Meter, rep.WindowEndUnixNs, rep.Error)
+			continue
+		}
+		if rep.PowerW == nil {
+			t.Fatalf("meter %s: fresh report without power", rep.Meter)
 		}
 		if rep.Protocol != telemetry.MeterProtocol_METER_PROTOCOL_UNSPECIFIED || rep.Poller != "sim-a" || rep.Level != s.Meter.Domain.Level {
 			t.Errorf("report %+v", rep)
