@@ -70,7 +70,7 @@ func parseUnit(t *testing.T, path string) unit {
 	return u
 }
 
-var unitNames = []string{"megawatch-collector.service", "megawatch-ingest.service", "megawatch-alerts.service"}
+var unitNames = []string{"megawatch-collector.service", "megawatch-ingest.service", "megawatch-alerts.service", "megawatch-meters.service"}
 
 // TestSystemdUnitsLint checks what systemd-analyze does not: no
 // Documentation= that is never installed, optional EnvironmentFile=s,
@@ -543,6 +543,39 @@ func TestSystemdLayoutAsUnprivilegedUser(t *testing.T) {
 		ready := runUntilReady(t, startUnit(t, l, u, bin), fmt.Sprintf("http://127.0.0.1:%d/readyz", port))
 		if !strings.Contains(ready, "alertmanager:"+am.URL) || !strings.Contains(ready, "pagerduty") {
 			t.Errorf("/readyz %q: want paging through the Alertmanager and PagerDuty of alerts.env", ready)
+		}
+	})
+	t.Run("meters", func(t *testing.T) {
+		// The shipped topology's meters: PDUs (SNMP, community from
+		// meters.env) and Modbus meters at example hosts that do not
+		// resolve here, so every meter is read and reported stale; the
+		// poller still starts, publishes and becomes ready.
+		port := testenv.FreePort(t)
+		l.install(t, "/etc/megawatch/meters.yaml", shippedConfig(t, "meters.yaml", l.root, map[string]string{
+			natsURL: nsrv.url, "replicas: 3": "replicas: 1", "127.0.0.1:9403": fmt.Sprintf("127.0.0.1:%d", port)}), 0o644, 0)
+		l.install(t, "/etc/megawatch/credentials/meters-nats.creds", nsrv.creds(t, "meters"), 0o600, 0)
+		const community = "test-community-4f2a"
+		l.install(t, "/etc/megawatch/meters.env", []byte("MEGAWATCH_PDU_COMMUNITY="+community+"\n"), 0o600, 0)
+		u := parseUnit(t, filepath.Join("systemd", "megawatch-meters.service"))
+		runUntilReady(t, startUnit(t, l, u, bin), fmt.Sprintf("http://127.0.0.1:%d/readyz", port))
+		resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/metrics", port))
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if !strings.Contains(string(body), `megawatch_meters_configured `+strconv.Itoa(len(topo.Meters()))) || strings.Contains(string(body), community) {
+			t.Errorf("meters /metrics: want megawatch_meters_configured %d and no community", len(topo.Meters()))
+		}
+
+		// Without meters.env the community is missing: the start fails
+		// naming the topology key and the variable, not the value.
+		if err := os.Remove(l.path("/etc/megawatch/meters.env")); err != nil {
+			t.Fatal(err)
+		}
+		b, err := startUnit(t, l, u, bin).CombinedOutput()
+		if err == nil || !strings.Contains(string(b), "community_env: env var MEGAWATCH_PDU_COMMUNITY is not set") {
+			t.Errorf("meters without meters.env: %v, want the missing variable named:\n%s", err, b)
 		}
 	})
 	t.Run("collector", func(t *testing.T) {

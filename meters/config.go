@@ -10,6 +10,7 @@ import (
 	"os"
 	"time"
 
+	"github.com/megawatch/megawatch/collector/sim"
 	"github.com/megawatch/megawatch/internal/config"
 	"github.com/megawatch/megawatch/internal/natsx"
 )
@@ -46,6 +47,14 @@ type Config struct {
 	MetricsAddr string `yaml:"metrics_addr"`
 	LogLevel    string `yaml:"log_level"`
 
+	// Sim is the node model of `megawatch meters --sim`: the same keys as
+	// the collector's sim: section (give it the values of the simulated
+	// collectors, loadgen or demo whose nodes the meters cover), with its
+	// facility faults (meter_silent). SimMeters: which meters, losses and
+	// non-IT load. Both are ignored without --sim.
+	Sim       sim.Config      `yaml:"sim"`
+	SimMeters SimMetersConfig `yaml:"sim_meters"`
+
 	// Version goes into the reports; set by the binary.
 	Version string `yaml:"-"`
 }
@@ -65,6 +74,8 @@ func DefaultConfig() Config {
 		PublishTimeout: 2 * time.Second,
 		MetricsAddr:    "127.0.0.1:9403",
 		LogLevel:       "info",
+		Sim:            sim.DefaultConfig(),
+		SimMeters:      DefaultSimMetersConfig(),
 	}
 }
 
@@ -109,6 +120,12 @@ func (c Config) Validate() error {
 		if _, err := os.Stat(c.TopologyFile); err != nil {
 			bad("topology_file", "%v", err)
 		}
+	}
+	if err := c.Sim.Validate(); err != nil {
+		errs = append(errs, err)
+	}
+	if err := c.SimMeters.Validate(); err != nil {
+		errs = append(errs, err)
 	}
 	switch c.LogLevel {
 	case "debug", "info", "warn", "error", "":

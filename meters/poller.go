@@ -67,17 +67,27 @@ func New(cfg Config, topo *topology.Topology, js jetstream.JetStream, logger *sl
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	if logger == nil {
-		logger = slog.New(slog.DiscardHandler)
+	defs, err := scoped(cfg, topo, topo.Meters())
+	if err != nil {
+		return nil, err
 	}
-	defs := topo.Meters()
+	rs, shared, err := readers(defs, cfg.Timeout)
+	if err != nil {
+		return nil, err
+	}
+	return newPoller(cfg, defs, rs, shared, js, logger, reg)
+}
+
+// scoped keeps the meters of defs within cfg.Scope.
+func scoped(cfg Config, topo *topology.Topology, defs []*topology.Meter) ([]*topology.Meter, error) {
 	if cfg.Scope != "" {
 		d, err := topo.Scope(cfg.Scope)
 		if err != nil {
 			return nil, fmt.Errorf("scope: %w", err)
 		}
+		all := defs
 		defs = nil
-		for _, m := range topo.Meters() {
+		for _, m := range all {
 			if within(m.Domain, d) {
 				defs = append(defs, m)
 			}
@@ -86,9 +96,15 @@ func New(cfg Config, topo *topology.Topology, js jetstream.JetStream, logger *sl
 	if len(defs) == 0 {
 		return nil, fmt.Errorf("%s: no meters to poll (scope %q); define meters on the domains they measure (docs/meters.md)", topo.Source(), cfg.Scope)
 	}
-	rs, shared, err := readers(defs, cfg.Timeout)
-	if err != nil {
-		return nil, err
+	return defs, nil
+}
+
+// newPoller builds a poller of defs read by rs (shared: device clients
+// closed with the poller).
+func newPoller(cfg Config, defs []*topology.Meter, rs map[*topology.Meter]Reader, shared []*modbus.Client,
+	js jetstream.JetStream, logger *slog.Logger, reg prometheus.Registerer) (*Poller, error) {
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
 	}
 	p := &Poller{cfg: cfg, js: js, log: logger, m: newMetrics(reg), shared: shared, poller: cfg.PollerName(),
 		jobs: make(chan job, len(defs))}
@@ -206,7 +222,13 @@ func (p *Poller) poll(ctx context.Context, j job) {
 		return
 	}
 	rctx, cancel := context.WithDeadline(ctx, dl)
-	rd, err := m.r.Read(rctx)
+	var rd Reading
+	var err error
+	if wr, ok := m.r.(WindowReader); ok {
+		rd, err = wr.ReadWindow(rctx, j.windowEnd, p.cfg.Interval)
+	} else {
+		rd, err = m.r.Read(rctx)
+	}
 	lat := time.Since(start)
 	cancel()
 	m.mm.polls.Inc()

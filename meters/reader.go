@@ -27,6 +27,14 @@ type Reader interface {
 	Close() error
 }
 
+// WindowReader is a Reader whose value belongs to a window rather than to
+// the moment of the read (simulated meters): the poller calls ReadWindow
+// with the window it polls instead of Read.
+type WindowReader interface {
+	Reader
+	ReadWindow(ctx context.Context, windowEnd time.Time, window time.Duration) (Reading, error)
+}
+
 type snmpReader struct{ c *snmp.Client }
 
 func (r snmpReader) Read(ctx context.Context) (Reading, error) {

@@ -17,7 +17,8 @@ import (
 
 type metersFlags struct {
 	config, topology, nats, scope, poller, metricsAddr, logLevel string
-	probe                                                        bool
+	simModel                                                     string
+	probe, sim                                                   bool
 }
 
 func (f *metersFlags) register(fs *flag.FlagSet) {
@@ -28,6 +29,8 @@ func (f *metersFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&f.poller, "poller", "", "this poller's name in reports (default: host name)")
 	fs.StringVar(&f.metricsAddr, "metrics-addr", "", "serve /metrics, /healthz, /readyz here (default 127.0.0.1:9403)")
 	fs.StringVar(&f.logLevel, "log-level", "", "debug, info, warn or error")
+	fs.BoolVar(&f.sim, "sim", false, "simulated meters: read the simulated nodes of the config's sim: model (the topology's meters, or a PDU per rack and a switchgear meter per hall when it has none) instead of SNMP/Modbus; see docs/meters.md")
+	fs.StringVar(&f.simModel, "sim-model", "", "with --sim: the simulated nodes' model, dgxh100 or dgxb200 (default: the config's sim.model)")
 	fs.BoolVar(&f.probe, "probe", false, "read every meter once, print the readings and exit (nothing is published; exit status 1 if any failed)")
 }
 
@@ -46,6 +49,8 @@ func (f *metersFlags) apply(fs *flag.FlagSet, cfg *meters.Config) {
 			cfg.MetricsAddr = f.metricsAddr
 		case "log-level":
 			cfg.LogLevel = f.logLevel
+		case "sim-model":
+			cfg.Sim.Model = f.simModel
 		}
 	})
 }
@@ -80,8 +85,14 @@ func runMeters(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if err != nil {
 		return err
 	}
+	newPoller := meters.New
+	if f.sim {
+		newPoller = meters.NewSim
+	} else if f.simModel != "" {
+		return fmt.Errorf("%w: --sim-model needs --sim", errUsage)
+	}
 	if f.probe {
-		p, err := meters.New(cfg, topo, nil, logger, nil)
+		p, err := newPoller(cfg, topo, nil, logger, nil)
 		if err != nil {
 			return err
 		}
@@ -102,7 +113,7 @@ func runMeters(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		return fmt.Errorf("jetstream: %w", err)
 	}
 	reg := obs.NewRegistry()
-	p, err := meters.New(cfg, topo, js, logger, reg)
+	p, err := newPoller(cfg, topo, js, logger, reg)
 	if err != nil {
 		return err
 	}

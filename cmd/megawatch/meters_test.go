@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
@@ -120,5 +121,97 @@ func TestMetersSubcommand(t *testing.T) {
 	var out bytes.Buffer
 	if err := runCheckConfig(context.Background(), []string{"../../configs/meters.yaml"}, &out, &out); err != nil || !strings.Contains(out.String(), "(meters): ok") {
 		t.Fatalf("check-config configs/meters.yaml: %v\n%s", err, out.String())
+	}
+}
+
+// `megawatch meters --sim` on a topology without meters publishes a
+// simulated PDU per rack and a switchgear meter per hall, which
+// `megawatch tap --json` decodes; --probe --sim reads them once.
+func TestMetersSimAndTap(t *testing.T) {
+	testenv.Short(t)
+	srv := natstest.RunServer(t)
+	dir := t.TempDir()
+	topo := filepath.Join(dir, "topology.yaml")
+	cfg := filepath.Join(dir, "meters.yaml")
+	files := map[string]string{topo: `domains:
+  - name: dc1
+    capacity_kw: 1000
+    children:
+      - name: h1
+        capacity_kw: 500
+        children:
+          - name: r01
+            capacity_kw: 100
+            children:
+              - name: rk[01-02]
+                capacity_kw: 50
+                nodes: ["gpu-{rack}-n[01-04]"]
+`, cfg: "interval: 500ms\ntimeout: 300ms\nbackoff_max: 1s\nsim: {model: dgxb200}\n"}
+	for p, c := range files {
+		if err := os.WriteFile(p, []byte(c), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var tapOut, logs bytes.Buffer
+	tapDone := make(chan error, 1)
+	go func() {
+		tapDone <- runTap(ctx, []string{"--nats", srv.URL(), "--json", "--count", "6", telemetry.MeterWildcard}, &tapOut, io.Discard)
+	}()
+	metersDone := make(chan error, 1)
+	go func() {
+		metersDone <- runMeters(ctx, []string{"--config", cfg, "--topology", topo, "--nats", srv.URL(), "--sim", "--poller", "sim1",
+			"--metrics-addr", "127.0.0.1:0"}, io.Discard, &logs)
+	}()
+	select {
+	case err := <-tapDone:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case err := <-metersDone:
+		t.Fatalf("meters ended: %v\n%s", err, logs.String())
+	case <-time.After(60 * time.Second):
+		t.Fatalf("tap saw no 6 meter reports:\n%s\n%s", tapOut.String(), logs.String())
+	}
+	cancel()
+	if err := <-metersDone; err != nil {
+		t.Fatalf("meters: %v\n%s", err, logs.String())
+	}
+	seen := map[string]float64{}
+	for _, l := range strings.Split(strings.TrimSpace(tapOut.String()), "\n") {
+		var obj struct {
+			Subject, Type string
+			Data          struct {
+				Meter  string
+				Level  string
+				PowerW float64 `json:"power_w"`
+				Poller string
+			}
+		}
+		if err := json.Unmarshal([]byte(l), &obj); err != nil {
+			t.Fatalf("line %q: %v", l, err)
+		}
+		if obj.Type != "meter_report" || obj.Data.Poller != "sim1" {
+			t.Errorf("line %s", l)
+		}
+		seen[obj.Data.Meter] = obj.Data.PowerW
+	}
+	// Four B200 nodes draw 4 × 3.7..14.3 kW; the hall meter adds 4 % and 700 W a node.
+	for _, m := range []string{"pdu-dc1-h1-r01-rk01", "pdu-dc1-h1-r01-rk02"} {
+		if w := seen[m]; w < 4*3700 || w > 4*14300 {
+			t.Errorf("%s: %v W (seen %v)", m, w, seen)
+		}
+	}
+	if w := seen["swgr-dc1-h1"]; w < 8*(3700*1.04+700) || w > 8*(14300*1.04+700) {
+		t.Errorf("swgr-dc1-h1: %v W (seen %v)", w, seen)
+	}
+	var probe bytes.Buffer
+	if err := runMeters(context.Background(), []string{"--config", cfg, "--topology", topo, "--sim", "--probe"}, &probe, io.Discard); err != nil ||
+		!strings.Contains(probe.String(), "swgr-dc1-h1") || !strings.Contains(probe.String(), "sim") {
+		t.Fatalf("probe --sim: %v\n%s", err, probe.String())
+	}
+	if err := runMeters(context.Background(), []string{"--sim-model", "dgxb200", "--probe"}, io.Discard, io.Discard); err == nil || !strings.Contains(err.Error(), "--sim-model needs --sim") {
+		t.Errorf("--sim-model without --sim: %v", err)
 	}
 }

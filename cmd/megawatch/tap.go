@@ -26,8 +26,8 @@ func runTap(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	asJSON := fs.Bool("json", false, "one JSON object per line: {subject, type, data}")
 	count := fs.Int("count", 0, "exit after this many messages (0: until interrupted)")
 	fs.Usage = func() {
-		fmt.Fprintf(stderr, "usage: megawatch tap [flags] [subject]\n\nsubject defaults to %s; rollups are %s, alerts %s.\n\n",
-			telemetry.PowerWildcard, telemetry.RollupWildcard, telemetry.AlertWildcard)
+		fmt.Fprintf(stderr, "usage: megawatch tap [flags] [subject]\n\nsubject defaults to %s; rollups are %s, alerts %s, meter reports %s.\n\n",
+			telemetry.PowerWildcard, telemetry.RollupWildcard, telemetry.AlertWildcard, telemetry.MeterWildcard)
 		fs.PrintDefaults()
 	}
 	if err := parseFlags(fs, args); err != nil {
@@ -91,6 +91,8 @@ func decodeTapped(subject string, data []byte) (kind string, msg proto.Message, 
 		kind, msg = "rollup", &telemetry.Rollup{}
 	case strings.HasPrefix(subject, telemetry.AlertPrefix+"."):
 		kind, msg = "alert_event", &telemetry.AlertEvent{}
+	case strings.HasPrefix(subject, telemetry.MeterPrefix+"."):
+		kind, msg = "meter_report", &telemetry.MeterReport{}
 	default:
 		return "raw", nil, nil
 	}
@@ -129,6 +131,11 @@ func printTapped(w io.Writer, subject string, hdr nats.Header, data []byte, asJS
 				return err
 			}
 			out["data"] = json.RawMessage(b)
+			if r, ok := msg.(*telemetry.NodeReport); ok {
+				if np := nodePowerJSON(r); np != nil {
+					out["node_power"] = np
+				}
+			}
 		default:
 			out["bytes"] = len(data)
 		}
@@ -151,6 +158,8 @@ func printTapped(w io.Writer, subject string, hdr nats.Header, data []byte, asJS
 		_, err = io.WriteString(w, formatReport(m))
 	case *telemetry.Rollup:
 		_, err = io.WriteString(w, formatRollup(m))
+	case *telemetry.MeterReport:
+		_, err = io.WriteString(w, formatMeter(m))
 	case *telemetry.AlertEvent:
 		_, err = fmt.Fprintf(w, "%s ALERT %-8s %s %s/%s value=%g threshold=%g %s\n", stamp(m.AtUnixNs), strings.TrimPrefix(m.State.String(), "ALERT_STATE_"),
 			m.Severity, m.Rule, m.Domain, m.Value, m.Threshold, m.Message)
@@ -188,8 +197,20 @@ func formatReport(r *telemetry.NodeReport) string {
 	if len(r.SlotPowerW) > 0 {
 		slotMax = slices.Max(r.SlotPowerW)
 	}
-	fmt.Fprintf(&b, "%s %s seq=%d %.0f W (slot max %d W) gpus %d/%d ok%s\n", stamp(r.WindowEndUnixNs),
-		telemetry.ReportLocation(r), r.Seq, float64(sumMW)/1000, slotMax, healthy, len(r.Gpus), flags)
+	node := ""
+	if r.NodePowerMw != nil {
+		node = fmt.Sprintf(" node %.0f W (%s)", float64(r.GetNodePowerMw())/1000, nodePowerSourceName(r.NodePowerSource))
+	} else if r.NodePowerSource != telemetry.NodePowerSource_NODE_POWER_NONE {
+		node = fmt.Sprintf(" node - (%s)", nodePowerSourceName(r.NodePowerSource))
+	}
+	if r.CpuPowerMw != nil {
+		node += fmt.Sprintf(" cpu %.0f W", float64(r.GetCpuPowerMw())/1000)
+	}
+	if r.NodeEnergyMj != nil {
+		node += fmt.Sprintf(" node_energy %.3f kWh", float64(r.GetNodeEnergyMj())/3.6e9)
+	}
+	fmt.Fprintf(&b, "%s %s seq=%d %.0f W (slot max %d W)%s gpus %d/%d ok%s\n", stamp(r.WindowEndUnixNs),
+		telemetry.ReportLocation(r), r.Seq, float64(sumMW)/1000, slotMax, node, healthy, len(r.Gpus), flags)
 	for _, g := range r.Gpus {
 		fmt.Fprintf(&b, "  gpu%d %s", g.Index, strings.ToLower(strings.TrimPrefix(g.Health.String(), "HEALTH_")))
 		opt := func(name string, ok bool, v string) {
@@ -216,4 +237,57 @@ func formatRollup(r *telemetry.Rollup) string {
 	return fmt.Sprintf("%s ROLLUP %s %s %.3f MW (est %.3f, max %.3f, cap %.3f) nodes %d/%d gpus %d/%d\n",
 		stamp(r.WindowEndUnixNs), r.Level, strings.Join(r.Path, "/"), telemetry.WToMW(r.PowerW), telemetry.WToMW(r.PowerEstW),
 		telemetry.WToMW(r.PowerMaxW), telemetry.WToMW(r.CapacityW), r.NodesReporting, r.NodesExpected, r.GpusHealthy, r.Gpus)
+}
+
+// nodePowerSourceName is "redfish", "hwmon", "model" or "none".
+func nodePowerSourceName(s telemetry.NodePowerSource) string {
+	return strings.ToLower(strings.TrimPrefix(s.String(), "NODE_POWER_"))
+}
+
+// formatMeter: one line per meter report; a stale one shows no power
+// (never 0 W) and why.
+func formatMeter(r *telemetry.MeterReport) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "%s METER %s %s", stamp(r.WindowEndUnixNs), r.Meter, strings.Join(r.Path, "/"))
+	if r.Feed != "" {
+		fmt.Fprintf(&b, " feed=%s", r.Feed)
+	}
+	if r.Phase != "" {
+		fmt.Fprintf(&b, " phase=%s", r.Phase)
+	}
+	if r.PowerW != nil {
+		fmt.Fprintf(&b, " %.1f W", r.GetPowerW())
+	} else {
+		b.WriteString(" - W")
+	}
+	if r.EnergyWh != nil {
+		fmt.Fprintf(&b, " energy=%.0f Wh", r.GetEnergyWh())
+	}
+	if r.Stale {
+		fmt.Fprintf(&b, " STALE error=%q", r.Error)
+		if r.ReadUnixNs != 0 {
+			fmt.Fprintf(&b, " last_read=%s", stamp(r.ReadUnixNs))
+		}
+	}
+	fmt.Fprintf(&b, " %s seq=%d poller=%s\n", strings.ToLower(strings.TrimPrefix(r.Protocol.String(), "METER_PROTOCOL_")), r.Seq, r.Poller)
+	return b.String()
+}
+
+// nodePowerJSON is a report's node-power fields in watts, for --json
+// (data carries them as the wire's milliwatts); nil when it has none.
+func nodePowerJSON(r *telemetry.NodeReport) map[string]any {
+	if r.NodePowerMw == nil && r.CpuPowerMw == nil && r.NodeEnergyMj == nil && r.NodePowerSource == telemetry.NodePowerSource_NODE_POWER_NONE {
+		return nil
+	}
+	out := map[string]any{"source": nodePowerSourceName(r.NodePowerSource)}
+	if r.NodePowerMw != nil {
+		out["node_power_w"] = float64(r.GetNodePowerMw()) / 1000
+	}
+	if r.CpuPowerMw != nil {
+		out["cpu_power_w"] = float64(r.GetCpuPowerMw()) / 1000
+	}
+	if r.NodeEnergyMj != nil {
+		out["node_energy_wh"] = float64(r.GetNodeEnergyMj()) / 3.6e6
+	}
+	return out
 }

@@ -152,3 +152,77 @@ func TestCollectorWithoutNVML(t *testing.T) {
 		t.Errorf("exit %d, stderr %q; want one line about NVML and --sim", code, line)
 	}
 }
+
+// TestTapNodePowerAndMeters: node power fields and meter reports, in text
+// and --json.
+func TestTapNodePowerAndMeters(t *testing.T) {
+	r := tapReport()
+	r.NodePowerMw, r.NodePowerSource, r.CpuPowerMw = proto.Uint32(10_234_500), telemetry.NodePowerSource_NODE_POWER_REDFISH, proto.Uint32(612_250)
+	rep, _ := proto.Marshal(r)
+	end := time.Date(2026, 11, 27, 1, 2, 4, 0, time.UTC).UnixNano()
+	fresh, _ := proto.Marshal(&telemetry.MeterReport{Meter: "pdu-h1-r01-rk01-a", Level: "rack", Path: []string{"dc1", "h1", "r01", "rk01"},
+		WindowEndUnixNs: end, WindowMs: 1000, PowerW: proto.Float64(7345.5), EnergyWh: proto.Float64(5000), Feed: "a",
+		Protocol: telemetry.MeterProtocol_METER_PROTOCOL_SNMP, Seq: 3, Poller: "p1"})
+	stale, _ := proto.Marshal(&telemetry.MeterReport{Meter: "swgr-h1", Level: "hall", Path: []string{"dc1", "h1"},
+		WindowEndUnixNs: end, Stale: true, Error: "modbus: request timed out", ReadUnixNs: end - 5e9,
+		Protocol: telemetry.MeterProtocol_METER_PROTOCOL_MODBUS, Seq: 9, Poller: "p2"})
+	text := func(subject string, data []byte) string {
+		t.Helper()
+		var b bytes.Buffer
+		if err := printTapped(&b, subject, nil, data, false); err != nil {
+			t.Fatal(err)
+		}
+		return b.String()
+	}
+	jsonOf := func(subject string, data []byte) map[string]any {
+		t.Helper()
+		var b bytes.Buffer
+		if err := printTapped(&b, subject, nil, data, true); err != nil {
+			t.Fatal(err)
+		}
+		var obj map[string]any
+		if err := json.Unmarshal(b.Bytes(), &obj); err != nil {
+			t.Fatalf("%s: %q: %v", subject, b.String(), err)
+		}
+		return obj
+	}
+	if got := text("megawatch.v1.power.dc1.h1.r01.rk01.gpu-h1-r01-rk01-n01", rep); !strings.Contains(got, "seq=7 650 W (slot max 5300 W) node 10234 W (redfish) cpu 612 W gpus 1/2") {
+		t.Errorf("node report line lacks node power:\n%s", got)
+	}
+	obj := jsonOf("megawatch.v1.power.dc1.h1.r01.rk01.gpu-h1-r01-rk01-n01", rep)
+	np, _ := obj["node_power"].(map[string]any)
+	if np["node_power_w"] != 10234.5 || np["source"] != "redfish" || np["cpu_power_w"] != 612.25 {
+		t.Errorf("node_power = %v", obj["node_power"])
+	}
+	if d, _ := obj["data"].(map[string]any); d["node_power_mw"] != 10234500.0 || d["node_power_source"] != "NODE_POWER_REDFISH" {
+		t.Errorf("data lacks node power: %v", d)
+	}
+	// A report without node power has no node_power object and no "node" in its line.
+	plain, _ := proto.Marshal(tapReport())
+	if obj := jsonOf("megawatch.v1.power.a.b.c.d.e", plain); obj["node_power"] != nil {
+		t.Errorf("node_power without a source: %v", obj["node_power"])
+	}
+	if got := text("megawatch.v1.power.a.b.c.d.e", plain); strings.Contains(got, " node ") {
+		t.Errorf("line shows node power it has not: %s", got)
+	}
+
+	subj := "megawatch.v1.meter.dc1.h1.r01.rk01.pdu-h1-r01-rk01-a"
+	if got := text(subj, fresh); got != "01:02:04.000 METER pdu-h1-r01-rk01-a dc1/h1/r01/rk01 feed=a 7345.5 W energy=5000 Wh snmp seq=3 poller=p1\n" {
+		t.Errorf("meter line: %q", got)
+	}
+	obj = jsonOf(subj, fresh)
+	if d, _ := obj["data"].(map[string]any); obj["type"] != "meter_report" || d["power_w"] != 7345.5 || d["meter"] != "pdu-h1-r01-rk01-a" || d["feed"] != "a" {
+		t.Errorf("meter JSON: %v", obj)
+	}
+	got := text("megawatch.v1.meter.dc1.h1.swgr-h1", stale)
+	if !strings.Contains(got, "METER swgr-h1 dc1/h1 - W STALE error=\"modbus: request timed out\" last_read=01:01:59.000 modbus seq=9") || strings.Contains(got, " 0 W") {
+		t.Errorf("stale meter line: %q", got)
+	}
+	obj = jsonOf("megawatch.v1.meter.dc1.h1.swgr-h1", stale)
+	if d, _ := obj["data"].(map[string]any); d["stale"] != true || d["power_w"] != nil {
+		t.Errorf("stale meter JSON: %v", obj)
+	}
+	if got := text("megawatch.v1.meter.dc1.x", []byte{0xff}); !strings.Contains(got, "undecodable meter_report") {
+		t.Errorf("bad meter report: %q", got)
+	}
+}

@@ -80,6 +80,10 @@ const (
 	FaultHang         = "hang"          // calls block for Hang, or until released
 	FaultEnergyReset  = "energy_reset"  // the energy counter restarts from 0 at From
 	FaultNoise        = "noise"         // extra fractional power noise
+	// Facility faults (facility.go): they change what is published, not
+	// what the nodes draw.
+	FaultCollectorDown = "collector_down" // the matching nodes' collectors publish nothing; the nodes still draw
+	FaultMeterSilent   = "meter_silent"   // the simulated meters named by Meter do not answer (stale)
 )
 
 // What simulated nodes report as node power (Config.NodePower).
@@ -113,6 +117,7 @@ type Fault struct {
 	Until time.Duration `yaml:"until"` // offset from Epoch; 0 = for ever
 	Hang  time.Duration `yaml:"hang"`  // how long a hung call blocks; 0 = until released
 	Noise float64       `yaml:"noise"` // for kind noise: extra fractional noise
+	Meter string        `yaml:"meter"` // for kind meter_silent: a glob on the meter name
 }
 
 // UnmarshalYAML defaults GPU to -1 (all) and keeps unknown keys errors,
@@ -124,7 +129,7 @@ func (f *Fault) UnmarshalYAML(n *yaml.Node) error {
 	for i := 0; i+1 < len(n.Content); i += 2 {
 		k := n.Content[i]
 		switch k.Value {
-		case "node", "kind", "gpu", "field", "from", "until", "hang", "noise":
+		case "node", "kind", "gpu", "field", "from", "until", "hang", "noise", "meter":
 		default:
 			return fmt.Errorf("line %d: field %s not found in type sim.Fault", k.Line, k.Value)
 		}
@@ -268,8 +273,13 @@ func (c Config) Validate() error {
 		}
 		switch f.Kind {
 		case FaultLost, FaultHang, FaultEnergyReset, FaultNoise, FaultNotSupported:
+		case FaultCollectorDown, FaultMeterSilent:
+			validateFacilityFault(f, key, bad)
 		default:
-			bad(key+"kind", "must be lost, not_supported, hang, energy_reset or noise, got %q", f.Kind)
+			bad(key+"kind", "must be lost, not_supported, hang, energy_reset, noise, collector_down or meter_silent, got %q", f.Kind)
+		}
+		if f.Meter != "" && f.Kind != FaultMeterSilent {
+			bad(key+"meter", "only for meter_silent")
 		}
 		if f.GPU < -1 || f.GPU >= gpusPerNode {
 			bad(key+"gpu", "must be -1 (all) or 0..%d", gpusPerNode-1)

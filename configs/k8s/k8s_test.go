@@ -22,6 +22,7 @@ import (
 	"github.com/megawatch/megawatch/ingest"
 	"github.com/megawatch/megawatch/internal/config"
 	"github.com/megawatch/megawatch/internal/topology"
+	"github.com/megawatch/megawatch/meters"
 )
 
 // TestDeployFilesParse parses every YAML and JSON file under configs/k8s,
@@ -103,6 +104,9 @@ func checkK8sObject(t *testing.T, where string, doc map[string]any) {
 			err = config.Decode([]byte(s), where+" "+key, &c)
 		case "alerts.yaml":
 			c := alerts.DefaultConfig()
+			err = config.Decode([]byte(s), where+" "+key, &c)
+		case "meters.yaml":
+			c := meters.DefaultConfig()
 			err = config.Decode([]byte(s), where+" "+key, &c)
 		case "topology.yaml":
 			_, err = topology.Parse([]byte(s), where+" "+key)

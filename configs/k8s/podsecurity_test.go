@@ -25,6 +25,8 @@ import (
 	"github.com/megawatch/megawatch/collector"
 	"github.com/megawatch/megawatch/ingest"
 	"github.com/megawatch/megawatch/internal/config"
+	"github.com/megawatch/megawatch/internal/topology"
+	"github.com/megawatch/megawatch/meters"
 )
 
 // manifests holds every object of configs/k8s, each strictly decoded into
@@ -179,8 +181,8 @@ func TestPodSecurity(t *testing.T) {
 		t.Fatal(err)
 	}
 	ws := m.workloads()
-	if len(ws) < 3 {
-		t.Fatalf("%d workloads, want the collector, ingest and alerts", len(ws))
+	if len(ws) < 4 {
+		t.Fatalf("%d workloads, want the collector, ingest, alerts and meters", len(ws))
 	}
 	for _, w := range ws {
 		ns := m.namespace(w.ns)
@@ -423,6 +425,11 @@ func checkContainerConfig(t *testing.T, m *manifests, w workload, c corev1.Conta
 		}) {
 			t.Errorf("%s: the PagerDuty key variable %q that alerts reads is not injected", what, cfg.Notifiers.PagerDuty.RoutingKeyEnv)
 		}
+	case "meters.yaml":
+		cfg := meters.DefaultConfig()
+		err = config.Decode([]byte(src), cfgPath, &cfg)
+		topo, natsCreds, natsCA = cfg.TopologyFile, cfg.NATS.CredsFile, cfg.NATS.TLSCAFile
+		checkMeterSecrets(t, m, w, c, mounted)
 	default:
 		t.Errorf("%s: unknown config %s", what, cfgPath)
 		return
@@ -442,5 +449,41 @@ func checkContainerConfig(t *testing.T, m *manifests, w workload, c corev1.Conta
 	}
 	if !bytes.Contains([]byte(src), []byte("tls://")) {
 		t.Errorf("%s: NATS without TLS", what)
+	}
+}
+
+// checkMeterSecrets: every credential the example topology's meters name is
+// there for the meters container: a *_env variable injected from a
+// Secret, a *_file path mounted from one.
+func checkMeterSecrets(t *testing.T, m *manifests, w workload, c corev1.Container, mounted func(path, wantSource string)) {
+	t.Helper()
+	src, ok := m.configByFile[w.ns+"/topology.yaml"]
+	if !ok {
+		t.Errorf("%s: no example topology in namespace %s", w.name, w.ns)
+		return
+	}
+	topo, err := topology.Parse([]byte(src), "examples/topology.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(topo.Meters()) == 0 {
+		t.Fatalf("the example topology of %s has no meters", w.ns)
+	}
+	for _, mt := range topo.Meters() {
+		if mt.SNMP == nil {
+			continue
+		}
+		for _, s := range []topology.Secret{mt.SNMP.Community, mt.SNMP.AuthPass, mt.SNMP.PrivPass} {
+			switch {
+			case s.Env != "":
+				if !slices.ContainsFunc(c.Env, func(e corev1.EnvVar) bool {
+					return e.Name == s.Env && e.ValueFrom != nil && e.ValueFrom.SecretKeyRef != nil
+				}) {
+					t.Errorf("%s: meter %s reads $%s, which no Secret sets", w.name, mt.Name, s.Env)
+				}
+			case s.File != "":
+				mounted(s.File, "")
+			}
+		}
 	}
 }
