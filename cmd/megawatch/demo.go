@@ -329,6 +329,14 @@ func (d *demo) run(ctx context.Context) error {
 func (d *demo) influxTarget(ctx context.Context) (ingest.Target, error) {
 	p := func(format string, a ...any) { fmt.Fprintf(d.out, format+"\n", a...) }
 	t := ingest.Target{Name: "demo", Bucket: "megawatch/autogen", Org: "megawatch"}
+	// Into InfluxDB the demo writes as the shipped ingest config does: each
+	// measurement in its retention policy (created by ingest's ensure-db),
+	// which the shipped Grafana dashboards read.
+	shipped := ingest.DefaultConfig().Targets[0]
+	withPolicies := func(t ingest.Target) ingest.Target {
+		t.Measurements, t.RetentionPolicies = shipped.Measurements, shipped.RetentionPolicies
+		return t
+	}
 	switch {
 	case d.o.influxURL != "":
 		if err := influxCreateDB(d.o.influxURL, "megawatch"); err != nil {
@@ -337,7 +345,7 @@ func (d *demo) influxTarget(ctx context.Context) (ingest.Target, error) {
 		t.URL = d.o.influxURL
 		d.influx = d.o.influxURL + " (database megawatch)"
 		p("influxdb:  %s, database megawatch", d.o.influxURL)
-		return t, nil
+		return withPolicies(t), nil
 	case !d.o.noInflux:
 		if bin, ok := findInfluxd(); ok {
 			dir := filepath.Join(d.dir, "influxd")
@@ -356,8 +364,8 @@ func (d *demo) influxTarget(ctx context.Context) (ingest.Target, error) {
 			t.URL = db.URL
 			d.influx = db.URL + " (database megawatch; data in " + dir + ")"
 			p("influxdb:  started %s at %s, database megawatch, data in %s", bin, db.URL, dir)
-			p("           query it: curl -G %s/query --data-urlencode db=megawatch --data-urlencode \"q=SELECT last(power_mw) FROM rollup WHERE level='hall' GROUP BY hall\"", db.URL)
-			return t, nil
+			p("           query it: curl -G %s/query --data-urlencode db=megawatch --data-urlencode \"q=SELECT last(power_mw) FROM %s.rollup WHERE level='hall' GROUP BY hall\"", db.URL, rollupPolicy(shipped))
+			return withPolicies(t), nil
 		}
 	}
 	d.lpFile = filepath.Join(d.dir, "megawatch.lp")
@@ -366,6 +374,16 @@ func (d *demo) influxTarget(ctx context.Context) (ingest.Target, error) {
 	p("influxdb:  none found; writing line protocol to %s", d.lpFile)
 	p("           to write to InfluxDB instead: scripts/install-test-servers.sh (builds influxd 1.8.10 with go install), or --influx-url")
 	return t, nil
+}
+
+// rollupPolicy is the retention policy t writes rollups to.
+func rollupPolicy(t ingest.Target) string {
+	b := t.Bucket
+	if m, ok := t.Measurements["rollup"]; ok {
+		b = m
+	}
+	_, rp, _ := strings.Cut(b, "/")
+	return rp
 }
 
 func (d *demo) summary(pages *pagePrinter) {

@@ -130,10 +130,10 @@ func TestDemoEndToEnd(t *testing.T) {
 	}
 
 	// InfluxDB: the rollups at full resolution and the alert events.
-	if n := influx.Count(t, "megawatch", `SELECT count(power_mw) FROM rollup WHERE level='hall' AND hall='h1'`); n < 30 {
+	if n := influx.Count(t, "megawatch", `SELECT count(power_mw) FROM rollup_1y.rollup WHERE level='hall' AND hall='h1'`); n < 30 {
 		t.Errorf("%d hall h1 rollups in InfluxDB, want one per second of the scenario", n)
 	}
-	series := influx.Query(t, "megawatch", `SELECT state, value FROM alert WHERE rule='hall_power_critical' AND domain='demo/h1'`)
+	series := influx.Query(t, "megawatch", `SELECT state, value FROM rollup_1y.alert WHERE rule='hall_power_critical' AND domain='demo/h1'`)
 	var states []string
 	if len(series) > 0 {
 		for _, row := range series[0].Values {
@@ -143,7 +143,7 @@ func TestDemoEndToEnd(t *testing.T) {
 	if !contains(states, "firing") || !contains(states, "resolved") {
 		t.Errorf("alert events in InfluxDB for hall_power_critical: %v, want firing and resolved", states)
 	}
-	if n := influx.Count(t, "megawatch", `SELECT count(power_w) FROM node`); n == 0 {
+	if n := influx.Count(t, "megawatch", `SELECT count(power_w) FROM node_30d.node`); n == 0 {
 		t.Error("no node points in InfluxDB")
 	}
 }
