@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"github.com/megawatch/megawatch/ingest"
 	"io"
 	"slices"
 	"strings"
@@ -107,11 +108,14 @@ func decodeTapped(subject string, data []byte) (kind string, msg proto.Message, 
 func printTapped(w io.Writer, subject string, hdr nats.Header, data []byte, asJSON bool) error {
 	kind, msg, derr := decodeTapped(subject, data)
 	dead := strings.HasPrefix(subject, telemetry.DeadLetterPrefix+".")
+	lines := dead && hdr.Get(ingest.HeaderDeadFormat) == "line-protocol"
 	if dead {
 		// A dead letter carries the rejected message as it was; decode it by
-		// the subject it was published on.
+		// the subject it was published on. A field type conflict's dead
+		// letter carries the refused lines (line protocol) instead.
 		kind = "deadletter"
-		if from := hdr.Get(telemetry.HeaderDeadFrom); from != "" {
+		msg, derr = nil, nil
+		if from := hdr.Get(telemetry.HeaderDeadFrom); from != "" && !lines {
 			_, msg, derr = decodeTapped(from, data)
 		}
 	}
@@ -121,8 +125,14 @@ func printTapped(w io.Writer, subject string, hdr nats.Header, data []byte, asJS
 			out["reason"] = hdr.Get(telemetry.HeaderDeadReason)
 			out["error"] = hdr.Get(telemetry.HeaderDeadError)
 			out["from"] = hdr.Get(telemetry.HeaderDeadFrom)
+			if lines {
+				out["field"] = hdr.Get(ingest.HeaderDeadField)
+				out["types"] = hdr.Get(ingest.HeaderDeadTypes)
+				out["line_protocol"] = string(data)
+			}
 		}
 		switch {
+		case lines:
 		case derr != nil:
 			out["decode_error"] = derr.Error()
 		case msg != nil:
@@ -151,6 +161,18 @@ func printTapped(w io.Writer, subject string, hdr nats.Header, data []byte, asJS
 		if _, err = fmt.Fprintf(w, "DEADLETTER reason=%s from=%s error=%q\n", hdr.Get(telemetry.HeaderDeadReason),
 			hdr.Get(telemetry.HeaderDeadFrom), hdr.Get(telemetry.HeaderDeadError)); err != nil {
 			return err
+		}
+		if lines {
+			if _, err = fmt.Fprintf(w, "  field=%s types=%q, %d refused lines:\n", hdr.Get(ingest.HeaderDeadField), hdr.Get(ingest.HeaderDeadTypes),
+				strings.Count(strings.TrimRight(string(data), "\n"), "\n")+1); err != nil {
+				return err
+			}
+			for _, l := range strings.Split(strings.TrimRight(string(data), "\n"), "\n") {
+				if _, err = fmt.Fprintf(w, "  %s\n", l); err != nil {
+					return err
+				}
+			}
+			return nil
 		}
 	}
 	switch m := msg.(type) {

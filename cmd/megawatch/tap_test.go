@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"github.com/megawatch/megawatch/ingest"
 	"os"
 	"path/filepath"
 	"strings"
@@ -67,6 +68,24 @@ func TestTapFormats(t *testing.T) {
 	hdr.Set(telemetry.HeaderDeadError, "report says gpu-h1-r01-rk01-n01")
 	f("megawatch.v1.deadletter.location", rep, `DEADLETTER reason=location from=megawatch.v1.power.dc1.h1.r01.rk01.other-node error="report says gpu-h1-r01-rk01-n01"`,
 		"gpu0 ok power=650.5W")
+	// A field type conflict's dead letter holds the refused lines, as text.
+	hdr = nats.Header{}
+	hdr.Set(telemetry.HeaderDeadReason, "conflict")
+	hdr.Set(telemetry.HeaderDeadFrom, "megawatch.v1.power.dc1.h1.r01.rk01.gpu-h1-r01-rk01-n01")
+	hdr.Set(ingest.HeaderDeadFormat, "line-protocol")
+	hdr.Set(ingest.HeaderDeadField, "gpu.power_w")
+	hdr.Set(ingest.HeaderDeadTypes, "float (InfluxDB has string)")
+	lp := "gpu,node=n1,gpu=0 power_w=650.5 1700000000000000000\ngpu,node=n1,gpu=1 power_w=640 1700000000000000000\n"
+	f("megawatch.v1.deadletter.conflict", []byte(lp), "DEADLETTER reason=conflict", `field=gpu.power_w types="float (InfluxDB has string)", 2 refused lines`,
+		"  gpu,node=n1,gpu=0 power_w=650.5 1700000000000000000")
+	var b bytes.Buffer
+	if err := printTapped(&b, "megawatch.v1.deadletter.conflict", hdr, []byte(lp), true); err != nil {
+		t.Fatal(err)
+	}
+	var obj map[string]any
+	if err := json.Unmarshal(b.Bytes(), &obj); err != nil || obj["line_protocol"] != lp || obj["field"] != "gpu.power_w" || obj["decode_error"] != nil {
+		t.Errorf("conflict dead letter as JSON: %s (%v)", b.String(), err)
+	}
 }
 
 // TestTapAndCollectorSim runs `megawatch collector --sim` against an
