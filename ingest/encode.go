@@ -441,16 +441,26 @@ func (e *lpEncoder) rollup(level string, path []string, r *telemetry.Rollup) (in
 	}
 	capMW := telemetry.WToMW(r.CapacityW)
 	powMW := telemetry.WToMW(r.PowerW)
+	estMW := telemetry.WToMW(r.PowerEstW)
 	e.float("capacity_mw", capMW)
+	if r.ContinuityDeltaW != nil {
+		e.float("continuity_delta_mw", telemetry.WToMW(*r.ContinuityDeltaW))
+	}
 	if r.NodesExpected > 0 {
 		e.float("coverage", float64(r.NodesReporting)/float64(r.NodesExpected))
 	}
+	// degraded: coverage below the aggregator's resolve_min_coverage, the
+	// figures partly estimated (docs/alerts.md, Missing data).
+	e.enc.AddField("degraded", lineprotocol.BoolValue(r.Degraded))
 	if r.GpuTempMaxC != nil {
 		e.float("gpu_temp_max_c", float64(*r.GpuTempMaxC))
 	}
 	e.int("gpus", int64(r.Gpus))
 	e.int("gpus_healthy", int64(r.GpusHealthy))
-	e.float("headroom_mw", capMW-powMW)
+	// Headroom on the estimate, as the alerts rules evaluate it: missing
+	// nodes never read as headroom.
+	e.float("headroom_mw", capMW-estMW)
+	e.int("lag_ms", int64(r.LagMs))
 	if r.MemTempMaxC != nil {
 		e.float("mem_temp_max_c", float64(*r.MemTempMaxC))
 	}
@@ -462,7 +472,10 @@ func (e *lpEncoder) rollup(level string, path []string, r *telemetry.Rollup) (in
 	if r.OscW != nil {
 		e.float("osc_mw", telemetry.WToMW(*r.OscW))
 	}
-	e.float("power_est_mw", telemetry.WToMW(r.PowerEstW))
+	e.float("power_est_mw", estMW)
+	if r.PowerMaxEstW != 0 {
+		e.float("power_max_est_mw", telemetry.WToMW(r.PowerMaxEstW))
+	}
 	e.float("power_max_mw", telemetry.WToMW(r.PowerMaxW))
 	e.float("power_mw", powMW)
 	if r.RampWPerS != nil {

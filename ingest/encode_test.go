@@ -79,7 +79,7 @@ func TestEncodeRollupAndAlert(t *testing.T) {
 	if _, err := e.alert("page", "hall_power", a); err != nil {
 		t.Fatal(err)
 	}
-	want := "rollup,hall=h1,level=pdu,pdu=p1,site=dc1 capacity_mw=5,coverage=0.9,gpu_temp_max_c=83,gpus=80i,gpus_healthy=78i,headroom_mw=2,mem_temp_max_c=91,nodes_expected=10i,nodes_reporting=9i,power_est_mw=3.1,power_max_mw=3.2,power_mw=3,ramp_mw_per_s=-2,stale_nodes=1i,throttled_gpus=3i 1700000000000000000\n" +
+	want := "rollup,hall=h1,level=pdu,pdu=p1,site=dc1 capacity_mw=5,coverage=0.9,degraded=false,gpu_temp_max_c=83,gpus=80i,gpus_healthy=78i,headroom_mw=1.9,lag_ms=0i,mem_temp_max_c=91,nodes_expected=10i,nodes_reporting=9i,power_est_mw=3.1,power_max_mw=3.2,power_mw=3,ramp_mw_per_s=-2,stale_nodes=1i,throttled_gpus=3i 1700000000000000000\n" +
 		`alert,domain=dc1/h1,level=hall,rule=hall_power,severity=page message="hall h1 at 41.5 MW, \"over\"",state="firing",threshold=40,value=41.5 1700000000000000000` + "\n"
 	if got := string(e.buf()); got != want {
 		t.Errorf("got\n%s\nwant\n%s", got, want)

@@ -119,9 +119,10 @@ func TestNewFieldsStored(t *testing.T) {
 	r.Gpus[2].Health, r.Gpus[2].PowerMw = telemetry.Health_HEALTH_TIMEOUT, nil
 	r.Gpus[5].Health, r.Gpus[5].PowerMw = telemetry.Health_HEALTH_LOST, nil
 	publishReport(t, js, r)
-	tmax, mmax := int32(83), int32(91)
+	tmax, mmax, delta := int32(83), int32(91), -2.5e5
 	ro := &telemetry.Rollup{Level: "hall", Path: []string{"dc1", "h1"}, WindowEndUnixNs: end.UnixNano(), PowerW: 1e6, PowerEstW: 1e6, PowerMaxW: 1e6, CapacityW: 2e6,
-		NodesReporting: 9, NodesExpected: 10, StaleNodes: 1, ThrottledGpus: 3, Gpus: 80, GpusHealthy: 78, GpuTempMaxC: &tmax, MemTempMaxC: &mmax}
+		NodesReporting: 9, NodesExpected: 10, StaleNodes: 1, ThrottledGpus: 3, Gpus: 80, GpusHealthy: 78, GpuTempMaxC: &tmax, MemTempMaxC: &mmax,
+		Degraded: true, PowerMaxEstW: 1.25e6, Coverage: 0.9, LagMs: 1500, ContinuityDeltaW: &delta}
 	subj, _ := telemetry.RollupSubject("hall", ro.Path)
 	publishRaw(t, js, subj, ro, "")
 	waitFor(t, 30*time.Second, "points", func() bool {
@@ -145,5 +146,9 @@ func TestNewFieldsStored(t *testing.T) {
 	}
 	if got := row(`SELECT stale_nodes, throttled_gpus, gpus, gpus_healthy, gpu_temp_max_c, mem_temp_max_c FROM rollup`); got != "[1 3 80 78 83 91]" {
 		t.Errorf("rollup fields %s", got)
+	}
+	// The aggregator's missing-data fields; headroom is capacity − estimate.
+	if got := row(`SELECT degraded, power_max_est_mw, lag_ms, continuity_delta_mw, headroom_mw FROM rollup`); got != "[true 1.25 1500 -0.25 1]" {
+		t.Errorf("rollup missing-data fields %s", got)
 	}
 }
