@@ -13,6 +13,7 @@ import (
 	"github.com/megawatch/megawatch/internal/telemetry"
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 )
 
 func TestEnsureStreamsIsIdempotent(t *testing.T) {
@@ -166,5 +167,47 @@ func TestNatstestRestartKeepsStore(t *testing.T) {
 			t.Fatalf("stream not back with its message: %v", err)
 		}
 		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// countingJS counts stream create/update requests.
+type countingJS struct {
+	jetstream.JetStream
+	updates int
+}
+
+func (c *countingJS) CreateOrUpdateStream(ctx context.Context, cfg jetstream.StreamConfig) (jetstream.Stream, error) {
+	c.updates++
+	return c.JetStream.CreateOrUpdateStream(ctx, cfg)
+}
+
+// TestEnsureStreamLeavesMatchingStreamAlone: a stream that already has
+// megawatch's settings gets no update request (every process ensures its
+// streams at start; an update racing a consumer creation is a data race in
+// nats-server's file store), a changed setting does.
+func TestEnsureStreamLeavesMatchingStreamAlone(t *testing.T) {
+	s := natstest.RunServer(t)
+	js := &countingJS{JetStream: natstest.JetStream(t, natstest.Connect(t, s.URL()))}
+	ctx := context.Background()
+	cfg := natsx.DefaultStreamsConfig()
+	if err := natsx.EnsureStreams(ctx, js, cfg); err != nil {
+		t.Fatal(err)
+	}
+	if js.updates != 4 {
+		t.Fatalf("%d create requests for 4 new streams", js.updates)
+	}
+	js.updates = 0
+	if err := natsx.EnsureStreams(ctx, js, cfg); err != nil {
+		t.Fatal(err)
+	}
+	if js.updates != 0 {
+		t.Fatalf("%d update requests for 4 streams with the same settings", js.updates)
+	}
+	cfg.MaxAge = time.Hour
+	if _, err := natsx.EnsureStream(ctx, js, cfg.PowerStream()); err != nil {
+		t.Fatal(err)
+	}
+	if js.updates != 1 {
+		t.Fatalf("%d update requests for a changed max_age, want 1", js.updates)
 	}
 }

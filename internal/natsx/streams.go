@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/megawatch/megawatch/internal/telemetry"
@@ -115,12 +116,37 @@ func (c StreamsConfig) maxBytes() int64 {
 }
 
 // EnsureStream creates or updates one stream; calling it again is harmless.
+// A stream that already has these settings is left alone (no update
+// request): every process ensures the streams it uses at start, and an
+// update racing a consumer creation on the same stream is a data race
+// inside nats-server 2.15's file store (seen under -race in the demo).
 func EnsureStream(ctx context.Context, js jetstream.JetStream, cfg jetstream.StreamConfig) (jetstream.Stream, error) {
+	if s, err := js.Stream(ctx, cfg.Name); err == nil && sameStreamSettings(s.CachedInfo().Config, cfg) {
+		return s, nil
+	}
 	s, err := js.CreateOrUpdateStream(ctx, cfg)
 	if err != nil {
 		return nil, fmt.Errorf("ensure stream %s: %w", cfg.Name, err)
 	}
 	return s, nil
+}
+
+// sameStreamSettings reports whether the server's config has every setting
+// megawatch's stream configs set (the server fills in the rest).
+func sameStreamSettings(have, want jetstream.StreamConfig) bool {
+	if want.Retention == 0 {
+		want.Retention = jetstream.LimitsPolicy
+	}
+	if want.Replicas == 0 {
+		want.Replicas = 1
+	}
+	if want.MaxAge == 0 {
+		want.MaxAge = have.MaxAge // 0 is "no limit"; compared below only when set
+	}
+	return have.Description == want.Description && slices.Equal(have.Subjects, want.Subjects) &&
+		have.Storage == want.Storage && have.Retention == want.Retention && have.MaxAge == want.MaxAge &&
+		have.MaxBytes == want.MaxBytes && (want.Duplicates == 0 || have.Duplicates == want.Duplicates) &&
+		have.Replicas == want.Replicas && have.Discard == want.Discard
 }
 
 // EnsureStreams sets up MEGAWATCH_POWER, MEGAWATCH_ROLLUP,
