@@ -190,14 +190,18 @@ func TestFieldConflictRecovers(t *testing.T) {
 	influx.Exec(t, "", `CREATE DATABASE mw WITH SHARD DURATION 1h`)
 	natsURL, js := natsInProcess(t)
 	now := time.Now().Truncate(time.Second)
-	resp, err := http.Post(influx.URL+"/write?db=mw", "text/plain", strings.NewReader("gpu,gpu=0,hall=h1,node=other,rack=k,row=r,site=dc1 power_w=\"bad\" "+itoa(now.Add(-time.Minute).UnixNano())+"\n"))
+	end := now.Add(-30 * time.Second)
+	// The conflicting value at the start of end's hour: the shard (1 h,
+	// aligned to the hour) of the reports below, whatever the time of day
+	// (one minute before `end` fell in the previous shard in the first
+	// minute of an hour, and nothing conflicted).
+	resp, err := http.Post(influx.URL+"/write?db=mw", "text/plain", strings.NewReader("gpu,gpu=0,hall=h1,node=other,rack=k,row=r,site=dc1 power_w=\"bad\" "+itoa(end.Truncate(time.Hour).UnixNano())+"\n"))
 	if err != nil || resp.StatusCode != http.StatusNoContent {
 		t.Fatalf("seed conflict: %v %v", err, resp)
 	}
 	cfg := testConfig(influx.URL, "mw")
 	cfg.ConflictProbe = 300 * time.Millisecond
 	in, _, _ := startIngest(t, cfg, natsURL, nil)
-	end := now.Add(-30 * time.Second)
 	for i := range 5 {
 		publishReport(t, js, testReport(testLoc(i), 1, end, 8))
 	}
