@@ -58,7 +58,7 @@ func TestPoison(t *testing.T) {
 	now := time.Now().Truncate(time.Second)
 	old := now.Add(-5 * time.Hour)
 	// A string power_w in the shard of `old`: any float power_w there conflicts.
-	resp, err := http.Post(influx.URL+"/write?db=mw", "text/plain", strings.NewReader("gpu,gpu=0,hall=h1,node=x,rack=k,row=r,site=dc1 power_w=\"bad\" "+itoa(old.Add(-time.Second).UnixNano())+"\n"))
+	resp, err := http.Post(influx.URL+"/write?db=mw", "text/plain", strings.NewReader("gpu,gpu=0,hall=h1,node=x,rack=k,row=r,site=dc1 power_w=\"bad\" "+itoa(old.Truncate(time.Hour).UnixNano())+"\n"))
 	if err != nil || resp.StatusCode != http.StatusNoContent {
 		t.Fatalf("seed conflict: %v %v", err, resp)
 	}
