@@ -95,13 +95,7 @@ func DefaultConfig() Config {
 
 // LoadConfig reads path over the defaults and validates the result; every
 // problem is reported, each with the file and key.
-func LoadConfig(path string) (Config, error) {
-	c := DefaultConfig()
-	if err := config.LoadAndValidate(path, &c, func() error { return c.Validate() }); err != nil {
-		return Config{}, err
-	}
-	return c, nil
-}
+func LoadConfig(path string) (Config, error) { return config.LoadValidated(path, DefaultConfig()) }
 
 // Validate returns every problem at once, each prefixed with its YAML key.
 // It never changes the config.

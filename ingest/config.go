@@ -205,13 +205,7 @@ func DefaultConfig() Config {
 
 // LoadConfig reads path over the defaults and validates it; every problem
 // names the file and key.
-func LoadConfig(path string) (Config, error) {
-	c := DefaultConfig()
-	if err := config.LoadAndValidate(path, &c, func() error { return c.Validate() }); err != nil {
-		return Config{}, err
-	}
-	return c, nil
-}
+func LoadConfig(path string) (Config, error) { return config.LoadValidated(path, DefaultConfig()) }
 
 // Validate returns every problem at once, each with its YAML key. It does
 // not read secrets (token env vars may be set only where ingest runs).

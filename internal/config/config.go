@@ -272,3 +272,14 @@ func typeWords(goType string) string {
 	}
 	return "a mapping (a block of keys)"
 }
+
+// LoadValidated reads path over defaults and validates the result (LoadAndValidate):
+// the LoadConfig of every subcommand's config.
+func LoadValidated[C interface{ Validate() error }](path string, defaults C) (C, error) {
+	c := defaults
+	if err := LoadAndValidate(path, &c, func() error { return c.Validate() }); err != nil {
+		var zero C
+		return zero, err
+	}
+	return c, nil
+}
