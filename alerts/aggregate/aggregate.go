@@ -44,6 +44,9 @@ type Config struct {
 	// degraded: its figures are partly estimated, and firing alerts on it
 	// do not resolve (resolve_min_coverage). 0 never degrades on coverage.
 	MinCoverage float64
+	// NodeModel estimates node power for nodes that send none (zero: the
+	// default node type).
+	NodeModel NodeModel
 }
 
 // Validate returns every problem.
@@ -109,6 +112,7 @@ type Aggregator struct {
 	lastTick int64 // window index of the last tick, -1 none
 	run      int   // consecutive ticks since the start or the last gap
 	stats    Stats
+	mstats   MeterStats
 	scratch  report
 }
 

@@ -37,11 +37,53 @@ type DomainState struct {
 	ThrottledGPUs int
 	GPUs          int
 	GPUsHealthy   int
-	// Analysis over the sliding window, on the continuity series: its level
-	// moves only by ContDeltaW, so nodes falling silent or coming back are
-	// no ramp, swing or oscillation; its shape within a window is that of
-	// the summed slots. HasAnalysis once 1 s of history exists; HasOsc once
-	// the window is full.
+	// Analysis of GPU power over the sliding window, on the continuity
+	// series: its level moves only by ContDeltaW, so nodes falling silent
+	// or coming back are no ramp, swing or oscillation; its shape within a
+	// window is that of the summed slots.
+	Analysis
+
+	// Facility power (docs/facility.md): the megawatts the breakers carry.
+	NodePowerW         float64 // node power of the reporting nodes (measured, or modeled: see NodePowerModeledW)
+	NodeMissingEstW    float64 // last known node power of the missing nodes
+	NodePowerEstW      float64 // NodePowerW + NodeMissingEstW
+	NodePowerModeledW  float64 // the part of NodePowerW estimated by a model (collector's or node_model)
+	NodesPowerMeasured int     // reporting nodes with measured node power (BMC, hwmon)
+	NodeContDeltaW     float64 // coverage-proof change of node power (nodes reporting in both windows)
+	CPUPowerW          float64 // sum of the CPU power (RAPL) of the nodes that sent it
+	HasCPUPower        bool
+	// Meters: MeteredW is the sum of the fresh (or held) meters covering
+	// the domain — its own meters, or else its children's when every child
+	// is metered; valid only when HasMetered. Meters counts the meters of
+	// the subtree (in scope), MetersStale those without a fresh or held
+	// reading this window.
+	MeteredW    float64
+	HasMetered  bool
+	Meters      int
+	MetersStale int
+	// FacilityW is MeteredW when HasMetered, else NodePowerEstW;
+	// FacilityMaxW the max slot of the 10 Hz facility estimate (Slots
+	// shifted by FacilityW - mean(Slots)); UnaccountedW = MeteredW -
+	// NodePowerW (valid when HasMetered); FacilityHeadroomW = CapacityW -
+	// FacilityW.
+	FacilityW         float64
+	FacilityMaxW      float64
+	UnaccountedW      float64
+	FacilityHeadroomW float64
+	// FacilityDegraded: the domain has meters that do not cover it this
+	// window, or FacilityW is from node power with coverage below
+	// MinCoverage. Firing facility alerts then do not resolve.
+	FacilityDegraded   bool
+	FacilityContDeltaW float64
+	// Facility is the analysis of the 10 Hz facility estimate, on a
+	// continuity series that moves by FacilityContDeltaW.
+	Facility Analysis
+}
+
+// Analysis is ramp, swing and dominant oscillation over the sliding
+// analysis window. HasAnalysis once 1 s of history exists; HasOsc once
+// the window is full.
+type Analysis struct {
 	HasAnalysis bool
 	RampWPerS   float64
 	SwingW      float64
@@ -81,7 +123,7 @@ func (d *DomainState) add(c *DomainState) {
 // there is none: 0, 0, true. The frequency is refined within half a bin of
 // that peak and never leaves [lo, hi]; the amplitude is corrected for the
 // Hann window's scalloping.
-func (d *DomainState) Band(lo, hi float64) (freqHz, ppW float64, ok bool) {
+func (d *Analysis) Band(lo, hi float64) (freqHz, ppW float64, ok bool) {
 	if !d.HasOsc || d.BinHz <= 0 || !(lo <= hi) {
 		return 0, 0, false
 	}

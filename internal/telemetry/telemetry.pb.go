@@ -137,6 +137,56 @@ func (NodePowerSource) EnumDescriptor() ([]byte, []int) {
 	return file_internal_telemetry_telemetry_proto_rawDescGZIP(), []int{1}
 }
 
+// Which figure a rollup's facility_power_w is.
+type FacilitySource int32
+
+const (
+	FacilitySource_FACILITY_SOURCE_UNSPECIFIED FacilitySource = 0 // an older aggregator: no facility figure
+	FacilitySource_FACILITY_SOURCE_METER       FacilitySource = 1 // fresh meters cover the domain
+	FacilitySource_FACILITY_SOURCE_NODE        FacilitySource = 2 // the node power sum (estimate)
+)
+
+// Enum value maps for FacilitySource.
+var (
+	FacilitySource_name = map[int32]string{
+		0: "FACILITY_SOURCE_UNSPECIFIED",
+		1: "FACILITY_SOURCE_METER",
+		2: "FACILITY_SOURCE_NODE",
+	}
+	FacilitySource_value = map[string]int32{
+		"FACILITY_SOURCE_UNSPECIFIED": 0,
+		"FACILITY_SOURCE_METER":       1,
+		"FACILITY_SOURCE_NODE":        2,
+	}
+)
+
+func (x FacilitySource) Enum() *FacilitySource {
+	p := new(FacilitySource)
+	*p = x
+	return p
+}
+
+func (x FacilitySource) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (FacilitySource) Descriptor() protoreflect.EnumDescriptor {
+	return file_internal_telemetry_telemetry_proto_enumTypes[2].Descriptor()
+}
+
+func (FacilitySource) Type() protoreflect.EnumType {
+	return &file_internal_telemetry_telemetry_proto_enumTypes[2]
+}
+
+func (x FacilitySource) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use FacilitySource.Descriptor instead.
+func (FacilitySource) EnumDescriptor() ([]byte, []int) {
+	return file_internal_telemetry_telemetry_proto_rawDescGZIP(), []int{2}
+}
+
 type AlertState int32
 
 const (
@@ -173,11 +223,11 @@ func (x AlertState) String() string {
 }
 
 func (AlertState) Descriptor() protoreflect.EnumDescriptor {
-	return file_internal_telemetry_telemetry_proto_enumTypes[2].Descriptor()
+	return file_internal_telemetry_telemetry_proto_enumTypes[3].Descriptor()
 }
 
 func (AlertState) Type() protoreflect.EnumType {
-	return &file_internal_telemetry_telemetry_proto_enumTypes[2]
+	return &file_internal_telemetry_telemetry_proto_enumTypes[3]
 }
 
 func (x AlertState) Number() protoreflect.EnumNumber {
@@ -186,7 +236,7 @@ func (x AlertState) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use AlertState.Descriptor instead.
 func (AlertState) EnumDescriptor() ([]byte, []int) {
-	return file_internal_telemetry_telemetry_proto_rawDescGZIP(), []int{2}
+	return file_internal_telemetry_telemetry_proto_rawDescGZIP(), []int{3}
 }
 
 type MeterProtocol int32
@@ -222,11 +272,11 @@ func (x MeterProtocol) String() string {
 }
 
 func (MeterProtocol) Descriptor() protoreflect.EnumDescriptor {
-	return file_internal_telemetry_telemetry_proto_enumTypes[3].Descriptor()
+	return file_internal_telemetry_telemetry_proto_enumTypes[4].Descriptor()
 }
 
 func (MeterProtocol) Type() protoreflect.EnumType {
-	return &file_internal_telemetry_telemetry_proto_enumTypes[3]
+	return &file_internal_telemetry_telemetry_proto_enumTypes[4]
 }
 
 func (x MeterProtocol) Number() protoreflect.EnumNumber {
@@ -235,7 +285,7 @@ func (x MeterProtocol) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use MeterProtocol.Descriptor instead.
 func (MeterProtocol) EnumDescriptor() ([]byte, []int) {
-	return file_internal_telemetry_telemetry_proto_rawDescGZIP(), []int{3}
+	return file_internal_telemetry_telemetry_proto_rawDescGZIP(), []int{4}
 }
 
 // One node, one window. Published to
@@ -642,7 +692,49 @@ type Rollup struct {
 	// in both windows, so that nodes leaving or joining are no power step. A
 	// site aggregator fed by hall rollups sums these for its ramp, swing and
 	// oscillation series.
-	ContinuityDeltaW *float64 `protobuf:"fixed64,28,opt,name=continuity_delta_w,json=continuityDeltaW,proto3,oneof" json:"continuity_delta_w,omitempty"` // Field numbers 40-59: facility power fields (node, metered, unaccounted).
+	ContinuityDeltaW *float64 `protobuf:"fixed64,28,opt,name=continuity_delta_w,json=continuityDeltaW,proto3,oneof" json:"continuity_delta_w,omitempty"`
+	// Field numbers 40-59: facility power (docs/facility.md). power_w and the
+	// fields above stay GPU power (the sum of the GPUs' power, at 10 Hz in
+	// slot_power_w); these are the megawatts the breakers carry.
+	//
+	// Node power of the reporting nodes (fresh or held): each node's
+	// node_power_mw from its BMC or hwmon, or estimated (the collector's
+	// model, or the aggregator's node_model: GPU power + host + per-GPU
+	// overhead for a node that sent no node power).
+	NodePowerW         float64 `protobuf:"fixed64,40,opt,name=node_power_w,json=nodePowerW,proto3" json:"node_power_w,omitempty"`
+	NodePowerEstW      float64 `protobuf:"fixed64,41,opt,name=node_power_est_w,json=nodePowerEstW,proto3" json:"node_power_est_w,omitempty"`             // node_power_w + last known node power of missing nodes
+	NodePowerModeledW  float64 `protobuf:"fixed64,42,opt,name=node_power_modeled_w,json=nodePowerModeledW,proto3" json:"node_power_modeled_w,omitempty"` // the part of node_power_w that is estimated by a model
+	NodesPowerMeasured uint32  `protobuf:"varint,43,opt,name=nodes_power_measured,json=nodesPowerMeasured,proto3" json:"nodes_power_measured,omitempty"` // reporting nodes whose node power was measured (BMC, hwmon)
+	// Sum of the fresh meters that cover the domain (its own meters, or else
+	// its children's when every child is metered); absent when no fresh
+	// meters cover it. Never 0 W for a stale meter.
+	MeteredW       *float64       `protobuf:"fixed64,44,opt,name=metered_w,json=meteredW,proto3,oneof" json:"metered_w,omitempty"`
+	Meters         uint32         `protobuf:"varint,45,opt,name=meters,proto3" json:"meters,omitempty"`                              // meters configured in this domain's subtree (in scope)
+	MetersStale    uint32         `protobuf:"varint,46,opt,name=meters_stale,json=metersStale,proto3" json:"meters_stale,omitempty"` // of those, without a fresh (or held) reading this window
+	FacilitySource FacilitySource `protobuf:"varint,47,opt,name=facility_source,json=facilitySource,proto3,enum=megawatch.telemetry.v1.FacilitySource" json:"facility_source,omitempty"`
+	// The domain's facility power: metered_w when fresh meters cover the
+	// domain, else node_power_est_w. Capacity rules and headroom use it.
+	FacilityPowerW float64 `protobuf:"fixed64,48,opt,name=facility_power_w,json=facilityPowerW,proto3" json:"facility_power_w,omitempty"`
+	// Max over slots of the 10 Hz facility estimate: the GPU slot series
+	// shifted by (facility_power_w - mean of slot_power_w).
+	FacilityPowerMaxW float64 `protobuf:"fixed64,49,opt,name=facility_power_max_w,json=facilityPowerMaxW,proto3" json:"facility_power_max_w,omitempty"`
+	// metered_w - node_power_w: non-IT load on the feed, losses, and nodes
+	// whose collectors are missing. Present when metered_w is.
+	UnaccountedW *float64 `protobuf:"fixed64,50,opt,name=unaccounted_w,json=unaccountedW,proto3,oneof" json:"unaccounted_w,omitempty"`
+	// Analysis of the 10 Hz facility estimate, like fields 14-17.
+	FacilityRampWPerS *float64 `protobuf:"fixed64,51,opt,name=facility_ramp_w_per_s,json=facilityRampWPerS,proto3,oneof" json:"facility_ramp_w_per_s,omitempty"`
+	FacilitySwingW    *float64 `protobuf:"fixed64,52,opt,name=facility_swing_w,json=facilitySwingW,proto3,oneof" json:"facility_swing_w,omitempty"`
+	FacilityOscFreqHz *float64 `protobuf:"fixed64,53,opt,name=facility_osc_freq_hz,json=facilityOscFreqHz,proto3,oneof" json:"facility_osc_freq_hz,omitempty"`
+	FacilityOscW      *float64 `protobuf:"fixed64,54,opt,name=facility_osc_w,json=facilityOscW,proto3,oneof" json:"facility_osc_w,omitempty"`
+	// Coverage-proof change of facility power since the previous window
+	// (like continuity_delta_w): the metered change when meters covered both
+	// windows, else the node-power change of nodes that reported in both.
+	FacilityContinuityDeltaW *float64 `protobuf:"fixed64,55,opt,name=facility_continuity_delta_w,json=facilityContinuityDeltaW,proto3,oneof" json:"facility_continuity_delta_w,omitempty"`
+	// The facility figure is degraded: the domain has meters but they do not
+	// cover it this window (stale), or it comes from node power with coverage
+	// below resolve_min_coverage. Firing facility alerts do not resolve.
+	FacilityDegraded bool     `protobuf:"varint,56,opt,name=facility_degraded,json=facilityDegraded,proto3" json:"facility_degraded,omitempty"`
+	CpuPowerW        *float64 `protobuf:"fixed64,57,opt,name=cpu_power_w,json=cpuPowerW,proto3,oneof" json:"cpu_power_w,omitempty"` // sum of cpu_power_mw of the nodes that sent it
 	unknownFields    protoimpl.UnknownFields
 	sizeCache        protoimpl.SizeCache
 }
@@ -869,6 +961,132 @@ func (x *Rollup) GetLagMs() uint32 {
 func (x *Rollup) GetContinuityDeltaW() float64 {
 	if x != nil && x.ContinuityDeltaW != nil {
 		return *x.ContinuityDeltaW
+	}
+	return 0
+}
+
+func (x *Rollup) GetNodePowerW() float64 {
+	if x != nil {
+		return x.NodePowerW
+	}
+	return 0
+}
+
+func (x *Rollup) GetNodePowerEstW() float64 {
+	if x != nil {
+		return x.NodePowerEstW
+	}
+	return 0
+}
+
+func (x *Rollup) GetNodePowerModeledW() float64 {
+	if x != nil {
+		return x.NodePowerModeledW
+	}
+	return 0
+}
+
+func (x *Rollup) GetNodesPowerMeasured() uint32 {
+	if x != nil {
+		return x.NodesPowerMeasured
+	}
+	return 0
+}
+
+func (x *Rollup) GetMeteredW() float64 {
+	if x != nil && x.MeteredW != nil {
+		return *x.MeteredW
+	}
+	return 0
+}
+
+func (x *Rollup) GetMeters() uint32 {
+	if x != nil {
+		return x.Meters
+	}
+	return 0
+}
+
+func (x *Rollup) GetMetersStale() uint32 {
+	if x != nil {
+		return x.MetersStale
+	}
+	return 0
+}
+
+func (x *Rollup) GetFacilitySource() FacilitySource {
+	if x != nil {
+		return x.FacilitySource
+	}
+	return FacilitySource_FACILITY_SOURCE_UNSPECIFIED
+}
+
+func (x *Rollup) GetFacilityPowerW() float64 {
+	if x != nil {
+		return x.FacilityPowerW
+	}
+	return 0
+}
+
+func (x *Rollup) GetFacilityPowerMaxW() float64 {
+	if x != nil {
+		return x.FacilityPowerMaxW
+	}
+	return 0
+}
+
+func (x *Rollup) GetUnaccountedW() float64 {
+	if x != nil && x.UnaccountedW != nil {
+		return *x.UnaccountedW
+	}
+	return 0
+}
+
+func (x *Rollup) GetFacilityRampWPerS() float64 {
+	if x != nil && x.FacilityRampWPerS != nil {
+		return *x.FacilityRampWPerS
+	}
+	return 0
+}
+
+func (x *Rollup) GetFacilitySwingW() float64 {
+	if x != nil && x.FacilitySwingW != nil {
+		return *x.FacilitySwingW
+	}
+	return 0
+}
+
+func (x *Rollup) GetFacilityOscFreqHz() float64 {
+	if x != nil && x.FacilityOscFreqHz != nil {
+		return *x.FacilityOscFreqHz
+	}
+	return 0
+}
+
+func (x *Rollup) GetFacilityOscW() float64 {
+	if x != nil && x.FacilityOscW != nil {
+		return *x.FacilityOscW
+	}
+	return 0
+}
+
+func (x *Rollup) GetFacilityContinuityDeltaW() float64 {
+	if x != nil && x.FacilityContinuityDeltaW != nil {
+		return *x.FacilityContinuityDeltaW
+	}
+	return 0
+}
+
+func (x *Rollup) GetFacilityDegraded() bool {
+	if x != nil {
+		return x.FacilityDegraded
+	}
+	return false
+}
+
+func (x *Rollup) GetCpuPowerW() float64 {
+	if x != nil && x.CpuPowerW != nil {
+		return *x.CpuPowerW
 	}
 	return 0
 }
@@ -1250,7 +1468,7 @@ const file_internal_telemetry_telemetry_proto_rawDesc = "" +
 	"\x0f_power_limit_mwB\x0f\n" +
 	"\r_sm_clock_mhzB\v\n" +
 	"\t_util_pctB\x13\n" +
-	"\x11_throttle_reasons\"\x84\b\n" +
+	"\x11_throttle_reasons\"\xed\x0f\n" +
 	"\x06Rollup\x12\x14\n" +
 	"\x05level\x18\x01 \x01(\tR\x05level\x12\x12\n" +
 	"\x04path\x18\x02 \x03(\tR\x04path\x12+\n" +
@@ -1283,7 +1501,27 @@ const file_internal_telemetry_telemetry_proto_rawDesc = "" +
 	"\x0fpower_max_est_w\x18\x19 \x01(\x01R\fpowerMaxEstW\x12\x1a\n" +
 	"\bcoverage\x18\x1a \x01(\x01R\bcoverage\x12\x15\n" +
 	"\x06lag_ms\x18\x1b \x01(\rR\x05lagMs\x121\n" +
-	"\x12continuity_delta_w\x18\x1c \x01(\x01H\x06R\x10continuityDeltaW\x88\x01\x01B\x0f\n" +
+	"\x12continuity_delta_w\x18\x1c \x01(\x01H\x06R\x10continuityDeltaW\x88\x01\x01\x12 \n" +
+	"\fnode_power_w\x18( \x01(\x01R\n" +
+	"nodePowerW\x12'\n" +
+	"\x10node_power_est_w\x18) \x01(\x01R\rnodePowerEstW\x12/\n" +
+	"\x14node_power_modeled_w\x18* \x01(\x01R\x11nodePowerModeledW\x120\n" +
+	"\x14nodes_power_measured\x18+ \x01(\rR\x12nodesPowerMeasured\x12 \n" +
+	"\tmetered_w\x18, \x01(\x01H\aR\bmeteredW\x88\x01\x01\x12\x16\n" +
+	"\x06meters\x18- \x01(\rR\x06meters\x12!\n" +
+	"\fmeters_stale\x18. \x01(\rR\vmetersStale\x12O\n" +
+	"\x0ffacility_source\x18/ \x01(\x0e2&.megawatch.telemetry.v1.FacilitySourceR\x0efacilitySource\x12(\n" +
+	"\x10facility_power_w\x180 \x01(\x01R\x0efacilityPowerW\x12/\n" +
+	"\x14facility_power_max_w\x181 \x01(\x01R\x11facilityPowerMaxW\x12(\n" +
+	"\runaccounted_w\x182 \x01(\x01H\bR\funaccountedW\x88\x01\x01\x125\n" +
+	"\x15facility_ramp_w_per_s\x183 \x01(\x01H\tR\x11facilityRampWPerS\x88\x01\x01\x12-\n" +
+	"\x10facility_swing_w\x184 \x01(\x01H\n" +
+	"R\x0efacilitySwingW\x88\x01\x01\x124\n" +
+	"\x14facility_osc_freq_hz\x185 \x01(\x01H\vR\x11facilityOscFreqHz\x88\x01\x01\x12)\n" +
+	"\x0efacility_osc_w\x186 \x01(\x01H\fR\ffacilityOscW\x88\x01\x01\x12B\n" +
+	"\x1bfacility_continuity_delta_w\x187 \x01(\x01H\rR\x18facilityContinuityDeltaW\x88\x01\x01\x12+\n" +
+	"\x11facility_degraded\x188 \x01(\bR\x10facilityDegraded\x12#\n" +
+	"\vcpu_power_w\x189 \x01(\x01H\x0eR\tcpuPowerW\x88\x01\x01B\x0f\n" +
 	"\r_ramp_w_per_sB\n" +
 	"\n" +
 	"\b_swing_wB\x0e\n" +
@@ -1291,7 +1529,16 @@ const file_internal_telemetry_telemetry_proto_rawDesc = "" +
 	"\x06_osc_wB\x11\n" +
 	"\x0f_gpu_temp_max_cB\x11\n" +
 	"\x0f_mem_temp_max_cB\x15\n" +
-	"\x13_continuity_delta_w\"\xfd\x04\n" +
+	"\x13_continuity_delta_wB\f\n" +
+	"\n" +
+	"_metered_wB\x10\n" +
+	"\x0e_unaccounted_wB\x18\n" +
+	"\x16_facility_ramp_w_per_sB\x13\n" +
+	"\x11_facility_swing_wB\x17\n" +
+	"\x15_facility_osc_freq_hzB\x11\n" +
+	"\x0f_facility_osc_wB\x1e\n" +
+	"\x1c_facility_continuity_delta_wB\x0e\n" +
+	"\f_cpu_power_w\"\xfd\x04\n" +
 	"\n" +
 	"AlertEvent\x12\x12\n" +
 	"\x04rule\x18\x01 \x01(\tR\x04rule\x12\x1a\n" +
@@ -1347,7 +1594,11 @@ const file_internal_telemetry_telemetry_proto_rawDesc = "" +
 	"\x0fNODE_POWER_NONE\x10\x00\x12\x16\n" +
 	"\x12NODE_POWER_REDFISH\x10\x01\x12\x14\n" +
 	"\x10NODE_POWER_HWMON\x10\x02\x12\x14\n" +
-	"\x10NODE_POWER_MODEL\x10\x03*q\n" +
+	"\x10NODE_POWER_MODEL\x10\x03*f\n" +
+	"\x0eFacilitySource\x12\x1f\n" +
+	"\x1bFACILITY_SOURCE_UNSPECIFIED\x10\x00\x12\x19\n" +
+	"\x15FACILITY_SOURCE_METER\x10\x01\x12\x18\n" +
+	"\x14FACILITY_SOURCE_NODE\x10\x02*q\n" +
 	"\n" +
 	"AlertState\x12\x18\n" +
 	"\x14ALERT_STATE_INACTIVE\x10\x00\x12\x17\n" +
@@ -1371,34 +1622,36 @@ func file_internal_telemetry_telemetry_proto_rawDescGZIP() []byte {
 	return file_internal_telemetry_telemetry_proto_rawDescData
 }
 
-var file_internal_telemetry_telemetry_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
+var file_internal_telemetry_telemetry_proto_enumTypes = make([]protoimpl.EnumInfo, 5)
 var file_internal_telemetry_telemetry_proto_msgTypes = make([]protoimpl.MessageInfo, 7)
 var file_internal_telemetry_telemetry_proto_goTypes = []any{
 	(Health)(0),          // 0: megawatch.telemetry.v1.Health
 	(NodePowerSource)(0), // 1: megawatch.telemetry.v1.NodePowerSource
-	(AlertState)(0),      // 2: megawatch.telemetry.v1.AlertState
-	(MeterProtocol)(0),   // 3: megawatch.telemetry.v1.MeterProtocol
-	(*NodeReport)(nil),   // 4: megawatch.telemetry.v1.NodeReport
-	(*Gpu)(nil),          // 5: megawatch.telemetry.v1.Gpu
-	(*Rollup)(nil),       // 6: megawatch.telemetry.v1.Rollup
-	(*AlertEvent)(nil),   // 7: megawatch.telemetry.v1.AlertEvent
-	(*MeterReport)(nil),  // 8: megawatch.telemetry.v1.MeterReport
-	nil,                  // 9: megawatch.telemetry.v1.AlertEvent.LabelsEntry
-	nil,                  // 10: megawatch.telemetry.v1.AlertEvent.AnnotationsEntry
+	(FacilitySource)(0),  // 2: megawatch.telemetry.v1.FacilitySource
+	(AlertState)(0),      // 3: megawatch.telemetry.v1.AlertState
+	(MeterProtocol)(0),   // 4: megawatch.telemetry.v1.MeterProtocol
+	(*NodeReport)(nil),   // 5: megawatch.telemetry.v1.NodeReport
+	(*Gpu)(nil),          // 6: megawatch.telemetry.v1.Gpu
+	(*Rollup)(nil),       // 7: megawatch.telemetry.v1.Rollup
+	(*AlertEvent)(nil),   // 8: megawatch.telemetry.v1.AlertEvent
+	(*MeterReport)(nil),  // 9: megawatch.telemetry.v1.MeterReport
+	nil,                  // 10: megawatch.telemetry.v1.AlertEvent.LabelsEntry
+	nil,                  // 11: megawatch.telemetry.v1.AlertEvent.AnnotationsEntry
 }
 var file_internal_telemetry_telemetry_proto_depIdxs = []int32{
-	5,  // 0: megawatch.telemetry.v1.NodeReport.gpus:type_name -> megawatch.telemetry.v1.Gpu
+	6,  // 0: megawatch.telemetry.v1.NodeReport.gpus:type_name -> megawatch.telemetry.v1.Gpu
 	1,  // 1: megawatch.telemetry.v1.NodeReport.node_power_source:type_name -> megawatch.telemetry.v1.NodePowerSource
 	0,  // 2: megawatch.telemetry.v1.Gpu.health:type_name -> megawatch.telemetry.v1.Health
-	2,  // 3: megawatch.telemetry.v1.AlertEvent.state:type_name -> megawatch.telemetry.v1.AlertState
-	9,  // 4: megawatch.telemetry.v1.AlertEvent.labels:type_name -> megawatch.telemetry.v1.AlertEvent.LabelsEntry
-	10, // 5: megawatch.telemetry.v1.AlertEvent.annotations:type_name -> megawatch.telemetry.v1.AlertEvent.AnnotationsEntry
-	3,  // 6: megawatch.telemetry.v1.MeterReport.protocol:type_name -> megawatch.telemetry.v1.MeterProtocol
-	7,  // [7:7] is the sub-list for method output_type
-	7,  // [7:7] is the sub-list for method input_type
-	7,  // [7:7] is the sub-list for extension type_name
-	7,  // [7:7] is the sub-list for extension extendee
-	0,  // [0:7] is the sub-list for field type_name
+	2,  // 3: megawatch.telemetry.v1.Rollup.facility_source:type_name -> megawatch.telemetry.v1.FacilitySource
+	3,  // 4: megawatch.telemetry.v1.AlertEvent.state:type_name -> megawatch.telemetry.v1.AlertState
+	10, // 5: megawatch.telemetry.v1.AlertEvent.labels:type_name -> megawatch.telemetry.v1.AlertEvent.LabelsEntry
+	11, // 6: megawatch.telemetry.v1.AlertEvent.annotations:type_name -> megawatch.telemetry.v1.AlertEvent.AnnotationsEntry
+	4,  // 7: megawatch.telemetry.v1.MeterReport.protocol:type_name -> megawatch.telemetry.v1.MeterProtocol
+	8,  // [8:8] is the sub-list for method output_type
+	8,  // [8:8] is the sub-list for method input_type
+	8,  // [8:8] is the sub-list for extension type_name
+	8,  // [8:8] is the sub-list for extension extendee
+	0,  // [0:8] is the sub-list for field type_name
 }
 
 func init() { file_internal_telemetry_telemetry_proto_init() }
@@ -1415,7 +1668,7 @@ func file_internal_telemetry_telemetry_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_internal_telemetry_telemetry_proto_rawDesc), len(file_internal_telemetry_telemetry_proto_rawDesc)),
-			NumEnums:      4,
+			NumEnums:      5,
 			NumMessages:   7,
 			NumExtensions: 0,
 			NumServices:   0,
