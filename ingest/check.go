@@ -6,6 +6,7 @@ import (
 	"math"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/megawatch/megawatch/internal/plausible"
 	"github.com/megawatch/megawatch/internal/telemetry"
@@ -163,7 +164,9 @@ func checkRollup(level string, path []string, r *telemetry.Rollup, now time.Time
 	for _, f := range [...]struct {
 		name string
 		v    float64
-	}{{"power_w", r.PowerW}, {"power_est_w", r.PowerEstW}, {"power_max_w", r.PowerMaxW}, {"capacity_w", r.CapacityW}} {
+	}{{"power_w", r.PowerW}, {"power_est_w", r.PowerEstW}, {"power_max_w", r.PowerMaxW}, {"capacity_w", r.CapacityW},
+		{"node_power_w", r.NodePowerW}, {"node_power_est_w", r.NodePowerEstW}, {"node_power_modeled_w", r.NodePowerModeledW},
+		{"facility_power_w", r.FacilityPowerW}, {"facility_power_max_w", r.FacilityPowerMaxW}} {
 		if !finiteNonNeg(f.v) {
 			return poisonf(ReasonValue, "%s is %v", f.name, f.v)
 		}
@@ -171,13 +174,61 @@ func checkRollup(level string, path []string, r *telemetry.Rollup, now time.Time
 	for _, f := range [...]struct {
 		name string
 		v    *float64
-	}{{"swing_w", r.SwingW}, {"osc_freq_hz", r.OscFreqHz}, {"osc_w", r.OscW}} {
+	}{{"swing_w", r.SwingW}, {"osc_freq_hz", r.OscFreqHz}, {"osc_w", r.OscW}, {"metered_w", r.MeteredW}, {"cpu_power_w", r.CpuPowerW},
+		{"facility_swing_w", r.FacilitySwingW}, {"facility_osc_freq_hz", r.FacilityOscFreqHz}, {"facility_osc_w", r.FacilityOscW}} {
 		if f.v != nil && !finiteNonNeg(*f.v) {
 			return poisonf(ReasonValue, "%s is %v", f.name, *f.v)
 		}
 	}
-	if r.RampWPerS != nil && (math.IsNaN(*r.RampWPerS) || math.IsInf(*r.RampWPerS, 0)) {
-		return poisonf(ReasonValue, "ramp_w_per_s is %v", *r.RampWPerS)
+	// Signed: a ramp, a change, metered minus node power.
+	for _, f := range [...]struct {
+		name string
+		v    *float64
+	}{{"ramp_w_per_s", r.RampWPerS}, {"facility_ramp_w_per_s", r.FacilityRampWPerS}, {"unaccounted_w", r.UnaccountedW}, {"facility_continuity_delta_w", r.FacilityContinuityDeltaW}} {
+		if f.v != nil && (math.IsNaN(*f.v) || math.IsInf(*f.v, 0)) {
+			return poisonf(ReasonValue, "%s is %v", f.name, *f.v)
+		}
+	}
+	return nil
+}
+
+// checkMeter validates a decoded meter report against its subject (the
+// measured domain's path and the meter's name), the topology's levels and
+// the plausibility bounds (nil: none).
+func checkMeter(path []string, meter string, r *telemetry.MeterReport, now time.Time, tw timeWindow, levels []string, bounds *plausible.Bounds) error {
+	if r.Meter != meter || !equalStrings(r.Path, path) {
+		return poisonf(ReasonLocation, "meter %s at %s does not match its subject (%s at %s)", r.Meter, strings.Join(r.Path, "/"), meter, strings.Join(path, "/"))
+	}
+	if len(path) > len(levels) {
+		return poisonf(ReasonLocation, "meter path %s is deeper than the topology's %d levels", strings.Join(path, "/"), len(levels))
+	}
+	if want := levels[len(path)-1]; r.Level != want {
+		return poisonf(ReasonLocation, "meter %s: level %q, but its path %s is a %s", r.Meter, r.Level, strings.Join(path, "/"), want)
+	}
+	if err := tw.check(r.WindowEndUnixNs, now); err != nil {
+		return err
+	}
+	if r.Stale && r.PowerW != nil {
+		return poisonf(ReasonValue, "stale report with power_w %v (a stale meter has no power)", *r.PowerW)
+	}
+	for _, f := range [...]struct {
+		name string
+		v    *float64
+	}{{"power_w", r.PowerW}, {"energy_wh", r.EnergyWh}} {
+		if f.v != nil && !finiteNonNeg(*f.v) {
+			return poisonf(ReasonValue, "%s is %v", f.name, *f.v)
+		}
+	}
+	if r.Seq > math.MaxInt64 {
+		return poisonf(ReasonValue, "seq %d exceeds int64", r.Seq)
+	}
+	if !utf8.ValidString(r.Error) || !utf8.ValidString(r.Poller) {
+		return poisonf(ReasonValue, "error or poller is not valid UTF-8")
+	}
+	if bounds != nil {
+		if err := bounds.CheckMeter(r); err != nil {
+			return &poison{reason: ReasonImplausible, err: err}
+		}
 	}
 	return nil
 }

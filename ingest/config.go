@@ -27,6 +27,9 @@ type Config struct {
 	Consumer string `yaml:"consumer"`
 	// Rollups also consumes MEGAWATCH_ROLLUP (rollups and alert events).
 	Rollups bool `yaml:"rollups"`
+	// Meters consumes MEGAWATCH_METER (facility meter reports) into the
+	// meter measurement.
+	Meters MetersConfig `yaml:"meters"`
 	// Workers is the number of fetch/decode/encode/write loops per consumer.
 	Workers int `yaml:"workers"`
 	// BatchLines and BatchWait bound one write: whichever comes first.
@@ -69,6 +72,27 @@ type Config struct {
 	Plausible plausible.Bounds `yaml:"plausible"`
 }
 
+// MetersConfig is the meter report consumer (key meters).
+type MetersConfig struct {
+	// Enabled consumes MEGAWATCH_METER.
+	Enabled bool `yaml:"enabled"`
+	// Consumer is the durable consumer name on MEGAWATCH_METER, shared by
+	// every ingest process like the power one; "" is <consumer>_meter.
+	Consumer string `yaml:"consumer"`
+	// EnsureStream creates (or updates) MEGAWATCH_METER at start, with
+	// the streams: settings, as `megawatch meters` does; false waits for
+	// the stream to exist.
+	EnsureStream bool `yaml:"ensure_stream"`
+}
+
+// MeterConsumer is the durable consumer name on MEGAWATCH_METER.
+func (c Config) MeterConsumer() string {
+	if c.Meters.Consumer != "" {
+		return c.Meters.Consumer
+	}
+	return c.Consumer + "_meter"
+}
+
 // Target is one destination: an InfluxDB URL (v2 write API; org/bucket, or
 // bucket "db/rp" for InfluxDB 1.8) or a line-protocol file. Messages go to
 // the first target whose subject filter matches.
@@ -81,7 +105,7 @@ type Target struct {
 	TokenEnv  string   `yaml:"token_env"`
 	TokenFile string   `yaml:"token_file"`
 	File      string   `yaml:"file"`
-	// Measurements sends a measurement (gpu, node, rollup, alert) to its
+	// Measurements sends a measurement (gpu, node, rollup, alert, meter) to its
 	// own bucket (1.8: "db/rp", its own retention policy); measurements not
 	// listed go to Bucket.
 	Measurements map[string]string `yaml:"measurements"`
@@ -98,7 +122,7 @@ type RetentionPolicy struct {
 }
 
 // Measurements of DESIGN.md's InfluxDB schema, in lane-index order of measIndex.
-var measurementNames = [...]string{measGPU, measNode, measRollup, measAlert}
+var measurementNames = [...]string{measGPU, measNode, measRollup, measAlert, measMeter}
 
 // Lanes returns the distinct buckets of t: Bucket first, then those of
 // Measurements in measurement order. Each lane is one write request.
@@ -164,6 +188,7 @@ func DefaultConfig() Config {
 		Streams:          natsx.DefaultStreamsConfig(),
 		Consumer:         "megawatch_ingest",
 		Rollups:          true,
+		Meters:           MetersConfig{Enabled: true, EnsureStream: true},
 		Workers:          2,
 		BatchLines:       5000,
 		BatchWait:        time.Second,
@@ -190,6 +215,7 @@ func DefaultConfig() Config {
 				measNode:   "megawatch/node_30d",
 				measRollup: "megawatch/rollup_1y",
 				measAlert:  "megawatch/rollup_1y",
+				measMeter:  "megawatch/rollup_1y",
 			},
 			RetentionPolicies: []RetentionPolicy{
 				{Name: "gpu_7d", Duration: 7 * 24 * time.Hour, ShardDuration: 24 * time.Hour},
@@ -223,6 +249,13 @@ func (c Config) Validate() error {
 	}
 	if err := telemetry.ValidateToken(c.Consumer); err != nil {
 		bad("consumer", "%v", err)
+	}
+	if c.Meters.Consumer != "" {
+		if err := telemetry.ValidateToken(c.Meters.Consumer); err != nil {
+			bad("meters.consumer", "%v", err)
+		} else if c.Meters.Consumer == c.Consumer || c.Meters.Consumer == c.Consumer+"_rollup" {
+			bad("meters.consumer", "%q is the name of the power or rollup consumer", c.Meters.Consumer)
+		}
 	}
 	if c.Workers < 1 || c.Workers > 256 {
 		bad("workers", "must be 1..256, got %d", c.Workers)
@@ -317,7 +350,7 @@ func (t Target) validate(key string) error {
 	}
 	for m, b := range t.Measurements {
 		if !slices.Contains(measurementNames[:], m) {
-			bad("measurements."+m, "unknown measurement (want gpu, node, rollup or alert)")
+			bad("measurements."+m, "unknown measurement (want gpu, node, rollup, alert or meter)")
 		}
 		if b == "" {
 			bad("measurements."+m, "empty bucket")

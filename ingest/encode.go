@@ -18,6 +18,7 @@ const (
 	measNode   = "node"
 	measRollup = "rollup"
 	measAlert  = "alert"
+	measMeter  = "meter"
 )
 
 // Indexes of the measurements in measurementNames.
@@ -26,6 +27,7 @@ const (
 	iNode
 	iRollup
 	iAlert
+	iMeter
 )
 
 // lpEncoder appends DESIGN.md's points to a line-protocol buffer without
@@ -38,6 +40,8 @@ type lpEncoder struct {
 	// lexical order ("level" sorts among them).
 	levels []string
 	order  []int
+	// meterTags: the meter measurement's tag keys in lexical order (set on first use).
+	meterTags []meterTag
 	// The report hot path (see tagBlock).
 	tagEnc lineprotocol.Encoder
 	tagBuf []byte // "node" + tags
@@ -442,6 +446,15 @@ func (e *lpEncoder) rollup(level string, path []string, r *telemetry.Rollup) (in
 	capMW := telemetry.WToMW(r.CapacityW)
 	powMW := telemetry.WToMW(r.PowerW)
 	estMW := telemetry.WToMW(r.PowerEstW)
+	// Facility fields (wire 40-57) only from an aggregator that computes
+	// them (facility_source set): an older one sends zeros, which must not
+	// read as 0 W. Optional ones only when present.
+	fac := r.FacilitySource != telemetry.FacilitySource_FACILITY_SOURCE_UNSPECIFIED
+	optMW := func(key string, v *float64) {
+		if v != nil {
+			e.float(key, telemetry.WToMW(*v))
+		}
+	}
 	e.float("capacity_mw", capMW)
 	if r.ContinuityDeltaW != nil {
 		e.float("continuity_delta_mw", telemetry.WToMW(*r.ContinuityDeltaW))
@@ -449,22 +462,54 @@ func (e *lpEncoder) rollup(level string, path []string, r *telemetry.Rollup) (in
 	if r.NodesExpected > 0 {
 		e.float("coverage", float64(r.NodesReporting)/float64(r.NodesExpected))
 	}
+	optMW("cpu_power_mw", r.CpuPowerW)
 	// degraded: coverage below the aggregator's resolve_min_coverage, the
 	// figures partly estimated (docs/alerts.md, Missing data).
 	e.enc.AddField("degraded", lineprotocol.BoolValue(r.Degraded))
+	optMW("facility_continuity_delta_mw", r.FacilityContinuityDeltaW)
+	if fac {
+		e.enc.AddField("facility_degraded", lineprotocol.BoolValue(r.FacilityDegraded))
+		e.float("facility_max_mw", telemetry.WToMW(r.FacilityPowerMaxW))
+		e.float("facility_mw", telemetry.WToMW(r.FacilityPowerW))
+	}
+	if r.FacilityOscFreqHz != nil {
+		e.float("facility_osc_freq_hz", *r.FacilityOscFreqHz)
+	}
+	optMW("facility_osc_mw", r.FacilityOscW)
+	optMW("facility_ramp_mw_per_s", r.FacilityRampWPerS)
+	if fac {
+		e.str("facility_source", facilitySourceName(r.FacilitySource))
+	}
+	optMW("facility_swing_mw", r.FacilitySwingW)
 	if r.GpuTempMaxC != nil {
 		e.float("gpu_temp_max_c", float64(*r.GpuTempMaxC))
 	}
 	e.int("gpus", int64(r.Gpus))
 	e.int("gpus_healthy", int64(r.GpusHealthy))
-	// Headroom on the estimate, as the alerts rules evaluate it: missing
-	// nodes never read as headroom.
-	e.float("headroom_mw", capMW-estMW)
+	// Headroom as the alerts rules evaluate it: on the facility figure
+	// when the rollup has one, else on the GPU estimate (missing nodes
+	// never read as headroom).
+	if fac {
+		e.float("headroom_mw", capMW-telemetry.WToMW(r.FacilityPowerW))
+	} else {
+		e.float("headroom_mw", capMW-estMW)
+	}
 	e.int("lag_ms", int64(r.LagMs))
 	if r.MemTempMaxC != nil {
 		e.float("mem_temp_max_c", float64(*r.MemTempMaxC))
 	}
+	optMW("metered_mw", r.MeteredW)
+	if fac {
+		e.int("meters", int64(r.Meters))
+		e.int("meters_stale", int64(r.MetersStale))
+		e.float("node_power_est_mw", telemetry.WToMW(r.NodePowerEstW))
+		e.float("node_power_modeled_mw", telemetry.WToMW(r.NodePowerModeledW))
+		e.float("node_power_mw", telemetry.WToMW(r.NodePowerW))
+	}
 	e.int("nodes_expected", int64(r.NodesExpected))
+	if fac {
+		e.int("nodes_power_measured", int64(r.NodesPowerMeasured))
+	}
 	e.int("nodes_reporting", int64(r.NodesReporting))
 	if r.OscFreqHz != nil {
 		e.float("osc_freq_hz", *r.OscFreqHz)
@@ -486,6 +531,7 @@ func (e *lpEncoder) rollup(level string, path []string, r *telemetry.Rollup) (in
 		e.float("swing_mw", telemetry.WToMW(*r.SwingW))
 	}
 	e.int("throttled_gpus", int64(r.ThrottledGpus))
+	optMW("unaccounted_mw", r.UnaccountedW)
 	e.enc.EndLine(time.Unix(0, r.WindowEndUnixNs))
 	return e.done(start, 1)
 }
@@ -514,6 +560,17 @@ func (e *lpEncoder) alert(severity, rule string, a *telemetry.AlertEvent) (int, 
 	e.float("value", a.Value)
 	e.enc.EndLine(time.Unix(0, a.AtUnixNs))
 	return e.done(start, 1)
+}
+
+// facilitySourceName is the facility_source field: meter or node.
+func facilitySourceName(s telemetry.FacilitySource) string {
+	switch s {
+	case telemetry.FacilitySource_FACILITY_SOURCE_METER:
+		return "meter"
+	case telemetry.FacilitySource_FACILITY_SOURCE_NODE:
+		return "node"
+	}
+	return "unknown"
 }
 
 // stateName is "inactive", "pending", "firing" or "resolved".

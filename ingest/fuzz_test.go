@@ -19,6 +19,8 @@ func FuzzEncode(f *testing.F) {
 	osc := 1.5
 	ro, _ := proto.Marshal(&telemetry.Rollup{Level: "rack", Path: []string{"dc1", "h1", "r01", "k01"}, WindowEndUnixNs: end.UnixNano(), PowerW: 3e4, CapacityW: 4e4, OscFreqHz: &osc})
 	f.Add(uint8(1), ro)
+	fr, _ := proto.Marshal(facilityRollup(end))
+	f.Add(uint8(1), fr)
 	al, _ := proto.Marshal(&telemetry.AlertEvent{Rule: "r", Severity: "page", Level: "hall", Domain: "dc1/h1", Message: "x=1, \"y\"", AtUnixNs: end.UnixNano()})
 	f.Add(uint8(2), al)
 	f.Fuzz(func(t *testing.T, kind uint8, data []byte) {

@@ -64,6 +64,9 @@ func New(cfg Config, nc *nats.Conn, logger *slog.Logger, reg prometheus.Register
 	if err != nil {
 		return nil, err
 	}
+	if _, err := meterTags(levels); err != nil {
+		return nil, fmt.Errorf("topology_file: %w", err)
+	}
 	m, err := newMetrics(reg)
 	if err != nil {
 		return nil, err
@@ -128,13 +131,22 @@ func (in *Ingester) Run(ctx context.Context) error {
 	if in.cfg.Rollups {
 		streams = append(streams, in.cfg.Streams.RollupStream())
 	}
+	if in.cfg.Meters.Enabled {
+		streams = append(streams, in.cfg.Streams.MeterStream())
+	}
 	type job struct {
 		cons   jetstream.Consumer
 		stream string
 	}
 	var jobs []job
 	for _, sc := range streams {
-		s, err := ensureStreamRetry(ctx, in.js, sc, in.log)
+		var s jetstream.Stream
+		var err error
+		if sc.Name == telemetry.StreamMeter && !in.cfg.Meters.EnsureStream {
+			s, err = waitStream(ctx, in.js, sc.Name, in.log)
+		} else {
+			s, err = ensureStreamRetry(ctx, in.js, sc, in.log)
+		}
 		if err != nil {
 			return err
 		}
@@ -147,8 +159,11 @@ func (in *Ingester) Run(ctx context.Context) error {
 			}
 		}
 		name := in.cfg.Consumer
-		if sc.Name == telemetry.StreamRollup {
+		switch sc.Name {
+		case telemetry.StreamRollup:
 			name += "_rollup"
+		case telemetry.StreamMeter:
+			name = in.cfg.MeterConsumer()
 		}
 		cons, err := s.CreateOrUpdateConsumer(ctx, jetstream.ConsumerConfig{
 			Durable:       name,
@@ -275,6 +290,30 @@ func ensureStreamRetry(ctx context.Context, js jetstream.JetStream, sc jetstream
 		}
 		if attempt%10 == 0 {
 			log.Warn("waiting for jetstream", "stream", sc.Name, "err", err)
+		}
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(500 * time.Millisecond):
+		}
+	}
+}
+
+// waitStream waits for stream name to exist (meters.ensure_stream false:
+// `megawatch meters` creates MEGAWATCH_METER).
+func waitStream(ctx context.Context, js jetstream.JetStream, name string, log *slog.Logger) (jetstream.Stream, error) {
+	for attempt := 0; ; attempt++ {
+		sctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		s, err := js.Stream(sctx, name)
+		cancel()
+		if err == nil {
+			return s, nil
+		}
+		if ctx.Err() != nil {
+			return nil, err
+		}
+		if attempt%10 == 0 {
+			log.Warn("waiting for stream (meters.ensure_stream is false)", "stream", name, "err", err)
 		}
 		select {
 		case <-ctx.Done():

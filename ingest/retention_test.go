@@ -25,7 +25,7 @@ func defaultTargetFor(url, db string) Target {
 }
 
 // TestRetentionPolicies: --ensure-db creates the default config's retention
-// policies (gpu 7 days, node 30 days, rollups and alerts a year) with their
+// policies (gpu 7 days, node 30 days, rollups, alerts and meters a year) with their
 // shard durations, SHOW RETENTION POLICIES matches the config, a second
 // run (ALTER) changes nothing, and the points of each measurement land in
 // their own policy and nowhere else.
@@ -48,15 +48,18 @@ func TestRetentionPolicies(t *testing.T) {
 	al := &telemetry.AlertEvent{Rule: "site_power", Severity: "page", Level: "site", Domain: "dc1", State: telemetry.AlertState_ALERT_STATE_FIRING, Value: 1, Threshold: 1, Message: "m", AtUnixNs: now.Add(-time.Minute).UnixNano()}
 	subj, _ := telemetry.AlertSubject("page", "site_power")
 	publishRaw(t, js, subj, al, "")
+	mr := testMeter("pdu-a", now.Add(-time.Minute), 7000, "p")
+	publishRaw(t, js, meterSubject(t, mr), mr, telemetry.MeterReportMsgID(mr))
 	count := func(rp, meas, field string) int64 {
 		return influx.Count(t, "mw", fmt.Sprintf(`SELECT count(%s) FROM "mw"."%s"."%s"`, field, rp, meas))
 	}
 	waitFor(t, 30*time.Second, "points in their policies", func() bool {
 		return count("gpu_7d", "gpu", "power_w") == 80 && count("node_30d", "node", "gpus") == 10 &&
-			count("rollup_1y", "rollup", "power_mw") == 1 && count("rollup_1y", "alert", "value") == 1
+			count("rollup_1y", "rollup", "power_mw") == 1 && count("rollup_1y", "alert", "value") == 1 &&
+			count("rollup_1y", "meter", "power_w") == 1
 	})
 	for _, wrong := range []struct{ rp, meas, field string }{
-		{"autogen", "gpu", "power_w"}, {"autogen", "node", "gpus"}, {"autogen", "rollup", "power_mw"}, {"autogen", "alert", "value"},
+		{"autogen", "gpu", "power_w"}, {"autogen", "node", "gpus"}, {"autogen", "rollup", "power_mw"}, {"autogen", "alert", "value"}, {"autogen", "meter", "power_w"},
 		{"node_30d", "gpu", "power_w"}, {"gpu_7d", "node", "gpus"}, {"rollup_1y", "gpu", "power_w"},
 	} {
 		if n := count(wrong.rp, wrong.meas, wrong.field); n != 0 {

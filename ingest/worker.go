@@ -21,6 +21,7 @@ type worker struct {
 	budget  int // message bytes this worker may hold (prefetch + batches)
 	batches []*batch
 	reports *reportDecoder
+	meters  *meterDecoder
 	rollup  telemetry.Rollup
 	alert   telemetry.AlertEvent
 	unmarsh proto.UnmarshalOptions
@@ -99,7 +100,7 @@ func (b *batch) reset() {
 }
 
 func newWorker(in *Ingester, cons jetstream.Consumer, stream string, budget int) *worker {
-	w := &worker{in: in, cons: cons, stream: stream, budget: budget, counted: in.m.consumed.WithLabelValues(stream), reports: newReportDecoder()}
+	w := &worker{in: in, cons: cons, stream: stream, budget: budget, counted: in.m.consumed.WithLabelValues(stream), reports: newReportDecoder(), meters: newMeterDecoder()}
 	w.writeCh = make(chan *batch, 1)
 	for i, t := range in.targets {
 		w.batches = append(w.batches, newBatch(i, t, in.levels))
@@ -278,8 +279,35 @@ func (w *worker) handle(ctx context.Context, msg jetstream.Msg) {
 		}
 		expect = 1
 		encode = func() (int, error) { return b.enc(iAlert).alert(sev, rule, a) }
+	case strings.HasPrefix(subject, telemetry.MeterPrefix+"."):
+		path, meter, err := telemetry.ParseMeterSubject(subject)
+		if err != nil {
+			w.reject(ctx, msg, &poison{reason: ReasonSubject, err: err})
+			return
+		}
+		if len(msg.Data()) == 0 {
+			w.reject(ctx, msg, poisonf(ReasonDecode, "empty payload"))
+			return
+		}
+		r, err := w.meters.decode(msg.Data())
+		if err != nil {
+			w.reject(ctx, msg, &poison{reason: ReasonDecode, err: err})
+			return
+		}
+		if err := checkMeter(path, meter, r, now, tw, w.in.levels, &w.in.cfg.Plausible); err != nil {
+			w.reject(ctx, msg, err)
+			return
+		}
+		if id := msg.Headers().Get(telemetry.HeaderMsgID); id != "" {
+			if want := telemetry.MeterReportMsgID(r); id != want {
+				w.reject(ctx, msg, poisonf(ReasonForgedID, "Nats-Msg-Id %q: want %q for this report", id, want))
+				return
+			}
+		}
+		expect = 1
+		encode = func() (int, error) { return b.enc(iMeter).meter(r) }
 	default:
-		w.reject(ctx, msg, poisonf(ReasonSubject, "subject %s is not a power, rollup or alert subject", subject))
+		w.reject(ctx, msg, poisonf(ReasonSubject, "subject %s is not a power, rollup, alert or meter subject", subject))
 		return
 	}
 	if len(b.msgs) > 0 && b.nlines+expect > w.in.cfg.BatchLines {

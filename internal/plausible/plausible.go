@@ -43,6 +43,10 @@ type Bounds struct {
 	// them the sensor is broken (GPUs shut down near 100 °C).
 	MinTempC int32 `yaml:"min_temp_c"`
 	MaxTempC int32 `yaml:"max_temp_c"`
+	// MeterMaxW bounds a facility meter's power (MeterReport.power_w): a
+	// campus's main switchgear carries at most a few hundred MW; 2 GW
+	// catches a wrong scale (×1000) or word order, never a real reading.
+	MeterMaxW float64 `yaml:"meter_max_w"`
 }
 
 // Default returns the documented defaults: GPU ≤ 3 kW and ≤ 3× its
@@ -50,7 +54,7 @@ type Bounds struct {
 // −40..150 °C. A wrapped uint32 (4,294,967.295 W) or an int64 −1000 read as
 // uint32 milliwatts (4,294,966.296 W) is far beyond all of them.
 func Default() Bounds {
-	return Bounds{GPUMaxW: 3000, GPULimitFactor: 3, HostAllowanceW: 5000, NodeMaxW: 40000, MinTempC: -40, MaxTempC: 150}
+	return Bounds{GPUMaxW: 3000, GPULimitFactor: 3, HostAllowanceW: 5000, NodeMaxW: 40000, MinTempC: -40, MaxTempC: 150, MeterMaxW: 2e9}
 }
 
 // Validate names every bad key under prefix.
@@ -70,6 +74,9 @@ func (b Bounds) Validate(prefix string) error {
 	}
 	if !(b.NodeMaxW > 0) || math.IsInf(b.NodeMaxW, 0) {
 		bad("node_max_w", "must be positive, got %v", b.NodeMaxW)
+	}
+	if !(b.MeterMaxW > 0) || math.IsInf(b.MeterMaxW, 0) {
+		bad("meter_max_w", "must be positive, got %v", b.MeterMaxW)
 	}
 	if b.MinTempC >= b.MaxTempC {
 		bad("min_temp_c", "must be below max_temp_c (%d), got %d", b.MaxTempC, b.MinTempC)
