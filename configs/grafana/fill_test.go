@@ -18,7 +18,7 @@ import (
 const fillWindows = 300
 
 // fillSynthetic writes line protocol that follows DESIGN.md's InfluxDB
-// schema exactly (measurements gpu, node, rollup, alert; the field types
+// schema exactly (measurements gpu, node, rollup, alert, meter; the field types
 // that ingest writes) through influxd's /write: one site dc1 with halls
 // h1 and h2, two rows of two racks each, two 8-GPU nodes per rack. A
 // training job oscillates at 0.5 Hz; one GPU is throttled, one is lost,
@@ -113,21 +113,35 @@ func fillSynthetic(t *testing.T, d *testenv.Influxd, db string) {
 				}
 			}
 		}
-		rollup := func(tags string, a *agg, capKW float64, expected int) {
+		// Facility fields (wire 40-57) as an aggregator that computes them
+		// writes them: node power 1.45 × GPU power; metered 1.6 × where
+		// the meters are fresh (halls, rows and the site), none on racks
+		// (their PDUs are stale: syntheticMeters), whose figure is the node sum.
+		rollup := func(tags string, a *agg, capKW float64, expected, meters, stale int, metered bool) {
 			mw, capMW := a.w/1e6, capKW/1e3
-			fmt.Fprintf(&buf, "rollup,%s capacity_mw=%g,coverage=1,headroom_mw=%g,nodes_expected=%di,nodes_reporting=%di,osc_freq_hz=0.5,osc_mw=%g,power_est_mw=%g,power_max_mw=%g,power_mw=%g,ramp_mw_per_s=%g,swing_mw=%g %d\n",
-				tags, capMW, capMW-mw, expected, expected, mw*0.07, mw, a.maxW/1e6, mw, mw*0.01*math.Cos(2*math.Pi*0.5*sec), mw*0.14, ns)
+			nodeMW := mw * 1.45
+			facMW, src, fac := nodeMW, "node", ""
+			if metered {
+				facMW, src = mw*1.6, "meter"
+				fac = fmt.Sprintf("metered_mw=%g,unaccounted_mw=%g,", facMW, facMW-nodeMW)
+			}
+			fmt.Fprintf(&buf, "rollup,%s capacity_mw=%g,coverage=1,facility_degraded=false,facility_max_mw=%g,facility_mw=%g,facility_source=%q,headroom_mw=%g,%smeters=%di,meters_stale=%di,node_power_est_mw=%g,node_power_modeled_mw=0,node_power_mw=%g,nodes_expected=%di,nodes_power_measured=%di,nodes_reporting=%di,osc_freq_hz=0.5,osc_mw=%g,power_est_mw=%g,power_max_mw=%g,power_mw=%g,ramp_mw_per_s=%g,swing_mw=%g %d\n",
+				tags, capMW, facMW+(a.maxW-a.w)/1e6, facMW, src, capMW-facMW, fac, meters, stale, nodeMW, nodeMW, expected, expected, expected, mw*0.07, mw, a.maxW/1e6, mw, mw*0.01*math.Cos(2*math.Pi*0.5*sec), mw*0.14, ns)
 		}
-		rollup("level=site,site=dc1", site, siteCapKW, len(halls)*len(rows)*len(racks)*nodes)
+		rollup("level=site,site=dc1", site, siteCapKW, len(halls)*len(rows)*len(racks)*nodes, len(halls)*(1+len(rows)*2), len(halls)*len(rows), true)
+		hallW, rowW := map[string]float64{}, map[string]float64{}
 		for _, h := range halls {
-			rollup("hall="+h+",level=hall,site=dc1", hallSum[h], hallCapKW, len(rows)*len(racks)*nodes)
+			rollup("hall="+h+",level=hall,site=dc1", hallSum[h], hallCapKW, len(rows)*len(racks)*nodes, 1+len(rows)*2, len(rows), true)
+			hallW[h] = hallSum[h].w
 			for _, r := range rows {
-				rollup("hall="+h+",level=row,row="+r+",site=dc1", rowSum[h+"/"+r], rowCapKW, len(racks)*nodes)
-				for _, k := range racks {
-					rollup("hall="+h+",level=rack,rack="+k+",row="+r+",site=dc1", rackSum[h+"/"+r+"/"+k], rackCapKW, nodes)
+				rollup("hall="+h+",level=row,row="+r+",site=dc1", rowSum[h+"/"+r], rowCapKW, len(racks)*nodes, 2, 1, true)
+				rowW[h+"/"+r] = rowSum[h+"/"+r].w
+				for i, k := range racks {
+					rollup("hall="+h+",level=rack,rack="+k+",row="+r+",site=dc1", rackSum[h+"/"+r+"/"+k], rackCapKW, nodes, 1-i, 1-i, false)
 				}
 			}
 		}
+		syntheticMeters(&buf, ns, i+1, hallW, rowW)
 		if buf.Len() > 1<<20 {
 			flush()
 		}

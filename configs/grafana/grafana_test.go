@@ -306,7 +306,7 @@ func TestDashboardQueriesReturnData(t *testing.T) {
 		tg.Measurements, tg.RetentionPolicies = nil, nil
 		fillPipelineTo(t, d, db, tg)
 	}
-	autogen := map[string]string{"rp_gpu": "autogen", "rp_node": "autogen", "rp_rollup": "autogen", "rp_alert": "autogen"}
+	autogen := map[string]string{"rp_gpu": "autogen", "rp_node": "autogen", "rp_rollup": "autogen", "rp_alert": "autogen", "rp_meter": "autogen"}
 	for _, f := range []struct {
 		name string
 		fill func(*testing.T, *testenv.Influxd, string)

@@ -31,7 +31,8 @@ const pipelineWindows = 10
 // and alerts aggregates them every window, publishes rollups and alert
 // events (which ingest writes too). The fleet runs hot (GPUs throttle) with
 // one lost GPU, and a rule that fires at once gives the alert annotations
-// something to show.
+// something to show. The facility meters of the topology publish meter
+// reports every window (one stale), and facility rollups precede the run.
 func fillPipeline(t *testing.T, d *testenv.Influxd, db string) {
 	t.Helper()
 	if tdb := shippedDB(t); tdb != db {
@@ -110,11 +111,13 @@ func fillPipelineTo(t *testing.T, d *testenv.Influxd, db string, tg ingest.Targe
 		t.Fatal(err)
 	}
 	var rep telemetry.NodeReport
-	for range pipelineWindows {
+	for w := range pipelineWindows {
 		end := time.Now().Truncate(time.Second).Add(time.Second)
 		time.Sleep(time.Until(end))
+		gpuW := map[string]float64{}
 		for i, loc := range locs {
 			fleet.Report(&rep, i, end, time.Second, 100*time.Millisecond)
+			domainGPUW(gpuW, &rep)
 			b, err := proto.Marshal(&rep)
 			if err != nil {
 				t.Fatal(err)
@@ -127,6 +130,14 @@ func fillPipelineTo(t *testing.T, d *testenv.Influxd, db string, tg ingest.Targe
 				t.Fatal(err)
 			}
 		}
+		// The facility meters of configs/topology.yaml, as `megawatch
+		// meters` publishes them (one is stale: its PDU does not answer).
+		publishMeters(t, js, topo, end, gpuW, uint64(w+1))
+		if w == 0 {
+			// Facility rollups before the live run, until the aggregator
+			// computes facility power itself (wire fields 40-57).
+			publishFacilityHistory(t, js, topo, end, gpuW)
+		}
 	}
 	select {
 	case <-js.PublishAsyncComplete():
@@ -136,6 +147,8 @@ func fillPipelineTo(t *testing.T, d *testenv.Influxd, db string, tg ingest.Targe
 	// Wait for the last window's rollups and the alert events in influxd.
 	deadline := time.Now().Add(30 * time.Second)
 	for _, q := range []string{`SELECT count("power_mw") FROM ` + shippedFrom(t, tg, "rollup") + ` WHERE "level" = 'site'`,
+		`SELECT count("facility_mw") FROM ` + shippedFrom(t, tg, "rollup") + ` WHERE "level" = 'site'`,
+		`SELECT count("power_w") FROM ` + shippedFrom(t, tg, "meter"), `SELECT count("stale") FROM ` + shippedFrom(t, tg, "meter") + ` WHERE "report" = 'stale'`,
 		`SELECT count("state") FROM ` + shippedFrom(t, tg, "alert"), `SELECT count("temp_c") FROM ` + shippedFrom(t, tg, "gpu")} {
 		for d.Count(t, db, q) == 0 {
 			if time.Now().After(deadline) {

@@ -431,6 +431,7 @@ func checkDashboard(t *testing.T, g *testenv.Grafana, d fullDashboard, dsUID str
 			if !data {
 				t.Errorf("%s: %q returned no data (%d frames)", what, q, len(frames))
 			}
+			checkFacilityPanel(t, p.Title, tg.RefID, frames)
 		}
 		for _, o := range p.FieldConfig.Overrides {
 			switch o.Matcher.ID {

@@ -1,0 +1,184 @@
+package grafana_test
+
+import (
+	"bytes"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/megawatch/megawatch/internal/telemetry"
+	"github.com/megawatch/megawatch/internal/topology"
+)
+
+// Facility power in the pipeline fill: what `megawatch meters` publishes
+// for every meter of configs/topology.yaml, and facility rollups.
+
+// staleMeterName is the meter whose poller cannot reach it in the fills:
+// every window has a stale report for it and no fresh one.
+func staleMeterName(topo *topology.Topology) string {
+	ms := topo.Meters()
+	return ms[len(ms)-1].Name
+}
+
+// meterPowerW is what the fills' meters read: the GPU power under the
+// meter's domain × 1.6 (node power beyond the GPUs, losses, non-IT load)
+// split over the domain's meters.
+func meterPowerW(gpuW map[string]float64, m *topology.Meter) float64 {
+	return gpuW[m.Domain.Key()] * 1.6 / float64(len(m.Domain.Meters))
+}
+
+// domainGPUW sums a report's healthy GPUs' power into every domain above it.
+func domainGPUW(sums map[string]float64, r *telemetry.NodeReport) {
+	var w float64
+	for _, g := range r.Gpus {
+		if g.Health == telemetry.Health_HEALTH_OK && g.PowerMw != nil {
+			w += float64(*g.PowerMw) / 1000
+		}
+	}
+	key := r.Site
+	sums[key] += w
+	for _, p := range []string{r.Hall, r.Row, r.Rack} {
+		key += "/" + p
+		sums[key] += w
+	}
+}
+
+// publishMeters publishes one window's MeterReport for every meter, as a
+// poller does (subject, Msg-Id), from gpuW: fresh, except staleMeterName's.
+func publishMeters(t *testing.T, js jetstream.JetStream, topo *topology.Topology, end time.Time, gpuW map[string]float64, seq uint64) {
+	t.Helper()
+	stale := staleMeterName(topo)
+	for _, m := range topo.Meters() {
+		r := &telemetry.MeterReport{Meter: m.Name, Level: m.Domain.Level, Path: m.Domain.Path, WindowEndUnixNs: end.UnixNano(), WindowMs: 1000,
+			Phase: m.Phase, Feed: m.Feed, Seq: seq, Poller: "grafana-test", ReadUnixNs: end.UnixNano()}
+		r.Protocol = telemetry.MeterProtocol_METER_PROTOCOL_SNMP
+		if m.Protocol == "modbus" {
+			r.Protocol = telemetry.MeterProtocol_METER_PROTOCOL_MODBUS
+		}
+		if m.Name == stale {
+			r.Stale, r.Error, r.ReadUnixNs = true, "snmp get: request timeout", 0
+		} else {
+			r.PowerW = proto.Float64(meterPowerW(gpuW, m))
+			r.EnergyWh = proto.Float64(float64(end.Unix()) * 10)
+		}
+		subj, err := telemetry.MeterSubject(m.Domain.Path, m.Name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		data, err := proto.Marshal(r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		msg := &nats.Msg{Subject: subj, Data: data, Header: nats.Header{}}
+		msg.Header.Set(telemetry.HeaderMsgID, telemetry.MeterReportMsgID(r))
+		if _, err := js.PublishMsgAsync(msg); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// facilityHistoryWindows: hand-built facility rollups before the live run.
+const facilityHistoryWindows = 20
+
+// publishFacilityHistory publishes, for the facilityHistoryWindows windows
+// before start, a rollup of every domain with facility fields as an
+// aggregator that computes facility power publishes them (wire fields
+// 40-57): node power 1.45 × GPU power, metered 1.6 × (where every meter
+// of the domain, or of all its children, is fresh), the rest from node
+// power. The live windows come from the real aggregator.
+func publishFacilityHistory(t *testing.T, js jetstream.JetStream, topo *topology.Topology, start time.Time, gpuW map[string]float64) {
+	t.Helper()
+	stale := staleMeterName(topo)
+	// metered reports whether d's figure is metered: its own meters all
+	// fresh, else every child metered.
+	var metered func(d *topology.Domain) bool
+	metered = func(d *topology.Domain) bool {
+		if len(d.Meters) > 0 {
+			ok := true
+			for _, m := range d.Meters {
+				ok = ok && m.Name != stale
+			}
+			if ok {
+				return true
+			}
+		}
+		if len(d.Children) == 0 {
+			return false
+		}
+		for _, c := range d.Children {
+			if !metered(c) {
+				return false
+			}
+		}
+		return true
+	}
+	for i := facilityHistoryWindows; i > 0; i-- {
+		end := start.Add(-time.Duration(i) * time.Second)
+		for _, d := range topo.Domains() {
+			gw := gpuW[d.Key()] * (1 + 0.02*float64(i%5))
+			nodeW := gw * 1.45
+			ro := &telemetry.Rollup{Level: d.Level, Path: d.Path, WindowEndUnixNs: end.UnixNano(), WindowMs: 1000, SlotMs: 100,
+				PowerW: gw, PowerEstW: gw, PowerMaxW: gw * 1.05, CapacityW: d.CapacityW, NodesReporting: uint32(d.NodesExpected),
+				NodesExpected: uint32(d.NodesExpected), Coverage: 1, NodePowerW: nodeW, NodePowerEstW: nodeW,
+				NodesPowerMeasured: uint32(d.NodesExpected), FacilitySource: telemetry.FacilitySource_FACILITY_SOURCE_NODE,
+				FacilityPowerW: nodeW, FacilityPowerMaxW: nodeW + gw*0.05}
+			for _, m := range topo.Meters() {
+				if m.Domain == d || isUnder(m.Domain, d) {
+					ro.Meters++
+					if m.Name == stale {
+						ro.MetersStale++
+					}
+				}
+			}
+			if metered(d) {
+				mw := gw * 1.6
+				ro.MeteredW, ro.UnaccountedW = proto.Float64(mw), proto.Float64(mw-nodeW)
+				ro.FacilitySource, ro.FacilityPowerW, ro.FacilityPowerMaxW = telemetry.FacilitySource_FACILITY_SOURCE_METER, mw, mw+gw*0.05
+			}
+			ro.FacilitySwingW, ro.FacilityRampWPerS = proto.Float64(ro.FacilityPowerW*0.1), proto.Float64(ro.FacilityPowerW*0.01)
+			subj, err := telemetry.RollupSubject(d.Level, d.Path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			data, err := proto.Marshal(ro)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := js.PublishAsync(subj, data); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+}
+
+// isUnder reports whether d lies below anc.
+func isUnder(d, anc *topology.Domain) bool {
+	for p := d.Parent; p != nil; p = p.Parent {
+		if p == anc {
+			return true
+		}
+	}
+	return false
+}
+
+// syntheticMeters appends the meter points of one synthetic window: a
+// switchgear meter per hall and a branch-circuit monitor per row reading
+// 1.6 × the GPU power, one rack PDU per rack of r01 with a stale report
+// (its poller cannot reach it).
+func syntheticMeters(buf *bytes.Buffer, ns int64, seq int, hallW, rowW map[string]float64) {
+	for h, w := range hallW {
+		fmt.Fprintf(buf, "meter,hall=%s,level=hall,meter=swgr-%s,phase=L1-L3,protocol=modbus,report=fresh,site=dc1 energy_wh=%g,poller=\"p1\",power_w=%g,read_age_ms=0i,seq=%di,stale=false,window_ms=1000i %d\n",
+			h, h, float64(ns/1e9)*10, w*1.6, seq, ns)
+	}
+	for hr, w := range rowW {
+		h, r := hr[:len(hr)-4], hr[len(hr)-3:] // "h1/r01"
+		fmt.Fprintf(buf, "meter,hall=%s,level=row,meter=bcm-%s-%s,protocol=modbus,report=fresh,row=%s,site=dc1 poller=\"p1\",power_w=%g,read_age_ms=0i,seq=%di,stale=false,window_ms=1000i %d\n",
+			h, h, r, r, w*1.6, seq, ns)
+		fmt.Fprintf(buf, "meter,feed=a,hall=%s,level=rack,meter=pdu-%s-%s-k01-a,protocol=snmp,rack=k01,report=stale,row=%s,site=dc1 error=\"snmp get: request timeout\",poller=\"p1\",read_age_ms=%di,seq=%di,stale=true,window_ms=1000i %d\n",
+			h, h, r, r, 1000*seq, seq, ns)
+	}
+}
