@@ -279,3 +279,31 @@ func TestMetersInflux(t *testing.T) {
 		t.Errorf("tag keys %s", got)
 	}
 }
+
+// BenchmarkEncodeRollup: a rollup's line with the facility fields
+// (facility=yes) against one from an older aggregator (the baseline).
+func BenchmarkEncodeRollup(b *testing.B) {
+	end := time.Unix(1_700_000_000, 0)
+	full := facilityRollup(end)
+	old := facilityRollup(end)
+	old.FacilitySource, old.MeteredW, old.UnaccountedW, old.CpuPowerW = telemetry.FacilitySource_FACILITY_SOURCE_UNSPECIFIED, nil, nil, nil
+	old.FacilityRampWPerS, old.FacilitySwingW, old.FacilityOscFreqHz, old.FacilityOscW, old.FacilityContinuityDeltaW = nil, nil, nil, nil, nil
+	for _, c := range []struct {
+		name string
+		r    *telemetry.Rollup
+	}{{"facility=no", old}, {"facility=yes", full}} {
+		b.Run(c.name, func(b *testing.B) {
+			e := newLPEncoder(defaultLevels)
+			e.reset(make([]byte, 0, 1<<20))
+			b.ReportAllocs()
+			for b.Loop() {
+				if len(e.buf()) > 1<<19 {
+					e.reset(e.buf())
+				}
+				if _, err := e.rollup("hall", c.r.Path, c.r); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}

@@ -1,6 +1,7 @@
 package ingest
 
 import (
+	"fmt"
 	"math"
 	"strings"
 	"testing"
@@ -197,4 +198,48 @@ func TestEncodeMeter(t *testing.T) {
 	if _, err := meterTags([]string{"site", "hall", "feed", "row", "rack"}); err == nil || !strings.Contains(err.Error(), `"feed"`) {
 		t.Errorf("a level named feed: %v", err)
 	}
+}
+
+// BenchmarkMeter is ingest's CPU per meter report: decode, check and
+// encode. decoder=megawatch is the protowire decoder; the baseline,
+// decoder=proto.Unmarshal, differs only in the decoder.
+func BenchmarkMeter(b *testing.B) {
+	end := time.Now().Truncate(time.Second)
+	var msgs [][]byte
+	for i := range 64 {
+		r := testMeter(fmt.Sprintf("pdu-%02d", i), end.Add(-time.Duration(i)*time.Second), 7000+float64(i), "poller-a")
+		if i%8 == 7 {
+			r = staleMeter(r.Meter, end.Add(-time.Duration(i)*time.Second), end.Add(-time.Minute), "poller-a")
+		}
+		data, _ := proto.Marshal(r)
+		msgs = append(msgs, data)
+	}
+	path := []string{"dc1", "h1", "r01", "k01"}
+	tw := timeWindow{maxAge: time.Hour, skew: time.Minute}
+	bounds := plausible.Default()
+	run := func(b *testing.B, decode func([]byte) (*telemetry.MeterReport, error)) {
+		e := newLPEncoder(defaultLevels)
+		e.reset(make([]byte, 0, 1<<20))
+		b.ReportAllocs()
+		for i := 0; b.Loop(); i++ {
+			r, err := decode(msgs[i%len(msgs)])
+			if err != nil {
+				b.Fatal(err)
+			}
+			if err := checkMeter(path, r.Meter, r, end, tw, defaultLevels, &bounds); err != nil {
+				b.Fatal(err)
+			}
+			if len(e.buf()) > 1<<19 {
+				e.reset(e.buf())
+			}
+			if _, err := e.meter(r); err != nil {
+				b.Fatal(err)
+			}
+		}
+	}
+	b.Run("decoder=megawatch", func(b *testing.B) { run(b, newMeterDecoder().decode) })
+	b.Run("decoder=proto.Unmarshal", func(b *testing.B) {
+		var r telemetry.MeterReport
+		run(b, func(data []byte) (*telemetry.MeterReport, error) { r.Reset(); return &r, proto.Unmarshal(data, &r) })
+	})
 }
