@@ -21,20 +21,21 @@ import (
 type Expected struct {
 	Nodes, GPUsPerNode, Domains int
 	// Series per measurement: gpu = nodes × GPUs, node = nodes, rollup =
-	// domains (one series per domain).
-	GPUSeries, NodeSeries, RollupSeries int
+	// domains (one series per domain), meter = 2 per meter (its fresh and
+	// its stale reports).
+	GPUSeries, NodeSeries, RollupSeries, MeterSeries int
 	// NodeTagValues is the number of values of the node tag key.
 	NodeTagValues int
 }
 
 // Total is the series of all measurements.
-func (e Expected) Total() int { return e.GPUSeries + e.NodeSeries + e.RollupSeries }
+func (e Expected) Total() int { return e.GPUSeries + e.NodeSeries + e.RollupSeries + e.MeterSeries }
 
 // ExpectedSeries is what topo writes with gpusPerNode GPUs per node.
 func ExpectedSeries(topo *topology.Topology, gpusPerNode int) Expected {
 	n := topo.NumNodes()
 	return Expected{Nodes: n, GPUsPerNode: gpusPerNode, Domains: len(topo.Domains()),
-		GPUSeries: n * gpusPerNode, NodeSeries: n, RollupSeries: len(topo.Domains()), NodeTagValues: n}
+		GPUSeries: n * gpusPerNode, NodeSeries: n, RollupSeries: len(topo.Domains()), MeterSeries: 2 * len(topo.Meters()), NodeTagValues: n}
 }
 
 // Limits are an InfluxDB 1.x server's series limits (0 = unlimited).
@@ -117,8 +118,8 @@ func (l Limits) Warnings(e Expected, target string) []string {
 			target, e.Nodes, e.NodeTagValues, l.MaxValuesPerTag))
 	}
 	if l.MaxSeriesPerDatabase > 0 && int64(e.Total()) > l.MaxSeriesPerDatabase*9/10 {
-		out = append(out, fmt.Sprintf("target %s: the topology writes ≈ %d series (gpu %d, node %d, rollup %d); the server's max-series-per-database is %d: set max-series-per-database = 0 with index-version = \"tsi1\" (or split halls over targets)",
-			target, e.Total(), e.GPUSeries, e.NodeSeries, e.RollupSeries, l.MaxSeriesPerDatabase))
+		out = append(out, fmt.Sprintf("target %s: the topology writes ≈ %d series (gpu %d, node %d, rollup %d, meter %d); the server's max-series-per-database is %d: set max-series-per-database = 0 with index-version = \"tsi1\" (or split halls over targets)",
+			target, e.Total(), e.GPUSeries, e.NodeSeries, e.RollupSeries, e.MeterSeries, l.MaxSeriesPerDatabase))
 	}
 	return out
 }

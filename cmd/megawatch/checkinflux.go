@@ -35,8 +35,8 @@ func runCheckInflux(ctx context.Context, args []string, stdout, stderr io.Writer
 		return fmt.Errorf("topology: %w", err)
 	}
 	exp := ingest.ExpectedSeries(topo, *gpus)
-	fmt.Fprintf(stdout, "topology: %d nodes, %d domains; expected series per database: gpu %d, node %d, rollup %d (total %d); node tag values %d\n",
-		exp.Nodes, exp.Domains, exp.GPUSeries, exp.NodeSeries, exp.RollupSeries, exp.Total(), exp.NodeTagValues)
+	fmt.Fprintf(stdout, "topology: %d nodes, %d domains; expected series per database: gpu %d, node %d, rollup %d, meter %d (total %d); node tag values %d\n",
+		exp.Nodes, exp.Domains, exp.GPUSeries, exp.NodeSeries, exp.RollupSeries, exp.MeterSeries, exp.Total(), exp.NodeTagValues)
 	var warned bool
 	for _, t := range cfg.Targets {
 		if t.URL == "" {
