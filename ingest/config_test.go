@@ -39,6 +39,10 @@ func TestConfigErrors(t *testing.T) {
 	f("targets: []\n", "targets:")
 	f("targets: [{name: a, url: ftp://x, bucket: b}, {name: a, file: /tmp/x, url: http://y}]\n", "targets[0].url:", "targets[1].name: duplicate", "targets[1].url: set only one")
 	f("targets: [{name: a, url: http://x, subjects: ['a.>.b']}]\n", "targets[0].bucket:", "targets[0].subjects[0]:")
+	f("meters: {consumer: megawatch_ingest}\n", "meters.consumer:")
+	f("meters: {consumer: 'a.b'}\n", "meters.consumer:")
+	f("plausible: {meter_max_w: 0}\n", "plausible.meter_max_w:")
+	f("targets: [{name: a, url: http://x, bucket: b/c, measurements: {meters: b/d}}]\n", "targets[0].measurements.meters:")
 	f("nope: 1\n", "nope")
 }
 

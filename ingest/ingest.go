@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -138,28 +139,9 @@ func (in *Ingester) Run(ctx context.Context) error {
 		cons   jetstream.Consumer
 		stream string
 	}
-	var jobs []job
-	for _, sc := range streams {
-		var s jetstream.Stream
-		var err error
-		if sc.Name == telemetry.StreamMeter && !in.cfg.Meters.EnsureStream {
-			s, err = waitStream(ctx, in.js, sc.Name, in.log)
-		} else {
-			s, err = ensureStreamRetry(ctx, in.js, sc, in.log)
-		}
-		if err != nil {
-			return err
-		}
-		if sc.Name == telemetry.StreamDeadLetter {
-			continue
-		}
-		if sc.Name == telemetry.StreamPower {
-			if info, err := s.Info(ctx); err == nil && info.Config.MaxAge > 0 {
-				in.tw.Store(&timeWindow{maxAge: info.Config.MaxAge, skew: in.cfg.FutureSkew})
-			}
-		}
+	consumer := func(s jetstream.Stream, stream string) (jetstream.Consumer, error) {
 		name := in.cfg.Consumer
-		switch sc.Name {
+		switch stream {
 		case telemetry.StreamRollup:
 			name += "_rollup"
 		case telemetry.StreamMeter:
@@ -175,24 +157,66 @@ func (in *Ingester) Run(ctx context.Context) error {
 			DeliverPolicy: jetstream.DeliverAllPolicy,
 		})
 		if err != nil {
-			return fmt.Errorf("consumer %s on %s: %w", name, sc.Name, err)
+			return nil, fmt.Errorf("consumer %s on %s: %w", name, stream, err)
+		}
+		return cons, nil
+	}
+	var jobs []job
+	consumed := 0      // streams consumed (the in-flight budget is split over them)
+	lateMeter := false // meters.ensure_stream false and no MEGAWATCH_METER yet
+	for _, sc := range streams {
+		var s jetstream.Stream
+		var err error
+		if sc.Name == telemetry.StreamMeter && !in.cfg.Meters.EnsureStream {
+			sctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+			s, err = in.js.Stream(sctx, sc.Name)
+			cancel()
+			if err != nil {
+				// Not there yet: the other streams are not held up; the
+				// meter consumer starts once `megawatch meters` creates it.
+				lateMeter = true
+				consumed++
+				continue
+			}
+		} else {
+			s, err = ensureStreamRetry(ctx, in.js, sc, in.log)
+		}
+		if err != nil {
+			return err
+		}
+		if sc.Name == telemetry.StreamDeadLetter {
+			continue
+		}
+		if sc.Name == telemetry.StreamPower {
+			if info, err := s.Info(ctx); err == nil && info.Config.MaxAge > 0 {
+				in.tw.Store(&timeWindow{maxAge: info.Config.MaxAge, skew: in.cfg.FutureSkew})
+			}
+		}
+		cons, err := consumer(s, sc.Name)
+		if err != nil {
+			return err
 		}
 		jobs = append(jobs, job{cons, sc.Name})
+		consumed++
 	}
-	in.log.Info("ingest running", "workers", in.cfg.Workers, "targets", len(in.targets), "consumer", in.cfg.Consumer, "gpu_every", in.cfg.GPUEvery)
+	in.log.Info("ingest running", "workers", in.cfg.Workers, "targets", len(in.targets), "consumer", in.cfg.Consumer, "gpu_every", in.cfg.GPUEvery, "meters", in.cfg.Meters.Enabled)
 	// Writes outlive ctx by stop_timeout: a stopping process writes (and
 	// acks) what it holds, and NAKs what it cannot write in time.
 	wctx, wcancel := context.WithCancel(context.WithoutCancel(ctx))
 	defer wcancel()
 	var wg sync.WaitGroup
 	drained := make(chan struct{}) // closed once no consumer delivers any more
+	var mu sync.Mutex              // ccs, and stopping against a late start
 	var ccs []jetstream.ConsumeContext
 	stopAll := func() {
+		mu.Lock()
 		in.stopping.Store(true)
-		for _, cc := range ccs {
+		all := slices.Clone(ccs)
+		mu.Unlock()
+		for _, cc := range all {
 			cc.Drain()
 		}
-		for _, cc := range ccs {
+		for _, cc := range all {
 			select {
 			case <-cc.Closed():
 			case <-time.After(5 * time.Second):
@@ -201,9 +225,14 @@ func (in *Ingester) Run(ctx context.Context) error {
 		close(drained)
 	}
 	// Half the in-flight budget prefetches, half sits in the workers' batches.
-	prefetch := in.cfg.MaxInflightBytes / 2 / len(jobs)
-	budget := in.cfg.MaxInflightBytes / 2 / (in.cfg.Workers * len(jobs))
-	for _, j := range jobs {
+	prefetch := in.cfg.MaxInflightBytes / 2 / consumed
+	budget := in.cfg.MaxInflightBytes / 2 / (in.cfg.Workers * consumed)
+	start := func(j job) error {
+		mu.Lock()
+		defer mu.Unlock()
+		if in.stopping.Load() {
+			return nil
+		}
 		msgs := make(chan jetstream.Msg, 64)
 		cc, err := j.cons.Consume(func(m jetstream.Msg) {
 			if in.stopping.Load() {
@@ -220,9 +249,6 @@ func (in *Ingester) Run(ctx context.Context) error {
 				in.warnLimited("consume", "stream", j.stream, "err", err)
 			}))
 		if err != nil {
-			stopAll()
-			wcancel()
-			wg.Wait()
 			return fmt.Errorf("consume %s: %w", j.stream, err)
 		}
 		ccs = append(ccs, cc)
@@ -231,6 +257,30 @@ func (in *Ingester) Run(ctx context.Context) error {
 			wg.Go(func() { wk.run(ctx, wctx, msgs, drained) })
 		}
 		wg.Go(func() { in.pollPending(ctx, j.cons) })
+		return nil
+	}
+	for _, j := range jobs {
+		if err := start(j); err != nil {
+			stopAll()
+			wcancel()
+			wg.Wait()
+			return err
+		}
+	}
+	if lateMeter {
+		wg.Go(func() {
+			s, err := waitStream(ctx, in.js, telemetry.StreamMeter, in.log)
+			if err != nil {
+				return // stopping
+			}
+			cons, err := consumer(s, telemetry.StreamMeter)
+			if err == nil {
+				err = start(job{cons, telemetry.StreamMeter})
+			}
+			if err != nil && ctx.Err() == nil {
+				in.log.Error("meter reports are not ingested", "err", err)
+			}
+		})
 	}
 	<-ctx.Done()
 	in.log.Info("stopping: writing what is held, NAKing the rest", "stop_timeout", in.cfg.StopTimeout)

@@ -1,14 +1,18 @@
 package ingest
 
 import (
+	"context"
 	"fmt"
 	"math"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/megawatch/megawatch/internal/natsx"
+	"github.com/megawatch/megawatch/internal/natsx/natstest"
 	"github.com/megawatch/megawatch/internal/plausible"
 	"github.com/megawatch/megawatch/internal/telemetry"
+	"github.com/megawatch/megawatch/internal/testenv"
 	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
 )
@@ -242,4 +246,39 @@ func BenchmarkMeter(b *testing.B) {
 		var r telemetry.MeterReport
 		run(b, func(data []byte) (*telemetry.MeterReport, error) { r.Reset(); return &r, proto.Unmarshal(data, &r) })
 	})
+}
+
+// TestMetersEnsureStreamFalse: with meters.ensure_stream false ingest
+// does not create MEGAWATCH_METER; it writes node reports meanwhile, and
+// once `megawatch meters` creates the stream, its reports; the consumer's
+// default name is <consumer>_meter.
+func TestMetersEnsureStreamFalse(t *testing.T) {
+	influx := testenv.StartInfluxd(t)
+	influx.CreateDB(t, "mw")
+	srv := natstest.RunServer(t)
+	js := natstest.JetStream(t, natstest.Connect(t, srv.URL()))
+	cfg := testConfig(influx.URL, "mw")
+	cfg.Meters.EnsureStream = false
+	startIngest(t, cfg, srv.URL(), nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	// ingest set up the other streams, not this one.
+	waitFor(t, 30*time.Second, "the power stream", func() bool { _, err := js.Stream(ctx, telemetry.StreamPower); return err == nil })
+	// Node reports are written meanwhile: the missing stream holds up nothing else.
+	publishReport(t, js, testReport(testLoc(1), 1, time.Now().Truncate(time.Second).Add(-time.Minute), 8))
+	waitFor(t, 30*time.Second, "the node point", func() bool { return influx.Count(t, "mw", `SELECT count(gpus) FROM node`) == 1 })
+	if _, err := js.Stream(ctx, telemetry.StreamMeter); err == nil {
+		t.Fatal("ingest created MEGAWATCH_METER although meters.ensure_stream is false")
+	}
+	if _, err := natsx.EnsureStream(ctx, js, natsx.DefaultStreamsConfig().MeterStream()); err != nil {
+		t.Fatal(err)
+	}
+	r := testMeter("pdu-a", time.Now().Truncate(time.Second).Add(-time.Minute), 4321, "p")
+	publishRaw(t, js, meterSubject(t, r), r, telemetry.MeterReportMsgID(r))
+	waitFor(t, 60*time.Second, "the meter point", func() bool {
+		return influx.Count(t, "mw", `SELECT count(power_w) FROM meter WHERE power_w = 4321`) == 1
+	})
+	if _, err := js.Consumer(ctx, telemetry.StreamMeter, "megawatch_ingest_meter"); err != nil {
+		t.Errorf("consumer megawatch_ingest_meter: %v", err)
+	}
 }
