@@ -11,7 +11,7 @@ import (
 	"github.com/megawatch/megawatch/internal/obs"
 )
 
-// runIngest writes reports, rollups and alert events from JetStream to InfluxDB.
+// runIngest writes reports, rollups, alert events and meter reports from JetStream to InfluxDB.
 func runIngest(ctx context.Context, args []string, _, stderr io.Writer) error {
 	fs := newFlagSet("ingest", stderr)
 	cfgPath := fs.String("config", "", "YAML config (configs/ingest.yaml); defaults when empty")
