@@ -61,34 +61,34 @@ func (a *analysis) history(id int, dst []float64) []float64 {
 	return append(dst, h[:p]...)
 }
 
-// update appends the window's continuity series of d and fills its
-// analysis fields. gap resets the history (windows were skipped); osc says
+// update appends the window's continuity series (level from est, moved by
+// delta; shape of slots) and fills d. gap resets the history (windows were skipped); osc says
 // whether to compute the spectrum.
 //
 // The continuity series is level + (slot - mean of the window's slots):
-// the level starts at the estimate and then moves only by ContDeltaW, the
-// change of the nodes that reported in both windows. Nodes dropping out or
+// the level starts at the estimate and then moves only by delta (ContDeltaW
+// for GPU power), the change of the nodes that reported in both windows. Nodes dropping out or
 // coming back change PowerW and the estimate but never the series, so they
 // are no ramp, swing or oscillation; a load change on reporting nodes is.
-func (a *analysis) update(id int, d *DomainState, gap, osc bool) {
+func (a *analysis) update(id int, est, delta float64, slots []float64, gap, osc bool, d *Analysis) {
 	if gap {
 		a.filled[id], a.pos[id] = 0, 0
-		a.level[id] = d.PowerEstW
+		a.level[id] = est
 	} else {
-		a.level[id] += d.ContDeltaW
+		a.level[id] += delta
 	}
-	a.off[id] = d.PowerEstW - a.level[id]
+	a.off[id] = est - a.level[id]
 	mean := 0.0
-	for _, v := range d.Slots {
+	for _, v := range slots {
 		mean += v
 	}
-	if len(d.Slots) > 0 {
-		mean /= float64(len(d.Slots))
+	if len(slots) > 0 {
+		mean /= float64(len(slots))
 	}
 	base := a.level[id] - mean
 	h := a.hist[id*a.n : id*a.n+a.n]
 	p := int(a.pos[id])
-	for _, v := range d.Slots {
+	for _, v := range slots {
 		h[p] = base + v
 		p++
 		if p == a.n {
@@ -96,7 +96,7 @@ func (a *analysis) update(id int, d *DomainState, gap, osc bool) {
 		}
 	}
 	a.pos[id] = int32(p)
-	a.filled[id] = int32(min(a.n, int(a.filled[id])+len(d.Slots)))
+	a.filled[id] = int32(min(a.n, int(a.filled[id])+len(slots)))
 	x := a.history(id, a.buf)
 	d.HasAnalysis, d.HasOsc = false, false
 	if len(x) <= a.perSec {
