@@ -41,7 +41,9 @@ type MeterStats struct {
 	Accepted, Stale, Decode, Unknown, Mismatch, Late, Future, Shape uint64
 }
 
-// ErrNotImplemented is returned by the stubs of the facility power contract.
+// ErrNotImplemented was returned by the stubs of the facility power
+// contract; nothing returns it any more (kept for callers written against
+// them).
 var ErrNotImplemented = errors.New("not implemented yet")
 
 // ErrUnknownMeter is returned for a meter not in the topology or scope.
