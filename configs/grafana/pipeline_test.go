@@ -2,6 +2,7 @@ package grafana_test
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"sync"
 	"testing"
@@ -111,9 +112,13 @@ func fillPipelineTo(t *testing.T, d *testenv.Influxd, db string, tg ingest.Targe
 		t.Fatal(err)
 	}
 	var rep telemetry.NodeReport
+	var liveStart time.Time
 	for w := range pipelineWindows {
 		end := time.Now().Truncate(time.Second).Add(time.Second)
 		time.Sleep(time.Until(end))
+		if w == 0 {
+			liveStart = end
+		}
 		gpuW := map[string]float64{}
 		for i, loc := range locs {
 			fleet.Report(&rep, i, end, time.Second, 100*time.Millisecond)
@@ -134,8 +139,10 @@ func fillPipelineTo(t *testing.T, d *testenv.Influxd, db string, tg ingest.Targe
 		// meters` publishes them (one is stale: its PDU does not answer).
 		publishMeters(t, js, topo, end, gpuW, uint64(w+1))
 		if w == 0 {
-			// Facility rollups before the live run, until the aggregator
-			// computes facility power itself (wire fields 40-57).
+			// Metered facility rollups before the live run: the
+			// aggregator computes facility power (wire fields 40-57), but
+			// until the alerts engine feeds it the meter reports its
+			// figures come from node power (every meter stale).
 			publishFacilityHistory(t, js, topo, end, gpuW)
 		}
 	}
@@ -148,6 +155,8 @@ func fillPipelineTo(t *testing.T, d *testenv.Influxd, db string, tg ingest.Targe
 	deadline := time.Now().Add(30 * time.Second)
 	for _, q := range []string{`SELECT count("power_mw") FROM ` + shippedFrom(t, tg, "rollup") + ` WHERE "level" = 'site'`,
 		`SELECT count("facility_mw") FROM ` + shippedFrom(t, tg, "rollup") + ` WHERE "level" = 'site'`,
+		// the real aggregator's own facility figures in the live windows
+		fmt.Sprintf(`SELECT count("node_power_mw") FROM %s WHERE "level" = 'hall' AND time >= %d`, shippedFrom(t, tg, "rollup"), liveStart.UnixNano()),
 		`SELECT count("power_w") FROM ` + shippedFrom(t, tg, "meter"), `SELECT count("stale") FROM ` + shippedFrom(t, tg, "meter") + ` WHERE "report" = 'stale'`,
 		`SELECT count("state") FROM ` + shippedFrom(t, tg, "alert"), `SELECT count("temp_c") FROM ` + shippedFrom(t, tg, "gpu")} {
 		for d.Count(t, db, q) == 0 {
