@@ -239,6 +239,10 @@ func (c Config) Validate() error {
 		switch rules.Unit(r.Metric) {
 		case "ratio":
 			lo, hi = 0, 1
+			if r.Metric == rules.MetricUnaccountedRatio {
+				// node sum above the meter: a negative ratio
+				lo = -1
+			}
 		case "count":
 			lo, hi = 0, math.Inf(1)
 		default:

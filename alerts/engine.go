@@ -427,24 +427,49 @@ func (e *Engine) publish(st []aggregate.DomainState, end time.Time) {
 // source adapts the tick's domain states to the rule evaluator (MW units).
 type source []aggregate.DomainState
 
-func (s source) Value(id int, metric string, band []float64) (float64, float64, bool) {
+func (s source) Value(id int, metric, power string, band []float64) (float64, float64, bool) {
 	d := &s[id]
+	fac := power == rules.PowerFacility
+	an := &d.Analysis
+	if fac {
+		an = &d.Facility
+	}
 	switch metric {
-	// Power figures are the estimate (silent nodes at their last known
-	// power), which missing data cannot lower; headroom follows it.
+	// Power figures are estimates that missing data cannot lower: GPU power
+	// with silent nodes at their last known power; facility power metered,
+	// or else the node sum with silent nodes at their last node power.
+	// Headroom follows them.
 	case rules.MetricPowerMW:
+		if fac {
+			return d.FacilityW / 1e6, 0, true
+		}
 		return d.PowerEstW / 1e6, 0, true
 	case rules.MetricPowerMaxMW:
+		if fac {
+			return d.FacilityMaxW / 1e6, 0, true
+		}
 		return d.PowerMaxEstW / 1e6, 0, true
 	case rules.MetricHeadroomMW:
+		if fac {
+			return d.FacilityHeadroomW / 1e6, 0, true
+		}
 		return d.HeadroomW / 1e6, 0, true
 	case rules.MetricRampMWPerS:
-		return d.RampWPerS / 1e6, 0, d.HasAnalysis
+		return an.RampWPerS / 1e6, 0, an.HasAnalysis
 	case rules.MetricSwingMW:
-		return d.SwingW / 1e6, 0, d.HasAnalysis
+		return an.SwingW / 1e6, 0, an.HasAnalysis
 	case rules.MetricOscillationMW:
-		f, pp, ok := d.Band(band[0], band[1])
+		f, pp, ok := an.Band(band[0], band[1])
 		return pp / 1e6, f, ok
+	case rules.MetricUnaccountedMW:
+		// No meter, no value: never 0 W, never a resolve.
+		return d.UnaccountedW / 1e6, 0, d.HasMetered
+	case rules.MetricUnaccountedRatio:
+		return d.UnaccountedW / d.MeteredW, 0, d.HasMetered && d.MeteredW > 0
+	case rules.MetricStaleMeters:
+		return float64(d.MetersStale), 0, true
+	case rules.MetricNodePowerMW:
+		return d.NodePowerEstW / 1e6, 0, true
 	case rules.MetricCoverage:
 		return d.Coverage, 0, true
 	case rules.MetricGPUTempMaxC:
@@ -464,4 +489,38 @@ func (s source) Value(id int, metric string, band []float64) (float64, float64, 
 	return 0, 0, false
 }
 
-func (s source) Quality(id int) (float64, bool) { return s[id].Coverage, s[id].Degraded }
+// Quality: GPU figures are degraded with the domain's coverage; facility
+// figures when the domain's meters do not cover it or, without meters,
+// when the node sum is at low coverage (aggregate's FacilityDegraded).
+func (s source) Quality(id int, power string) rules.Quality {
+	d := &s[id]
+	q := rules.Quality{Coverage: d.Coverage, Degraded: d.Degraded, Figure: "GPU"}
+	lowCov := fmt.Sprintf("only %.1f%% of nodes report; the figure is partly estimated (silent nodes at their last known power)", 100*d.Coverage)
+	if power != rules.PowerFacility {
+		if q.Degraded {
+			q.Why = lowCov
+		}
+		return q
+	}
+	q.Degraded = d.FacilityDegraded
+	switch {
+	case d.HasMetered:
+		q.Figure = "facility (metered)"
+	case d.Meters > 0:
+		q.Figure = "facility (node sum, meters stale)"
+	default:
+		q.Figure = "facility (node sum)"
+	}
+	if !q.Degraded {
+		return q
+	}
+	if d.Meters > 0 && !d.HasMetered {
+		q.Why = fmt.Sprintf("%d of %d meters stale: the facility figure is the node sum, not the meter", d.MetersStale, d.Meters)
+		if d.Degraded {
+			q.Why += ", and " + lowCov
+		}
+		return q
+	}
+	q.Why = "the facility figure is the node sum and " + lowCov
+	return q
+}
