@@ -53,6 +53,10 @@ type Config struct {
 	// LagAlertAfter fires the megawatch_aggregator_lag alert when the
 	// aggregator is this far behind its input; 0 disables it.
 	LagAlertAfter time.Duration `yaml:"lag_alert_after"`
+	// NodeModel estimates the node power of nodes whose collector sends
+	// none: {node_type: dgxh100|dgxh200|dgxb200} or {host_w, per_gpu_w};
+	// empty is the default node type (dgxh100).
+	NodeModel NodeModelConfig `yaml:"node_model"`
 	// InputBatch is how many messages the input pulls from the stream at
 	// once (the memory bound of what waits in the process).
 	InputBatch int `yaml:"input_batch"`
@@ -206,6 +210,7 @@ func (c Config) Validate() error {
 	if c.LagAlertAfter < 0 {
 		bad("lag_alert_after", "must not be negative, got %s", c.LagAlertAfter)
 	}
+	errs = append(errs, c.NodeModel.validate("node_model")...)
 	if c.InputBatch < 1 || c.InputBatch > 1<<20 {
 		bad("input_batch", "must be 1..1048576, got %d", c.InputBatch)
 	}

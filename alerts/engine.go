@@ -106,7 +106,7 @@ func New(cfg Config, topo *topology.Topology, nc *nats.Conn, logger *slog.Logger
 	}
 	agg, err := aggregate.New(aggregate.Config{Window: cfg.Window, Slot: cfg.Slot, StaleAfter: cfg.StaleAfter, Grace: cfg.Grace,
 		AnalysisWindow: cfg.AnalysisWindow, Scope: e.scope, FromHalls: cfg.SiteFromHalls, OscLevels: cfg.oscLevels(),
-		MinCoverage: cfg.ResolveMinCoverage, Plausible: cfg.Plausible}, topo)
+		MinCoverage: cfg.ResolveMinCoverage, Plausible: cfg.Plausible, NodeModel: cfg.NodeModel.model()}, topo)
 	if err != nil {
 		return nil, fmt.Errorf("aggregator: %w", err)
 	}

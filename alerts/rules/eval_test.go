@@ -24,7 +24,9 @@ func (d degradedSrc) Value(_ int, m, _ string, _ []float64) (float64, float64, b
 	}
 	return d.v, 0, true
 }
-func (d degradedSrc) Quality(int, string) Quality { return Quality{Coverage: d.cov, Degraded: d.cov < 0.9} }
+func (d degradedSrc) Quality(int, string) Quality {
+	return Quality{Coverage: d.cov, Degraded: d.cov < 0.9}
+}
 
 func fp(v float64) *float64 { return &v }
 
