@@ -61,6 +61,10 @@ type Engine struct {
 	paging  []string       // names of the notifiers that reach a person (notifiers.go)
 	live    *obs.Heartbeat // beats every tick of Run's loop (/healthz)
 	in      *input
+	min     *input // meter reports (MEGAWATCH_METER); nil without meters or when it could not start
+	// meterErr: the meter stream could not be set up (Start); windows are
+	// ticked without meters.
+	meterErr error
 	clock   *clock
 	replica string
 	started time.Time
@@ -77,6 +81,9 @@ type metrics struct {
 	changes   *prometheus.CounterVec
 	lag       prometheus.Gauge
 	lagMax    prometheus.Gauge
+	// ticksNoMeters: windows ticked without waiting for the meter input
+	// (missing, or stuck), while the aggregator has meters.
+	ticksNoMeters prometheus.Counter
 }
 
 // New builds the engine; Run starts it. reg may be nil.
@@ -151,11 +158,33 @@ func (e *Engine) initMetrics() {
 		lag: prometheus.NewGauge(prometheus.GaugeOpts{Name: "megawatch_alerts_lag_seconds",
 			Help: "How far the aggregator is behind: wall time minus the deadline (window end + grace) of the window it ticks or waits for. Its figures stay those of the window (event time)."}),
 		lagMax: prometheus.NewGauge(prometheus.GaugeOpts{Name: "megawatch_alerts_lag_max_seconds", Help: "Largest megawatch_alerts_lag_seconds since the start."}),
+		ticksNoMeters: prometheus.NewCounter(prometheus.CounterOpts{Name: "megawatch_alerts_ticks_without_meters_total",
+			Help: "Windows ticked without the meter input (MEGAWATCH_METER missing, or its input making no progress) while the aggregator has meters: their meters count as stale."}),
 	}
 	if e.reg == nil {
 		return
 	}
-	e.reg.MustRegister(e.m.ticks, e.m.tickSecs, e.m.rollups, e.m.pubErrors, e.m.firing, e.m.changes, e.m.lag, e.m.lagMax)
+	e.reg.MustRegister(e.m.ticks, e.m.tickSecs, e.m.rollups, e.m.pubErrors, e.m.firing, e.m.changes, e.m.lag, e.m.lagMax, e.m.ticksNoMeters)
+	e.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "megawatch_alerts_meter_input_backlog",
+		Help: "Meter reports stored in MEGAWATCH_METER and not yet delivered to the aggregator (at its last check)."},
+		func() float64 {
+			if e.min == nil {
+				return 0
+			}
+			return float64(e.min.backlog.Load())
+		}))
+	for _, r := range []struct {
+		name string
+		get  func(aggregate.MeterStats) uint64
+	}{
+		{"accepted", func(s aggregate.MeterStats) uint64 { return s.Accepted }}, {"stale", func(s aggregate.MeterStats) uint64 { return s.Stale }},
+		{"decode_error", func(s aggregate.MeterStats) uint64 { return s.Decode }}, {"unknown", func(s aggregate.MeterStats) uint64 { return s.Unknown }},
+		{"mismatch", func(s aggregate.MeterStats) uint64 { return s.Mismatch }}, {"late", func(s aggregate.MeterStats) uint64 { return s.Late }},
+		{"future", func(s aggregate.MeterStats) uint64 { return s.Future }}, {"shape", func(s aggregate.MeterStats) uint64 { return s.Shape }},
+	} {
+		e.reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "megawatch_alerts_meter_reports_total", Help: "Meter reports received, by outcome.",
+			ConstLabels: prometheus.Labels{"result": r.name}}, func() float64 { return float64(r.get(e.agg.MeterStats())) }))
+	}
 	e.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "megawatch_alerts_input_backlog",
 		Help: "Messages stored in the stream and not yet delivered to the aggregator (at its last check)."},
 		func() float64 {
@@ -208,20 +237,36 @@ func (e *Engine) Run(ctx context.Context) error {
 	// The first window ticked is the next one whose deadline is ahead; read
 	// from its end (its reports are published after it), or from now.
 	next := time.Now().Add(-e.cfg.Grace).Truncate(e.cfg.Window).Add(e.cfg.Window)
-	e.clock = newClock(e, next)
-	in, err := e.subscribe(ctx, minTime(time.Now(), next))
+	from := minTime(time.Now(), next)
+	var gate *meterGate
+	if e.agg.HasMeters() {
+		// Meters first: the node input's first tick asks the gate.
+		e.min = e.subscribeMeters()
+		gate = newMeterGate(e.min, e.meterStuckAfter())
+	}
+	e.clock = newClock(ctx, e, next, gate)
+	if e.min != nil {
+		e.min.before = e.clock.meterBefore
+	}
+	if err := e.startMeters(ctx, from); err != nil {
+		e.logger.Error("meter input not started: windows are ticked without meters (their meters count as stale)", "err", err)
+		e.min, e.clock.meters.in = nil, nil
+	}
+	in, err := e.subscribe(ctx, from)
 	if err != nil {
+		e.stopMeters()
 		dcancel()
 		wait()
 		return err
 	}
 	e.ready.Store(true)
 	e.logger.Info("alerts running", "scope", e.cfg.Scope, "site_from_halls", e.cfg.SiteFromHalls, "domains", len(e.agg.Out()),
-		"rule_instances", e.eval.Instances(), "stream", in.stream, "subject", in.filter, "replica", e.replica)
+		"rule_instances", e.eval.Instances(), "stream", in.stream, "subject", in.filter, "meters", e.min != nil, "replica", e.replica)
 	for {
 		if !e.clock.step(ctx, in) {
 			e.ready.Store(false)
 			in.stop()
+			e.stopMeters()
 			dcancel() // dispatcher and store make one last bounded attempt
 			wait()
 			return nil
@@ -281,6 +326,15 @@ func (e *Engine) Start(ctx context.Context) error {
 	if !e.cfg.SiteFromHalls {
 		if _, err := natsx.EnsureStream(sctx, e.js, e.cfg.Streams.PowerStream()); err != nil {
 			return err
+		}
+	}
+	if e.agg.HasMeters() {
+		// Like the power stream: created if missing, so the meter input
+		// can start before `megawatch meters` ever ran. A failure is no
+		// reason not to alert: windows then go without meters (stale).
+		if _, err := natsx.EnsureStream(sctx, e.js, e.cfg.Streams.MeterStream()); err != nil {
+			e.meterErr = err
+			e.logger.Error("meter stream not set up: windows are ticked without meters (their meters count as stale)", "stream", telemetry.StreamMeter, "err", err)
 		}
 	}
 	kv, err := e.js.CreateOrUpdateKeyValue(sctx, jetstream.KeyValueConfig{Bucket: e.cfg.KVBucket, Description: "megawatch alert state per (rule, domain)",
