@@ -58,18 +58,18 @@ type Engine struct {
 	ready atomic.Bool
 	m     metrics
 
-	paging  []string       // names of the notifiers that reach a person (notifiers.go)
-	live    *obs.Heartbeat // beats every tick of Run's loop (/healthz)
-	in      *input
-	min     *input // meter reports (MEGAWATCH_METER); nil without meters or when it could not start
+	paging []string       // names of the notifiers that reach a person (notifiers.go)
+	live   *obs.Heartbeat // beats every tick of Run's loop (/healthz)
+	in     *input
+	min    *input // meter reports (MEGAWATCH_METER); nil without meters or when it could not start
 	// meterErr: the meter stream could not be set up (Start); windows are
 	// ticked without meters.
 	meterErr error
-	clock   *clock
-	replica string
-	started time.Time
-	lagNs   atomic.Int64 // how late the last (or the awaited) tick is
-	watch   watchState   // heartbeat and lag alert (Run's goroutine only)
+	clock    *clock
+	replica  string
+	started  time.Time
+	lagNs    atomic.Int64 // how late the last (or the awaited) tick is
+	watch    watchState   // heartbeat and lag alert (Run's goroutine only)
 }
 
 type metrics struct {

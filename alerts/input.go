@@ -32,7 +32,7 @@ type input struct {
 	filter string
 	// filters, when set, replace filter (several subject filters).
 	filters []string
-	handle func(subject string, data []byte, msgID string)
+	handle  func(subject string, data []byte, msgID string)
 	// before, when set, is called with each message's stream timestamp
 	// before it is handled (the clock ticks the windows it closes).
 	before func(tsNs int64)
