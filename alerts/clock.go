@@ -131,6 +131,7 @@ func (c *clock) step(ctx context.Context, in *input) bool {
 		}
 	}
 	var lastAsk time.Time
+	caught := false // the input had handled everything stored before the deadline
 	for {
 		if ctx.Err() != nil {
 			return false
@@ -138,21 +139,27 @@ func (c *clock) step(ctx context.Context, in *input) bool {
 		if next, _ := c.pending(); next.After(end) {
 			return true // the input ticked it
 		}
-		if time.Since(lastAsk) >= 50*time.Millisecond {
+		if !caught && time.Since(lastAsk) >= 50*time.Millisecond {
 			lastAsk = time.Now()
-			if ok, asked, err := in.caughtUp(ctx); err == nil && ok && !asked.Before(deadline) {
-				ready, without := true, false
-				if c.meters != nil {
-					ready, without = c.meters.check(ctx, deadline.UnixNano())
-				}
-				if ready {
-					c.tickIf(end, without)
-					return true
-				}
+			ok, asked, err := in.caughtUp(ctx)
+			caught = err == nil && ok && !asked.Before(deadline)
+		}
+		if caught {
+			ready, without := true, false
+			if c.meters != nil {
+				ready, without = c.meters.check(deadline.UnixNano())
+			}
+			if ready {
+				c.tickIf(end, without)
+				return true
 			}
 		}
 		c.e.setLag(time.Since(deadline))
 		c.e.watchdog(time.Now(), false) // the lag alert fires while waiting
+		if caught {
+			c.meters.wait(ctx)
+			continue
+		}
 		in.waitHandled(ctx, 50*time.Millisecond)
 	}
 }

@@ -65,11 +65,13 @@ type Engine struct {
 	// meterErr: the meter stream could not be set up (Start); windows are
 	// ticked without meters.
 	meterErr error
-	clock    *clock
-	replica  string
-	started  time.Time
-	lagNs    atomic.Int64 // how late the last (or the awaited) tick is
-	watch    watchState   // heartbeat and lag alert (Run's goroutine only)
+	// meterHook, when set (tests), runs before each meter report is handled.
+	meterHook func()
+	clock     *clock
+	replica   string
+	started   time.Time
+	lagNs     atomic.Int64 // how late the last (or the awaited) tick is
+	watch     watchState   // heartbeat and lag alert (Run's goroutine only)
 }
 
 type metrics struct {
@@ -242,7 +244,7 @@ func (e *Engine) Run(ctx context.Context) error {
 	if e.agg.HasMeters() {
 		// Meters first: the node input's first tick asks the gate.
 		e.min = e.subscribeMeters()
-		gate = newMeterGate(e.min, e.meterStuckAfter())
+		gate = newMeterGate(ctx, e.min, e.meterStuckAfter())
 	}
 	e.clock = newClock(ctx, e, next, gate)
 	if e.min != nil {

@@ -20,21 +20,23 @@ import (
 // 0 W) until it makes progress again. So a missing, empty or broken meter
 // stream never stops ticking and never slows it down for more than once.
 type meterGate struct {
-	in         *input // nil: the meter input is missing
+	ctx        context.Context // Run's: bounds the questions to the server
+	in         *input          // nil: the meter input is missing
 	stuckAfter time.Duration
 	heldNs     atomic.Int64 // stream time of the report the meter input holds (unix ns)
+	asking     atomic.Bool  // a question to the server is in flight
 
 	mu       sync.Mutex
 	lastMsgs uint64
 	healthy  time.Time // last progress or catch-up
 	gaveUp   bool
 	lastAsk  time.Time
-	askOK    bool
-	askedNs  int64
+	askedNs  int64 // when the last answered question was asked (unix ns) ...
+	askOK    bool  // ... and whether the input had caught up then
 }
 
-func newMeterGate(in *input, stuckAfter time.Duration) *meterGate {
-	return &meterGate{in: in, stuckAfter: stuckAfter, healthy: time.Now()}
+func newMeterGate(ctx context.Context, in *input, stuckAfter time.Duration) *meterGate {
+	return &meterGate{ctx: ctx, in: in, stuckAfter: stuckAfter, healthy: time.Now()}
 }
 
 // hold records that the meter input waits with a report stored at tsNs.
@@ -46,7 +48,10 @@ func (g *meterGate) hold(tsNs int64) {
 
 // check: ready when the window with deadline dlNs may be ticked as far as
 // meters go; without when that is because the meter input was given up on.
-func (g *meterGate) check(ctx context.Context, dlNs int64) (ready, without bool) {
+// It never blocks: the question to the server runs on its own (an ordered
+// consumer that is being re-created, its stream gone, answers nothing
+// until it is back).
+func (g *meterGate) check(dlNs int64) (ready, without bool) {
 	if g.in == nil {
 		return true, true
 	}
@@ -59,17 +64,12 @@ func (g *meterGate) check(ctx context.Context, dlNs int64) (ready, without bool)
 	if m := g.in.msgs.Load(); m != g.lastMsgs {
 		g.lastMsgs, g.healthy, g.gaveUp = m, now, false
 	}
-	// One question to the server per 20 ms at most, whoever asks.
-	if now.Sub(g.lastAsk) >= 20*time.Millisecond {
-		g.lastAsk = now
-		ok, asked, err := g.in.caughtUp(ctx)
-		g.askOK, g.askedNs = err == nil && ok, asked.UnixNano()
-		if g.askOK {
-			g.healthy, g.gaveUp = now, false
-		}
-	}
 	if g.askOK && g.askedNs >= dlNs {
 		return true, false
+	}
+	if now.Sub(g.lastAsk) >= 5*time.Millisecond && g.asking.CompareAndSwap(false, true) {
+		g.lastAsk = now
+		go g.ask()
 	}
 	if g.gaveUp || now.Sub(g.healthy) >= g.stuckAfter {
 		g.gaveUp = true
@@ -78,16 +78,38 @@ func (g *meterGate) check(ctx context.Context, dlNs int64) (ready, without bool)
 	return false, false
 }
 
+func (g *meterGate) ask() {
+	defer g.asking.Store(false)
+	ok, asked, err := g.in.caughtUp(g.ctx)
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if err != nil {
+		return
+	}
+	if n := asked.UnixNano(); n > g.askedNs {
+		g.askedNs, g.askOK = n, ok
+	}
+	if ok {
+		g.healthy, g.gaveUp = time.Now(), false
+	}
+}
+
 // await blocks until the meter input is ready for dlNs (or given up on, or
 // ctx ends); it reports whether the tick goes ahead without it.
 func (g *meterGate) await(ctx context.Context, dlNs int64) (without bool) {
 	for {
-		if ready, without := g.check(ctx, dlNs); ready {
+		if ready, without := g.check(dlNs); ready {
 			return without
 		}
 		if ctx.Err() != nil {
 			return true
 		}
-		g.in.waitHandled(ctx, 20*time.Millisecond) // check is ready without an input
+		g.wait(ctx)
 	}
+}
+
+// wait blocks until the meter input handles a report, an answer may have
+// come, or ctx ends.
+func (g *meterGate) wait(ctx context.Context) {
+	g.in.waitHandled(ctx, 5*time.Millisecond) // check is ready without an input
 }

@@ -16,7 +16,12 @@ func (e *Engine) subscribeMeters() *input {
 	if e.meterErr != nil {
 		return nil
 	}
-	handle := func(subject string, data []byte, _ string) { _ = e.agg.HandleMeter(subject, data) }
+	handle := func(subject string, data []byte, _ string) {
+		if e.meterHook != nil {
+			e.meterHook() // tests: a meter input that is read late
+		}
+		_ = e.agg.HandleMeter(subject, data)
+	}
 	in := newInput(e.js, telemetry.StreamMeter, "", e.cfg.InputBatch, handle)
 	in.filters = meterFilters(e.topo, e.scope, e.cfg.SiteFromHalls)
 	return in
@@ -34,9 +39,22 @@ func (e *Engine) startMeters(ctx context.Context, from time.Time) error {
 	return e.min.start(ctx, from)
 }
 
+// stopMeters stops the meter input, waiting a bounded time: an ordered
+// consumer whose stream is gone holds its lock while it retries, and its
+// Stop waits for the next retry (up to 20 s).
 func (e *Engine) stopMeters() {
-	if e.min != nil {
+	if e.min == nil {
+		return
+	}
+	done := make(chan struct{})
+	go func() {
 		e.min.stop()
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-time.After(2 * time.Second):
+		e.logger.Warn("meter input did not stop within 2s; leaving it to stop on its own", "stream", telemetry.StreamMeter)
 	}
 }
 
