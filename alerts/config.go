@@ -268,6 +268,24 @@ func (c Config) LoadTopology() (*topology.Topology, error) {
 	return configs.LoadTopology(c.Topology)
 }
 
+// facilityOscLevels are the levels that get the spectrum of the 10 Hz
+// facility estimate: those that oscillation rules with power: facility
+// look at; all when such a rule selects domains by key only.
+func (c Config) facilityOscLevels() (levels []string, all bool) {
+	for _, r := range c.Rules {
+		if r.Metric != rules.MetricOscillationMW || r.Figure() != rules.PowerFacility {
+			continue
+		}
+		if r.Level == "" {
+			return nil, true
+		}
+		if !slices.Contains(levels, r.Level) {
+			levels = append(levels, r.Level)
+		}
+	}
+	return levels, false
+}
+
 // oscLevels are the levels that get the oscillation spectrum: the
 // configured ones plus every level an oscillation rule looks at; nil (all
 // levels) when none are configured or a rule selects domains by key only.

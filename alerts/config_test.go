@@ -223,3 +223,19 @@ func TestNodeModelConfig(t *testing.T) {
 	f("negative", "node_model: {host_w: -1, per_gpu_w: 100}\n", "node_model.host_w: want 0..100000 W per node, got -1", aggregate.NodeModel{})
 	f("bad_key", "node_model:\n  node_typ: dgxh100\n", "node_model.node_typ", aggregate.NodeModel{})
 }
+
+// Only facility oscillation rules give their levels the facility spectrum.
+func TestFacilityOscLevels(t *testing.T) {
+	cfg := DefaultConfig()
+	if l, all := cfg.facilityOscLevels(); l != nil || all {
+		t.Fatalf("shipped rules (GPU oscillation): %v %v, want none", l, all)
+	}
+	cfg.Rules = append(cfg.Rules, rules.Rule{Name: "fo", Level: "hall", Metric: rules.MetricOscillationMW, Power: rules.PowerFacility, Band: []float64{0.2, 3}, Threshold: f(1), Severity: "warning"})
+	if l, all := cfg.facilityOscLevels(); !slices.Equal(l, []string{"hall"}) || all {
+		t.Fatalf("hall facility oscillation rule: %v %v", l, all)
+	}
+	cfg.Rules = append(cfg.Rules, rules.Rule{Name: "fo2", Domains: []string{"dc1/h1"}, Metric: rules.MetricOscillationMW, Power: rules.PowerFacility, Band: []float64{0.2, 3}, Threshold: f(1), Severity: "warning"})
+	if _, all := cfg.facilityOscLevels(); !all {
+		t.Fatal("a facility oscillation rule by domain key needs every level")
+	}
+}

@@ -113,9 +113,11 @@ func New(cfg Config, topo *topology.Topology, nc *nats.Conn, logger *slog.Logger
 		}
 		e.scope = d
 	}
+	fosc, foscAll := cfg.facilityOscLevels()
 	agg, err := aggregate.New(aggregate.Config{Window: cfg.Window, Slot: cfg.Slot, StaleAfter: cfg.StaleAfter, Grace: cfg.Grace,
 		AnalysisWindow: cfg.AnalysisWindow, Scope: e.scope, FromHalls: cfg.SiteFromHalls, OscLevels: cfg.oscLevels(),
-		MinCoverage: cfg.ResolveMinCoverage, Plausible: cfg.Plausible, NodeModel: cfg.NodeModel.model()}, topo)
+		MinCoverage: cfg.ResolveMinCoverage, Plausible: cfg.Plausible, NodeModel: cfg.NodeModel.model(),
+		FacilityOscLevels: fosc, FacilityOscAll: foscAll}, topo)
 	if err != nil {
 		return nil, fmt.Errorf("aggregator: %w", err)
 	}

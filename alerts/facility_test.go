@@ -21,7 +21,6 @@ import (
 // value then and keeps its state; with the meter back and low, both
 // resolve. The same rule on GPU power never fires.
 func TestFacilityRulesFollowTheMeter(t *testing.T) {
-	needsMeters(t)
 	topo, err := topology.Parse([]byte(meterTopo), "meter-topology")
 	if err != nil {
 		t.Fatal(err)

@@ -2,14 +2,12 @@ package alerts
 
 import (
 	"context"
-	"errors"
 	"log/slog"
 	"os"
 	"sync"
 	"testing"
 	"time"
 
-	"github.com/megawatch/megawatch/alerts/aggregate"
 	"github.com/megawatch/megawatch/alerts/rules"
 	"github.com/megawatch/megawatch/collector/sim"
 	"github.com/megawatch/megawatch/internal/natsx/natstest"
@@ -222,29 +220,12 @@ func metricValue(m *dto.Metric) float64 {
 	return m.GetGauge().GetValue()
 }
 
-// needsMeters fails (not skips) until the aggregator handles meter reports.
-func needsMeters(t *testing.T) {
-	t.Helper()
-	topo, err := topology.Parse([]byte(meterTopo), "meter-topology")
-	if err != nil {
-		t.Fatal(err)
-	}
-	a, err := aggregate.New(aggregate.Config{Window: time.Second, Slot: 100 * time.Millisecond, Grace: 250 * time.Millisecond, AnalysisWindow: 2 * time.Second}, topo)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := a.HandleMeter("x", nil); errors.Is(err, aggregate.ErrNotImplemented) {
-		t.Skip("aggregate.HandleMeter is still the contract's stub (helper H-agg implements it)")
-	}
-}
-
 // A meter report stored before its window's deadline is in that window
 // even when the meter input reads it late: here it is held back until the
 // node input has every report of the window and the first of the next one
 // (stored after the deadline) and would tick; the clock waits for the
 // meter input instead, and the window's rollup carries the meter.
 func TestMeterReportReadLateIsInItsWindow(t *testing.T) {
-	needsMeters(t)
 	r := newMeterRig(t)
 	release := make(chan struct{})
 	r.run(func() { <-release })
@@ -296,7 +277,6 @@ func TestMeterReportReadLateIsInItsWindow(t *testing.T) {
 // window is ticked, in order, with the meter stale (never 0 W); the meter
 // input is there (caught up), so no tick counts as without it.
 func TestEmptyMeterStreamTicks(t *testing.T) {
-	needsMeters(t)
 	r := newMeterRig(t)
 	r.run(nil)
 	ends := r.consecutive(5, 15*time.Second)
@@ -315,7 +295,6 @@ func TestEmptyMeterStreamTicks(t *testing.T) {
 // subjects) neither stops the engine nor its ticks: every window is
 // ticked, counted as without the meter input.
 func TestMissingMeterStreamNeverStopsTicks(t *testing.T) {
-	needsMeters(t)
 	r := newMeterRig(t)
 	if _, err := r.js.CreateStream(context.Background(), jetstream.StreamConfig{Name: "SQUATTER", Subjects: []string{telemetry.MeterWildcard}}); err != nil {
 		t.Fatal(err)
@@ -338,7 +317,6 @@ func TestMissingMeterStreamNeverStopsTicks(t *testing.T) {
 // The meter stream deleted under a running engine: after a bounded wait
 // the windows go on without it, every one in order.
 func TestMeterStreamDeletedNeverStopsTicks(t *testing.T) {
-	needsMeters(t)
 	r := newMeterRig(t)
 	r.run(nil)
 	r.consecutive(2, 10*time.Second)
