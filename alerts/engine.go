@@ -332,15 +332,6 @@ func (e *Engine) Start(ctx context.Context) error {
 			return err
 		}
 	}
-	if e.agg.HasMeters() {
-		// Like the power stream: created if missing, so the meter input
-		// can start before `megawatch meters` ever ran. A failure is no
-		// reason not to alert: windows then go without meters (stale).
-		if _, err := natsx.EnsureStream(sctx, e.js, e.cfg.Streams.MeterStream()); err != nil {
-			e.meterErr = err
-			e.logger.Error("meter stream not set up: windows are ticked without meters (their meters count as stale)", "stream", telemetry.StreamMeter, "err", err)
-		}
-	}
 	kv, err := e.js.CreateOrUpdateKeyValue(sctx, jetstream.KeyValueConfig{Bucket: e.cfg.KVBucket, Description: "megawatch alert state per (rule, domain)",
 		History: 1, Replicas: e.cfg.Streams.Replicas, Storage: jetstream.FileStorage})
 	if err != nil {
@@ -355,6 +346,19 @@ func (e *Engine) Start(ctx context.Context) error {
 	n := e.eval.Restore(recs)
 	e.mu.Unlock()
 	e.logger.Info("alert state restored", "bucket", e.cfg.KVBucket, "records", len(recs), "matched", n)
+	if e.agg.HasMeters() {
+		// Like the power stream: created if missing, so the meter input
+		// can start before `megawatch meters` ever ran. A failure (a
+		// request the account may not make times out) is no reason not to
+		// alert: windows then go without meters (stale). Last, on its own
+		// deadline, so that it cannot take the others' time.
+		mctx, mcancel := context.WithTimeout(ctx, 10*time.Second)
+		defer mcancel()
+		if _, err := natsx.EnsureStream(mctx, e.js, e.cfg.Streams.MeterStream()); err != nil {
+			e.meterErr = err
+			e.logger.Error("meter stream not set up: windows are ticked without meters (their meters count as stale)", "stream", telemetry.StreamMeter, "err", err)
+		}
+	}
 	return nil
 }
 
