@@ -11,7 +11,7 @@ func f64(v float64) *float64 { return &v }
 // DefaultRules are the rules a campus starts with (configs/alerts.yaml).
 func DefaultRules() []rules.Rule {
 	powerNote := map[string]string{
-		"summary": "{{ .Level }} {{ .Domain }} draws {{ mw .Value }} ({{ .Figure }}), {{ pct (div .Value .CapacityMW) }} of its {{ mw .CapacityMW }} capacity (threshold {{ mw .Threshold }})",
+		"summary": "{{ .Level }} {{ .Domain }} draws {{ mw .Value }}, {{ pct (div .Value .CapacityMW) }} of its {{ mw .CapacityMW }} capacity (threshold {{ mw .Threshold }})",
 		"description": "Facility power over the last window — what the breaker carries: metered where fresh meters cover the domain, else the node sum (GPUs, hosts, " +
 			"silent nodes at their last known power) — is above the threshold; it resolves below {{ mw .Clear }} once the figure is measured again " +
 			"(meters fresh, or at least resolve_min_coverage of the nodes reporting). Shed or cap load (power limits, job scheduler) before the breaker or the utility contract limit is reached.",
