@@ -67,11 +67,13 @@ type Engine struct {
 	meterErr error
 	// meterHook, when set (tests), runs before each meter report is handled.
 	meterHook func()
-	clock     *clock
-	replica   string
-	started   time.Time
-	lagNs     atomic.Int64 // how late the last (or the awaited) tick is
-	watch     watchState   // heartbeat and lag alert (Run's goroutine only)
+	// meterStuck, when set (tests), replaces meterStuckAfter's figure.
+	meterStuck time.Duration
+	clock      *clock
+	replica    string
+	started    time.Time
+	lagNs      atomic.Int64 // how late the last (or the awaited) tick is
+	watch      watchState   // heartbeat and lag alert (Run's goroutine only)
 }
 
 type metrics struct {

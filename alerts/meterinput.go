@@ -62,6 +62,9 @@ func (e *Engine) stopMeters() {
 // no progress before it ticks without it: generous (a loaded process is
 // slow, not stuck), and paid once, not per window (meterGate).
 func (e *Engine) meterStuckAfter() time.Duration {
+	if e.meterStuck > 0 {
+		return e.meterStuck
+	}
 	return max(5*time.Second, 5*e.cfg.Window+e.cfg.Grace)
 }
 
