@@ -10,6 +10,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/megawatch/megawatch/internal/powermodel"
 	"github.com/megawatch/megawatch/internal/telemetry"
 	"github.com/megawatch/megawatch/internal/topology"
 )
@@ -24,32 +25,44 @@ func staleMeterName(topo *topology.Topology) string {
 	return ms[len(ms)-1].Name
 }
 
-// meterPowerW is what the fills' meters read: the GPU power under the
-// meter's domain × 1.6 (node power beyond the GPUs, losses, non-IT load)
-// split over the domain's meters.
-func meterPowerW(gpuW map[string]float64, m *topology.Meter) float64 {
-	return gpuW[m.Domain.Key()] * 1.6 / float64(len(m.Domain.Meters))
+// meterLoss is what a fill's meter reads beyond the node power of its
+// domain: distribution losses and non-IT load, 8 %.
+const meterLoss = 1.08
+
+// meterPowerW is what the fills' meters read: the node power under the
+// meter's domain × meterLoss, split over the domain's meters.
+func meterPowerW(nodeW map[string]float64, m *topology.Meter) float64 {
+	return nodeW[m.Domain.Key()] * meterLoss / float64(len(m.Domain.Meters))
 }
 
-// domainGPUW sums a report's healthy GPUs' power into every domain above it.
-func domainGPUW(sums map[string]float64, r *telemetry.NodeReport) {
+// domainPower sums a report's healthy GPUs' power, and its node power (the
+// report's node_power_mw, else the GPUs plus the aggregator's default node
+// model, powermodel dgxh100), into every domain above the node.
+func domainPower(gpuW, nodeW map[string]float64, r *telemetry.NodeReport) {
 	var w float64
 	for _, g := range r.Gpus {
 		if g.Health == telemetry.Health_HEALTH_OK && g.PowerMw != nil {
 			w += float64(*g.PowerMw) / 1000
 		}
 	}
+	nt, _ := powermodel.Lookup("dgxh100")
+	n := w + nt.HostW + nt.PerGPUW*float64(len(r.Gpus))
+	if r.NodePowerMw != nil {
+		n = float64(*r.NodePowerMw) / 1000
+	}
 	key := r.Site
-	sums[key] += w
+	gpuW[key] += w
+	nodeW[key] += n
 	for _, p := range []string{r.Hall, r.Row, r.Rack} {
 		key += "/" + p
-		sums[key] += w
+		gpuW[key] += w
+		nodeW[key] += n
 	}
 }
 
 // publishMeters publishes one window's MeterReport for every meter, as a
-// poller does (subject, Msg-Id), from gpuW: fresh, except staleMeterName's.
-func publishMeters(t *testing.T, js jetstream.JetStream, topo *topology.Topology, end time.Time, gpuW map[string]float64, seq uint64) {
+// poller does (subject, Msg-Id), from nodeW: fresh, except staleMeterName's.
+func publishMeters(t *testing.T, js jetstream.JetStream, topo *topology.Topology, end time.Time, nodeW map[string]float64, seq uint64) {
 	t.Helper()
 	stale := staleMeterName(topo)
 	for _, m := range topo.Meters() {
@@ -62,7 +75,7 @@ func publishMeters(t *testing.T, js jetstream.JetStream, topo *topology.Topology
 		if m.Name == stale {
 			r.Stale, r.Error, r.ReadUnixNs = true, "snmp get: request timeout", 0
 		} else {
-			r.PowerW = proto.Float64(meterPowerW(gpuW, m))
+			r.PowerW = proto.Float64(meterPowerW(nodeW, m))
 			r.EnergyWh = proto.Float64(float64(end.Unix()) * 10)
 		}
 		subj, err := telemetry.MeterSubject(m.Domain.Path, m.Name)
@@ -87,10 +100,10 @@ const facilityHistoryWindows = 20
 // publishFacilityHistory publishes, for the facilityHistoryWindows windows
 // before start, a rollup of every domain with facility fields as an
 // aggregator that computes facility power publishes them (wire fields
-// 40-57): node power 1.45 × GPU power, metered 1.6 × (where every meter
-// of the domain, or of all its children, is fresh), the rest from node
-// power. The live windows come from the real aggregator.
-func publishFacilityHistory(t *testing.T, js jetstream.JetStream, topo *topology.Topology, start time.Time, gpuW map[string]float64) {
+// 40-57): metered = node power × meterLoss where every meter of the
+// domain, or of all its children, is fresh, else the node power. The live
+// windows come from the real aggregator.
+func publishFacilityHistory(t *testing.T, js jetstream.JetStream, topo *topology.Topology, start time.Time, gpuW, nodePowerW map[string]float64) {
 	t.Helper()
 	stale := staleMeterName(topo)
 	// metered reports whether d's figure is metered: its own meters all
@@ -119,8 +132,8 @@ func publishFacilityHistory(t *testing.T, js jetstream.JetStream, topo *topology
 	for i := facilityHistoryWindows; i > 0; i-- {
 		end := start.Add(-time.Duration(i) * time.Second)
 		for _, d := range topo.Domains() {
-			gw := gpuW[d.Key()] * (1 + 0.02*float64(i%5))
-			nodeW := gw * 1.45
+			f := 1 + 0.02*float64(i%5)
+			gw, nodeW := gpuW[d.Key()]*f, nodePowerW[d.Key()]*f
 			ro := &telemetry.Rollup{Level: d.Level, Path: d.Path, WindowEndUnixNs: end.UnixNano(), WindowMs: 1000, SlotMs: 100,
 				PowerW: gw, PowerEstW: gw, PowerMaxW: gw * 1.05, CapacityW: d.CapacityW, NodesReporting: uint32(d.NodesExpected),
 				NodesExpected: uint32(d.NodesExpected), Coverage: 1, NodePowerW: nodeW, NodePowerEstW: nodeW,
@@ -135,7 +148,7 @@ func publishFacilityHistory(t *testing.T, js jetstream.JetStream, topo *topology
 				}
 			}
 			if metered(d) {
-				mw := gw * 1.6
+				mw := nodeW * meterLoss
 				ro.MeteredW, ro.UnaccountedW = proto.Float64(mw), proto.Float64(mw-nodeW)
 				ro.FacilitySource, ro.FacilityPowerW, ro.FacilityPowerMaxW = telemetry.FacilitySource_FACILITY_SOURCE_METER, mw, mw+gw*0.05
 			}

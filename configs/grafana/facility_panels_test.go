@@ -68,6 +68,39 @@ func checkFacilityPanel(t *testing.T, title, ref string, frames []frame) {
 	switch title + "/" + ref {
 	case "Halls: metered vs node vs GPU power/A":
 		want("h1 metered", "h1 node", "h1 GPU")
+		// The hall's switchgear meter reads its node power × meterLoss
+		// (facility_fill_test.go); the real aggregator's figures (and the
+		// history before them) must say so, with the GPUs below both.
+		byTime := map[string]map[float64]float64{}
+		for _, f := range frames {
+			if len(f.Data.Values) < 2 || len(f.names()) != 1 {
+				continue
+			}
+			m := map[float64]float64{}
+			for i, ts := range f.Data.Values[0] {
+				tv, ok1 := ts.(float64)
+				v, ok2 := f.Data.Values[1][i].(float64)
+				if ok1 && ok2 {
+					m[tv] = v
+				}
+			}
+			byTime[f.names()[0]] = m
+		}
+		n := 0
+		for ts, metered := range byTime["h1 metered"] {
+			node, ok1 := byTime["h1 node"][ts]
+			gpu, ok2 := byTime["h1 GPU"][ts]
+			if !ok1 || !ok2 {
+				continue
+			}
+			n++
+			if r := metered / node; r < meterLoss*0.98 || r > meterLoss*1.02 || !(gpu < node) {
+				t.Errorf("panel %q at %v: metered %v MW, node %v MW (ratio %.4f, want %.2f), GPU %v MW", title, ts, metered, node, r, meterLoss, gpu)
+			}
+		}
+		if n == 0 {
+			t.Errorf("panel %q: no interval with metered, node and GPU power", title)
+		}
 	case "Facility power vs capacity/A":
 		want("dc1 facility", "dc1 facility peak (100 ms est.)", "dc1 capacity")
 	case "Facility power vs capacity/B":

@@ -119,10 +119,10 @@ func fillPipelineTo(t *testing.T, d *testenv.Influxd, db string, tg ingest.Targe
 		if w == 0 {
 			liveStart = end
 		}
-		gpuW := map[string]float64{}
+		gpuW, nodeW := map[string]float64{}, map[string]float64{}
 		for i, loc := range locs {
 			fleet.Report(&rep, i, end, time.Second, 100*time.Millisecond)
-			domainGPUW(gpuW, &rep)
+			domainPower(gpuW, nodeW, &rep)
 			b, err := proto.Marshal(&rep)
 			if err != nil {
 				t.Fatal(err)
@@ -137,13 +137,12 @@ func fillPipelineTo(t *testing.T, d *testenv.Influxd, db string, tg ingest.Targe
 		}
 		// The facility meters of configs/topology.yaml, as `megawatch
 		// meters` publishes them (one is stale: its PDU does not answer).
-		publishMeters(t, js, topo, end, gpuW, uint64(w+1))
+		publishMeters(t, js, topo, end, nodeW, uint64(w+1))
 		if w == 0 {
-			// Metered facility rollups before the live run: the
-			// aggregator computes facility power (wire fields 40-57), but
-			// until the alerts engine feeds it the meter reports its
-			// figures come from node power (every meter stale).
-			publishFacilityHistory(t, js, topo, end, gpuW)
+			// Facility rollups before the live run (history for the
+			// panels' range); the live windows' facility figures are the
+			// real aggregator's, from these meter reports.
+			publishFacilityHistory(t, js, topo, end, gpuW, nodeW)
 		}
 	}
 	select {
