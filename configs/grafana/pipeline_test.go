@@ -33,7 +33,8 @@ const pipelineWindows = 10
 // events (which ingest writes too). The fleet runs hot (GPUs throttle) with
 // one lost GPU, and a rule that fires at once gives the alert annotations
 // something to show. The facility meters of the topology publish meter
-// reports every window (one stale), and facility rollups precede the run.
+// reports every window (one stale); the aggregator's rollups carry the
+// facility figures (metered, node, unaccounted) computed from them.
 func fillPipeline(t *testing.T, d *testenv.Influxd, db string) {
 	t.Helper()
 	if tdb := shippedDB(t); tdb != db {
@@ -138,12 +139,6 @@ func fillPipelineTo(t *testing.T, d *testenv.Influxd, db string, tg ingest.Targe
 		// The facility meters of configs/topology.yaml, as `megawatch
 		// meters` publishes them (one is stale: its PDU does not answer).
 		publishMeters(t, js, topo, end, nodeW, uint64(w+1))
-		if w == 0 {
-			// Facility rollups before the live run (history for the
-			// panels' range); the live windows' facility figures are the
-			// real aggregator's, from these meter reports.
-			publishFacilityHistory(t, js, topo, end, gpuW, nodeW)
-		}
 	}
 	select {
 	case <-js.PublishAsyncComplete():
@@ -153,9 +148,10 @@ func fillPipelineTo(t *testing.T, d *testenv.Influxd, db string, tg ingest.Targe
 	// Wait for the last window's rollups and the alert events in influxd.
 	deadline := time.Now().Add(30 * time.Second)
 	for _, q := range []string{`SELECT count("power_mw") FROM ` + shippedFrom(t, tg, "rollup") + ` WHERE "level" = 'site'`,
+		// the aggregator's facility figures from the meter reports
+		fmt.Sprintf(`SELECT count("metered_mw") FROM %s WHERE "level" = 'hall' AND time >= %d`, shippedFrom(t, tg, "rollup"), liveStart.UnixNano()),
+		fmt.Sprintf(`SELECT count("unaccounted_mw") FROM %s WHERE "level" = 'row' AND time >= %d`, shippedFrom(t, tg, "rollup"), liveStart.UnixNano()),
 		`SELECT count("facility_mw") FROM ` + shippedFrom(t, tg, "rollup") + ` WHERE "level" = 'site'`,
-		// the real aggregator's own facility figures in the live windows
-		fmt.Sprintf(`SELECT count("node_power_mw") FROM %s WHERE "level" = 'hall' AND time >= %d`, shippedFrom(t, tg, "rollup"), liveStart.UnixNano()),
 		`SELECT count("power_w") FROM ` + shippedFrom(t, tg, "meter"), `SELECT count("stale") FROM ` + shippedFrom(t, tg, "meter") + ` WHERE "report" = 'stale'`,
 		`SELECT count("state") FROM ` + shippedFrom(t, tg, "alert"), `SELECT count("temp_c") FROM ` + shippedFrom(t, tg, "gpu")} {
 		for d.Count(t, db, q) == 0 {
