@@ -291,6 +291,7 @@ func TestDashboardsInRealGrafana(t *testing.T) {
 	testenv.Short(t)
 	infl := testenv.StartInfluxd(t)
 	fillPipeline(t, infl, db) // ingest --ensure-db creates the database and retention policies
+	checkPipelineFacility(t, infl)
 	g := startProvisionedGrafana(t, infl.URL)
 
 	var dss []struct {
