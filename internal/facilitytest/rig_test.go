@@ -1,0 +1,781 @@
+package facilitytest
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"log/slog"
+	"math"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/megawatch/megawatch/alerts"
+	"github.com/megawatch/megawatch/collector"
+	"github.com/megawatch/megawatch/collector/nodepower"
+	"github.com/megawatch/megawatch/collector/nodepower/bmctest"
+	"github.com/megawatch/megawatch/collector/sim"
+	"github.com/megawatch/megawatch/internal/natsx"
+	"github.com/megawatch/megawatch/internal/telemetry"
+	"github.com/megawatch/megawatch/internal/testenv"
+	"github.com/megawatch/megawatch/internal/topology"
+	"github.com/megawatch/megawatch/meters"
+	"github.com/megawatch/megawatch/meters/modbus"
+)
+
+// The scenario runs on the wall clock with short windows; every figure is
+// placed by its window (event time), and every wait polls with a generous
+// deadline, so a loaded machine only makes it slower.
+const (
+	window     = 500 * time.Millisecond
+	slot       = 50 * time.Millisecond
+	staleAfter = 3
+	// grace: how long after a window's end the aggregator waits for its
+	// reports. Long, so that a starved collector, publisher or poller on a
+	// busy 2-core machine is not late (a late report would be held, which
+	// keeps the sums but shifts the stale windows).
+	grace = 2 * time.Second
+	// waitFor is the deadline of each wait for an outcome.
+	waitFor = 45 * time.Second
+)
+
+// Node kinds: how a node's node power is made.
+const (
+	kindRedfish  = "redfish"  // real collector, node power from the Redfish BMC
+	kindHwmon    = "hwmon"    // real collector, node power from the ACPI power meter (sysfs fixture)
+	kindModel    = "model"    // real collector, node power from the collector's model
+	kindMeasured = "measured" // test publisher, node_power_mw with source REDFISH
+	kindNone     = "none"     // test publisher, no node power: the aggregator models it
+)
+
+// nodeSpec is what one node draws, in integral watts, so that every sum of
+// it is exact in float64.
+type nodeSpec struct {
+	name  string
+	kind  string
+	gpus  int
+	gpuW  int64 // per GPU
+	nodeW int64 // the node-power figure the aggregator should use for it
+}
+
+func (n nodeSpec) real() bool {
+	return n.kind == kindRedfish || n.kind == kindHwmon || n.kind == kindModel
+}
+
+// modeled: the node figure is an estimate (the collector's model or the
+// aggregator's).
+func (n nodeSpec) modeled() bool { return n.kind == kindModel || n.kind == kindNone }
+
+// Served values.
+const (
+	simGPUW     = 70   // the simulated H100's idle power, no job
+	redfishW    = 5400 // the BMC's chassis power
+	hwmonW      = 5200 // the ACPI power meter's power1_average
+	testGPUW    = 500  // the published nodes' GPUs
+	measuredW   = 7000 // the published nodes' measured node power (rk03, rk04)
+	gpusPerNode = 8
+)
+
+// collectorModel is the collector's model for the simulated DGX H100
+// (nodepower's dgxh100 node type: 1500 W host + 387.5 W per GPU).
+func collectorModel(t testing.TB) (host, perGPU float64) {
+	nt, ok := nodepower.LookupNodeType("dgxh100")
+	if !ok {
+		t.Fatal("nodepower has no dgxh100 node type")
+	}
+	return nt.HostW, nt.PerGPUW
+}
+
+// modelW is host + perGPU × gpus + GPU power, checked to be integral.
+func modelW(t testing.TB, host, perGPU float64, gpus int, gpuW int64) int64 {
+	w := host + perGPU*float64(gpus) + float64(gpus)*float64(gpuW)
+	if w != math.Trunc(w) {
+		t.Fatalf("model figure %v W is not integral: the scenario's sums would not be exact", w)
+	}
+	return int64(w)
+}
+
+// hallNodes are the scenario's nodes (they must match testdata/hall.yaml).
+func hallNodes(t testing.TB) []nodeSpec {
+	host, per := collectorModel(t)
+	aggHost, aggPer := aggregatorModel(t)
+	ns := []nodeSpec{
+		{name: "n-redfish", kind: kindRedfish, gpus: gpusPerNode, gpuW: simGPUW, nodeW: redfishW},
+		{name: "n-hwmon", kind: kindHwmon, gpus: gpusPerNode, gpuW: simGPUW, nodeW: hwmonW},
+		{name: "n-model", kind: kindModel, gpus: gpusPerNode, gpuW: simGPUW, nodeW: modelW(t, host, per, gpusPerNode, simGPUW)},
+	}
+	for i := 1; i <= 4; i++ {
+		ns = append(ns, nodeSpec{name: fmt.Sprintf("t-rk02-%d", i), kind: kindNone, gpus: gpusPerNode, gpuW: testGPUW,
+			nodeW: modelW(t, aggHost, aggPer, gpusPerNode, testGPUW)})
+	}
+	for i := 1; i <= 3; i++ {
+		ns = append(ns, nodeSpec{name: fmt.Sprintf("t-rk03-%d", i), kind: kindMeasured, gpus: gpusPerNode, gpuW: testGPUW, nodeW: measuredW})
+	}
+	for i := 1; i <= 4; i++ {
+		ns = append(ns, nodeSpec{name: fmt.Sprintf("t-rk04-%d", i), kind: kindMeasured, gpus: gpusPerNode, gpuW: testGPUW, nodeW: measuredW})
+	}
+	return ns
+}
+
+// hall is the running scenario.
+type hall struct {
+	t     *testing.T
+	topo  *topology.Topology
+	nodes map[string]nodeSpec
+
+	nats *testenv.NATSServer
+	nc   *nats.Conn
+	js   jetstream.JetStream
+	snmp *testenv.SNMPD
+	mbus *testenv.ModbusServer
+	am   *testenv.Alertmanager
+	bmc  *bmctest.BMC
+	// sysfs is n-hwmon's fixture tree.
+	sysfs string
+
+	rollups *recorder
+	meterRx *meterLog
+	pub     *publisher
+	engine  *alerts.Engine
+	rules   alerts.Config // the engine's config (its rules are those of configs/alerts.yaml under test)
+
+	mu         sync.Mutex
+	collectors map[string]*runningCollector
+}
+
+// startHall starts every server and component of the scenario: nats-server,
+// snmpd, pymodbus, Alertmanager, the BMC, the meters poller, the real
+// collectors, the test publisher and the alerts engine with cfg's rules.
+func startHall(t *testing.T, rulesFor func(*hall) alerts.Config) *hall {
+	t.Helper()
+	testenv.Short(t)
+	h := &hall{t: t, nodes: map[string]nodeSpec{}, collectors: map[string]*runningCollector{}}
+	for _, n := range hallNodes(t) {
+		h.nodes[n.name] = n
+	}
+	h.nats = testenv.StartNATSServer(t)
+	h.snmp = testenv.StartSNMPD(t)
+	h.mbus = testenv.StartModbusServer(t)
+	h.am = testenv.StartAlertmanager(t, "route:\n  receiver: devnull\n  group_wait: 0s\n  group_interval: 1s\nreceivers:\n  - name: devnull\n")
+	h.bmc = bmctest.New(t)
+	h.bmc.SetPowerW(redfishW)
+	h.sysfs = unpackTree(t, filepath.Join("testdata", "sysfs-node.txtar"))
+
+	priv := filepath.Join(t.TempDir(), "pdu-priv")
+	if err := os.WriteFile(priv, []byte(h.snmp.V3.PrivPass+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("MW_SCN_COMMUNITY", h.snmp.Community)
+	t.Setenv("MW_SCN_AUTH", h.snmp.V3.AuthPass)
+	raw, err := os.ReadFile(filepath.Join("testdata", "hall.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	doc := strings.NewReplacer("@SNMP@", h.snmp.Addr, "@MODBUS@", h.mbus.Addr, "@PRIV@", priv).Replace(string(raw))
+	if h.topo, err = topology.Parse([]byte(doc), "testdata/hall.yaml"); err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range h.topo.Nodes() {
+		if _, ok := h.nodes[n.Name]; !ok {
+			t.Fatalf("topology node %s has no spec", n.Name)
+		}
+	}
+	if len(h.nodes) != h.topo.NumNodes() {
+		t.Fatalf("%d node specs, %d topology nodes", len(h.nodes), h.topo.NumNodes())
+	}
+
+	h.nc = connect(t, h.nats.URL, "facilitytest")
+	js, err := jetstream.New(h.nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.js = js
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	sc := natsx.DefaultStreamsConfig()
+	for _, c := range []jetstream.StreamConfig{sc.PowerStream(), sc.MeterStream(), sc.RollupStream()} {
+		if _, err := natsx.EnsureStream(ctx, js, c); err != nil {
+			t.Fatal(err)
+		}
+	}
+	h.rollups = newRecorder(t, connect(t, h.nats.URL, "facilitytest rollups"))
+	h.meterRx = newMeterLog(t, connect(t, h.nats.URL, "facilitytest meters"))
+
+	// The engine first: it reads its input from the streams from its
+	// start on.
+	h.rules = rulesFor(h)
+	h.startEngine(h.rules)
+	h.startMeters()
+	for _, n := range h.topo.Nodes() {
+		if h.nodes[n.Name].real() {
+			h.startCollector(t, n.Name)
+		}
+	}
+	h.pub = startPublisher(t, h.js, h.topo, h.nodes)
+	return h
+}
+
+func connect(t testing.TB, url, name string) *nats.Conn {
+	t.Helper()
+	nc, err := nats.Connect(url, nats.Name(name), nats.MaxReconnects(-1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	return nc
+}
+
+// engineConfig is the aggregator's configuration for the scenario: its
+// windows, and Alertmanager as the notifier.
+func (h *hall) engineConfig() alerts.Config {
+	cfg := alerts.DefaultConfig()
+	cfg.NATS.Servers = []string{h.nats.URL}
+	cfg.Window, cfg.Slot, cfg.StaleAfter, cfg.Grace = window, slot, staleAfter, grace
+	cfg.AnalysisWindow = 2 * time.Second
+	cfg.HTTPAddr = ""
+	cfg.Replica = "facilitytest"
+	cfg.LagAlertAfter = 0
+	cfg.Notifiers.Alertmanager.URLs = []string{h.am.URL}
+	cfg.Notifiers.Alertmanager.URLsEnv = ""
+	cfg.Notifiers.Alertmanager.ResendInterval = 2 * time.Second
+	cfg.Notifiers.Log.Enabled = false
+	cfg.Rules = nil
+	setAggregatorModel(&cfg)
+	return cfg
+}
+
+func (h *hall) startEngine(cfg alerts.Config) {
+	t := h.t
+	var logBuf syncWriter
+	e, err := alerts.New(cfg, h.topo, connect(t, h.nats.URL, "facilitytest alerts"), slog.New(slog.NewTextHandler(&logBuf, nil)), prometheus.NewRegistry())
+	if err != nil {
+		t.Fatalf("alerts engine: %v", err)
+	}
+	h.engine = e
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- e.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("alerts engine: %v", err)
+		}
+		if t.Failed() {
+			t.Logf("alerts engine log:\n%s", logBuf.tail(8000))
+		}
+	})
+}
+
+// startMeters runs the real `megawatch meters` poller over the topology's
+// meters, one window per aggregator window.
+func (h *hall) startMeters() {
+	t := h.t
+	cfg := meters.DefaultConfig()
+	cfg.Interval, cfg.Timeout, cfg.BackoffMax = window, 300*time.Millisecond, window
+	cfg.Workers, cfg.Poller, cfg.MetricsAddr = 4, "facilitytest", ""
+	var logBuf syncWriter
+	p, err := meters.New(cfg, h.topo, h.js, slog.New(slog.NewTextHandler(&logBuf, nil)), prometheus.NewRegistry())
+	if err != nil {
+		t.Fatalf("meters poller: %v", err)
+	}
+	if p.Meters() != len(h.topo.Meters()) {
+		t.Fatalf("poller reads %d meters, topology has %d", p.Meters(), len(h.topo.Meters()))
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- p.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("meters poller: %v", err)
+		}
+		if t.Failed() {
+			t.Logf("meters poller log:\n%s", logBuf.tail(4000))
+		}
+	})
+}
+
+// serveMeter makes meter name serve w watts: the raw value its protocol
+// carries (the preset's or register's scale undone), exactly.
+func (h *hall) serveMeter(t testing.TB, name string, w int64) {
+	t.Helper()
+	m, ok := h.topo.Meter(name)
+	if !ok {
+		t.Fatalf("no meter %s", name)
+	}
+	switch {
+	case m.SNMP != nil:
+		raw := float64(w) / m.SNMP.Power.Scale
+		if raw != math.Trunc(raw) {
+			t.Fatalf("meter %s: %d W is not a whole number of %v W", name, w, m.SNMP.Power.Scale)
+		}
+		h.snmp.Set(m.SNMP.Power.OID, "integer", int64(raw))
+		if m.SNMP.Energy != nil {
+			h.snmp.Set(m.SNMP.Energy.OID, "gauge", 1000)
+		}
+	case m.Modbus != nil:
+		raw := float64(w) / m.Modbus.Power.Scale
+		regs := modbus.Encode(raw, m.Modbus.Power)
+		if got, err := modbus.Decode(regs, m.Modbus.Power); err != nil || got != float64(w) {
+			t.Fatalf("meter %s: %d W does not round-trip its register type %s (%v, %v)", name, w, m.Modbus.Power.Type, got, err)
+		}
+		if m.Modbus.Power.Function == "input" {
+			h.mbus.SetInput(m.Modbus.Power.Address, regs...)
+		} else {
+			h.mbus.SetHolding(m.Modbus.Power.Address, regs...)
+		}
+	}
+}
+
+// silenceSNMPMeter removes a PDU's objects from the agent: it answers
+// noSuchObject, so the poller reports the meter stale.
+func (h *hall) silenceSNMPMeter(name string) {
+	m, _ := h.topo.Meter(name)
+	h.snmp.Unset(m.SNMP.Power.OID)
+	if m.SNMP.Energy != nil {
+		h.snmp.Unset(m.SNMP.Energy.OID)
+	}
+}
+
+// runningCollector is one real collector.
+type runningCollector struct {
+	cancel context.CancelFunc
+	done   chan error
+	log    *syncWriter
+}
+
+// collectorConfig is a real collector for node over simulated H100s with no
+// job (every GPU idle at 70 W) and the node's node-power source. The
+// simulated GPUs have no energy counter (fault not_supported, as on GPUs
+// without one): the window's mean power is the mean of the 10 Hz instants,
+// exactly 70 W, so that the sums stay exact (the energy counter's
+// millijoule steps would add ±2 mW per window).
+func (h *hall) collectorConfig(t testing.TB, node string) (collector.Config, telemetry.Location) {
+	n, ok := h.topo.Node(node)
+	if !ok {
+		t.Fatalf("no node %s", node)
+	}
+	cfg := collector.DefaultConfig()
+	cfg.NATS.Servers = []string{h.nats.URL}
+	cfg.Node = node
+	cfg.Location = &collector.LocationConfig{Site: n.Location.Site, Hall: n.Location.Hall, Row: n.Location.Row, Rack: n.Location.Rack}
+	cfg.Window, cfg.Slot, cfg.CallTimeout = window, slot, 200*time.Millisecond
+	cfg.MetricsAddr = ""
+	cfg.Sim.Jobs = nil
+	cfg.Sim.Noise, cfg.Sim.Variation = 0, 0
+	cfg.Sim.NodePower = sim.NodePowerNone
+	cfg.Sim.Faults = []sim.Fault{{Node: "*", Kind: sim.FaultNotSupported, GPU: -1, Field: sim.FieldEnergy}}
+	np := nodepower.DefaultConfig()
+	switch k := h.nodes[node].kind; k {
+	case kindRedfish:
+		np.Sources = []string{nodepower.SourceRedfish}
+		np.Redfish.URL = h.bmc.URL()
+		np.Redfish.CAFile = h.bmc.CAFile(t)
+		np.Redfish.Timeout = 400 * time.Millisecond
+	case kindHwmon:
+		np.Sources = []string{nodepower.SourceHwmon}
+		np.Hwmon.SysfsRoot = h.sysfs
+	case kindModel:
+		np.Sources = []string{nodepower.SourceModel}
+		np.Model.NodeType = "dgxh100"
+	default:
+		t.Fatalf("node %s (%s) has no collector", node, k)
+	}
+	cfg.NodePower = np
+	return cfg, n.Location
+}
+
+// startCollector runs node's real collector until stopCollector or the end
+// of the test.
+func (h *hall) startCollector(t testing.TB, node string) {
+	t.Helper()
+	cfg, loc := h.collectorConfig(t, node)
+	dev, err := sim.New(cfg.Sim, loc, time.Now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	logBuf := &syncWriter{}
+	c, err := collector.New(cfg, dev, loc, connect(t, h.nats.URL, "facilitytest "+node), slog.New(slog.NewTextHandler(logBuf, nil)), prometheus.NewRegistry())
+	if err != nil {
+		t.Fatalf("collector %s: %v", node, err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	rc := &runningCollector{cancel: cancel, done: make(chan error, 1), log: logBuf}
+	go func() { rc.done <- c.Run(ctx) }()
+	h.mu.Lock()
+	if h.collectors[node] != nil {
+		h.mu.Unlock()
+		t.Fatalf("collector %s already running", node)
+	}
+	h.collectors[node] = rc
+	h.mu.Unlock()
+	h.t.Cleanup(func() {
+		h.stopCollector(node)
+		if h.t.Failed() {
+			h.t.Logf("collector %s log:\n%s", node, logBuf.tail(3000))
+		}
+	})
+}
+
+// stopCollector stops node's collector (it flushes and exits).
+func (h *hall) stopCollector(node string) {
+	h.mu.Lock()
+	rc := h.collectors[node]
+	delete(h.collectors, node)
+	h.mu.Unlock()
+	if rc == nil {
+		return
+	}
+	rc.cancel()
+	if err := <-rc.done; err != nil {
+		h.t.Errorf("collector %s: %v", node, err)
+	}
+}
+
+// publisher publishes the NodeReports of the hall's t-* nodes every window
+// with known values, as their collectors would: on the node's subject, with
+// its Msg-Id, aligned to the wall clock.
+type publisher struct {
+	t      testing.TB
+	js     jetstream.JetStream
+	nodes  []pubNode
+	cancel context.CancelFunc
+	done   chan struct{}
+
+	mu   sync.Mutex
+	down map[string]bool // nodes whose "collector" is stopped
+}
+
+type pubNode struct {
+	spec    nodeSpec
+	loc     telemetry.Location
+	subject string
+	seq     uint64
+	boot    uint64
+}
+
+func startPublisher(t testing.TB, js jetstream.JetStream, topo *topology.Topology, specs map[string]nodeSpec) *publisher {
+	p := &publisher{t: t, js: js, down: map[string]bool{}, done: make(chan struct{})}
+	for i, n := range topo.Nodes() {
+		s := specs[n.Name]
+		if s.real() {
+			continue
+		}
+		subj, err := telemetry.PowerSubject(n.Location)
+		if err != nil {
+			t.Fatal(err)
+		}
+		p.nodes = append(p.nodes, pubNode{spec: s, loc: n.Location, subject: subj, boot: uint64(1000 + i)})
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	p.cancel = cancel
+	go p.run(ctx)
+	t.Cleanup(p.stop)
+	return p
+}
+
+func (p *publisher) stop() {
+	p.cancel()
+	<-p.done
+}
+
+// setDown stops (or restarts) the reports of the nodes named.
+func (p *publisher) setDown(down bool, names ...string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, n := range names {
+		p.down[n] = down
+	}
+}
+
+func (p *publisher) run(ctx context.Context) {
+	defer close(p.done)
+	for {
+		end := time.Now().Truncate(window).Add(window)
+		tm := time.NewTimer(time.Until(end))
+		select {
+		case <-ctx.Done():
+			tm.Stop()
+			return
+		case <-tm.C:
+		}
+		p.mu.Lock()
+		down := make(map[string]bool, len(p.down))
+		for k, v := range p.down {
+			down[k] = v
+		}
+		p.mu.Unlock()
+		for i := range p.nodes {
+			n := &p.nodes[i]
+			if down[n.spec.name] {
+				continue
+			}
+			n.seq++
+			data, err := proto.Marshal(n.report(end))
+			if err != nil {
+				p.t.Errorf("encode report: %v", err)
+				return
+			}
+			msg := nats.NewMsg(n.subject)
+			msg.Data = data
+			msg.Header.Set(telemetry.HeaderMsgID, telemetry.MsgID(n.spec.name, end.UnixNano()))
+			msg.Header.Set(telemetry.HeaderSchema, telemetry.SchemaVersion)
+			pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+			_, err = p.js.PublishMsg(pctx, msg)
+			cancel()
+			if err != nil && ctx.Err() == nil {
+				p.t.Logf("publish %s: %v (the aggregator holds the node's last window)", n.spec.name, err)
+			}
+		}
+	}
+}
+
+// report is the node's NodeReport for the window ending at end: every GPU
+// at gpuW (mean, min, max, every slot), and node power when it has it.
+func (n *pubNode) report(end time.Time) *telemetry.NodeReport {
+	s := n.spec
+	slots := int(window / slot)
+	r := &telemetry.NodeReport{Site: n.loc.Site, Hall: n.loc.Hall, Row: n.loc.Row, Rack: n.loc.Rack, Node: n.loc.Node,
+		WindowEndUnixNs: end.UnixNano(), WindowMs: uint32(window / time.Millisecond), SlotMs: uint32(slot / time.Millisecond),
+		Seq: n.seq, BootId: n.boot}
+	for range slots {
+		r.SlotPowerW = append(r.SlotPowerW, uint32(int64(s.gpus)*s.gpuW))
+	}
+	mw := uint32(s.gpuW * 1000)
+	for g := range s.gpus {
+		r.Gpus = append(r.Gpus, &telemetry.Gpu{Index: uint32(g), Model: "NVIDIA H100 80GB HBM3", Health: telemetry.Health_HEALTH_OK,
+			PowerMw: proto.Uint32(mw), PowerMinMw: proto.Uint32(mw), PowerMaxMw: proto.Uint32(mw),
+			PowerLimitMw: proto.Uint32(700_000), TempC: proto.Int32(55), MemTempC: proto.Int32(60)})
+	}
+	if s.kind == kindMeasured {
+		r.NodePowerMw = proto.Uint32(uint32(s.nodeW * 1000))
+		r.NodePowerSource = telemetry.NodePowerSource_NODE_POWER_REDFISH
+	}
+	return r
+}
+
+// recorder keeps every rollup published on megawatch.v1.rollup.>, by domain
+// and window.
+type recorder struct {
+	mu  sync.Mutex
+	by  map[string]map[int64]*telemetry.Rollup // domain key → window end ns → rollup
+	bad []string
+}
+
+func newRecorder(t testing.TB, nc *nats.Conn) *recorder {
+	r := &recorder{by: map[string]map[int64]*telemetry.Rollup{}}
+	sub, err := nc.Subscribe(telemetry.RollupPrefix+".>", func(m *nats.Msg) {
+		var ru telemetry.Rollup
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		if err := proto.Unmarshal(m.Data, &ru); err != nil {
+			r.bad = append(r.bad, fmt.Sprintf("%s: %v", m.Subject, err))
+			return
+		}
+		k := strings.Join(ru.Path, "/")
+		if r.by[k] == nil {
+			r.by[k] = map[int64]*telemetry.Rollup{}
+		}
+		r.by[k][ru.WindowEndUnixNs] = &ru
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := sub.SetPendingLimits(-1, -1); err != nil {
+		t.Fatal(err)
+	}
+	if err := nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
+// windowsSince are the window ends after since that every domain of keys
+// has a rollup for, newest first.
+func (r *recorder) windowsSince(since time.Time, keys []string) ([]int64, map[int64]map[string]*telemetry.Rollup) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	out := map[int64]map[string]*telemetry.Rollup{}
+	var ends []int64
+	if len(keys) == 0 {
+		return nil, out
+	}
+	for end, ru := range r.by[keys[0]] {
+		if end <= since.UnixNano() {
+			continue
+		}
+		row := map[string]*telemetry.Rollup{keys[0]: ru}
+		for _, k := range keys[1:] {
+			if o := r.by[k][end]; o != nil {
+				row[k] = o
+			}
+		}
+		if len(row) == len(keys) {
+			out[end] = row
+			ends = append(ends, end)
+		}
+	}
+	// newest first
+	for i := 1; i < len(ends); i++ {
+		for j := i; j > 0 && ends[j] > ends[j-1]; j-- {
+			ends[j], ends[j-1] = ends[j-1], ends[j]
+		}
+	}
+	return ends, out
+}
+
+// series is domain key's rollups with window end in (from, to], oldest first.
+func (r *recorder) series(key string, from, to int64) []*telemetry.Rollup {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var out []*telemetry.Rollup
+	for end := from + int64(window); end <= to; end += int64(window) {
+		if ru := r.by[key][end]; ru != nil {
+			out = append(out, ru)
+		}
+	}
+	return out
+}
+
+// syncWriter is a log buffer that components write to from many goroutines.
+type syncWriter struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (w *syncWriter) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.b.Len() > 1<<20 {
+		w.b.Reset()
+	}
+	return w.b.Write(p)
+}
+
+func (w *syncWriter) tail(n int) string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	s := w.b.String()
+	if len(s) > n {
+		s = "…" + s[len(s)-n:]
+	}
+	return s
+}
+
+// unpackTree writes a txtar-style fixture ("-- path --" headers) into a
+// temp dir and returns it. (File names with ':' cannot live in a Go module,
+// hence a txtar rather than a directory.)
+func unpackTree(t testing.TB, path string) string {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	root := t.TempDir()
+	var name string
+	var body strings.Builder
+	flush := func() {
+		if name == "" {
+			return
+		}
+		p := filepath.Join(root, filepath.FromSlash(name))
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(p, []byte(body.String()), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, line := range strings.SplitAfter(string(b), "\n") {
+		if s := strings.TrimSpace(line); strings.HasPrefix(s, "-- ") && strings.HasSuffix(s, " --") {
+			flush()
+			name = strings.TrimSuffix(strings.TrimPrefix(s, "-- "), " --")
+			body.Reset()
+			continue
+		}
+		if name != "" {
+			body.WriteString(line)
+		}
+	}
+	flush()
+	return root
+}
+
+// meterLog keeps every MeterReport published on megawatch.v1.meter.> (the
+// poller publishes to JetStream; core subscribers see the same messages).
+type meterLog struct {
+	mu    sync.Mutex
+	fresh map[string]map[int64]float64 // meter → window end ns → power W
+	stale map[string]map[int64]string  // meter → window end ns → error
+}
+
+func newMeterLog(t testing.TB, nc *nats.Conn) *meterLog {
+	l := &meterLog{fresh: map[string]map[int64]float64{}, stale: map[string]map[int64]string{}}
+	sub, err := nc.Subscribe(telemetry.MeterPrefix+".>", func(m *nats.Msg) {
+		var r telemetry.MeterReport
+		if proto.Unmarshal(m.Data, &r) != nil {
+			return
+		}
+		l.mu.Lock()
+		defer l.mu.Unlock()
+		switch {
+		case !r.Stale && r.PowerW != nil:
+			if l.fresh[r.Meter] == nil {
+				l.fresh[r.Meter] = map[int64]float64{}
+			}
+			l.fresh[r.Meter][r.WindowEndUnixNs] = *r.PowerW
+		case r.Stale && r.PowerW == nil:
+			if l.stale[r.Meter] == nil {
+				l.stale[r.Meter] = map[int64]string{}
+			}
+			l.stale[r.Meter][r.WindowEndUnixNs] = r.Error
+		}
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := sub.SetPendingLimits(-1, -1); err != nil {
+		t.Fatal(err)
+	}
+	if err := nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	return l
+}
+
+// lastFresh is the newest window at or before end with a fresh report of
+// meter (0: none).
+func (l *meterLog) lastFresh(meter string, end int64) int64 {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	var best int64
+	for w := range l.fresh[meter] {
+		if w <= end && w > best {
+			best = w
+		}
+	}
+	return best
+}
+
+// firstStale is the oldest window after since with a stale report of meter
+// and its error (0: none).
+func (l *meterLog) firstStale(meter string, since time.Time) (int64, string) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	var best int64
+	var why string
+	for w, e := range l.stale[meter] {
+		if w > since.UnixNano() && (best == 0 || w < best) {
+			best, why = w, e
+		}
+	}
+	return best, why
+}
