@@ -1,10 +1,10 @@
 package facilitytest
 
 import (
-	"errors"
 	"fmt"
 	"maps"
 	"math"
+	"strings"
 	"testing"
 
 	"github.com/megawatch/megawatch/internal/telemetry"
@@ -149,15 +149,15 @@ func (h *hall) keys() []string {
 // check compares one rollup with its expected figures: exact equality of
 // every watt figure (the served values are integral watts).
 func check(key string, r *telemetry.Rollup, w want, minCoverage float64) error {
-	var errs []error
+	var errs []string
 	eq := func(field string, got float64, want int64) {
 		if got != float64(want) {
-			errs = append(errs, fmt.Errorf("%s %v, want %d", field, got, want))
+			errs = append(errs, fmt.Sprintf("%s %v, want %d", field, got, want))
 		}
 	}
 	eqi := func(field string, got, want int) {
 		if got != want {
-			errs = append(errs, fmt.Errorf("%s %d, want %d", field, got, want))
+			errs = append(errs, fmt.Sprintf("%s %d, want %d", field, got, want))
 		}
 	}
 	eq("power_w (GPU)", r.GetPowerW(), w.gpuW)
@@ -173,31 +173,31 @@ func check(key string, r *telemetry.Rollup, w want, minCoverage float64) error {
 	eqi("meters_stale", int(r.GetMetersStale()), w.metersStale)
 	switch {
 	case w.metered == nil && r.MeteredW != nil:
-		errs = append(errs, fmt.Errorf("metered_w %v, want none (no fresh meters cover it)", r.GetMeteredW()))
+		errs = append(errs, fmt.Sprintf("metered_w %v, want none (no fresh meters cover it)", r.GetMeteredW()))
 	case w.metered != nil && r.MeteredW == nil:
-		errs = append(errs, fmt.Errorf("no metered_w, want %d", *w.metered))
+		errs = append(errs, fmt.Sprintf("no metered_w, want %d", *w.metered))
 	case w.metered != nil:
 		eq("metered_w", r.GetMeteredW(), *w.metered)
 	}
 	fw, src := w.facility()
 	if r.GetFacilitySource() != src {
-		errs = append(errs, fmt.Errorf("facility_source %v, want %v", r.GetFacilitySource(), src))
+		errs = append(errs, fmt.Sprintf("facility_source %v, want %v", r.GetFacilitySource(), src))
 	}
 	eq("facility_power_w", r.GetFacilityPowerW(), fw)
 	eq("facility_power_max_w", r.GetFacilityPowerMaxW(), fw) // constant slots: the 10 Hz estimate is flat
 	switch {
 	case w.metered == nil && r.UnaccountedW != nil:
-		errs = append(errs, fmt.Errorf("unaccounted_w %v, want none", r.GetUnaccountedW()))
+		errs = append(errs, fmt.Sprintf("unaccounted_w %v, want none", r.GetUnaccountedW()))
 	case w.metered != nil && r.UnaccountedW == nil:
-		errs = append(errs, fmt.Errorf("no unaccounted_w, want %d", *w.metered-w.nodeW))
+		errs = append(errs, fmt.Sprintf("no unaccounted_w, want %d", *w.metered-w.nodeW))
 	case w.metered != nil:
 		eq("unaccounted_w", r.GetUnaccountedW(), *w.metered-w.nodeW)
 	}
 	if d := w.degraded(minCoverage); r.GetFacilityDegraded() != d {
-		errs = append(errs, fmt.Errorf("facility_degraded %v, want %v", r.GetFacilityDegraded(), d))
+		errs = append(errs, fmt.Sprintf("facility_degraded %v, want %v", r.GetFacilityDegraded(), d))
 	}
-	if err := errors.Join(errs...); err != nil {
-		return fmt.Errorf("%s: %w", key, err)
+	if len(errs) > 0 {
+		return fmt.Errorf("%s: %s", key, strings.Join(errs, "; "))
 	}
 	return nil
 }

@@ -19,6 +19,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/megawatch/megawatch/alerts"
+	"github.com/megawatch/megawatch/alerts/rules"
 	"github.com/megawatch/megawatch/collector"
 	"github.com/megawatch/megawatch/collector/nodepower"
 	"github.com/megawatch/megawatch/collector/nodepower/bmctest"
@@ -143,18 +144,29 @@ type hall struct {
 
 	rollups *recorder
 	meterRx *meterLog
+	nodeRx  *nodeLog
 	pub     *publisher
 	engine  *alerts.Engine
-	rules   alerts.Config // the engine's config (its rules are those of configs/alerts.yaml under test)
+	cfg     alerts.Config // the engine's config
 
 	mu         sync.Mutex
 	collectors map[string]*runningCollector
 }
 
+// hallOptions choose what startHall runs.
+type hallOptions struct {
+	// noMeters: no snmpd, pymodbus or meters poller (the meters in the
+	// topology point nowhere and nobody reads them).
+	noMeters bool
+	// rules are the engine's rules; without, it runs the default rules,
+	// no Alertmanager is started and the engine notifies only its log.
+	rules func(*hall) []rules.Rule
+}
+
 // startHall starts every server and component of the scenario: nats-server,
 // snmpd, pymodbus, Alertmanager, the BMC, the meters poller, the real
-// collectors, the test publisher and the alerts engine with cfg's rules.
-func startHall(t *testing.T, rulesFor func(*hall) alerts.Config) *hall {
+// collectors, the test publisher and the alerts engine.
+func startHall(t *testing.T, o hallOptions) *hall {
 	t.Helper()
 	testenv.Short(t)
 	h := &hall{t: t, nodes: map[string]nodeSpec{}, collectors: map[string]*runningCollector{}}
@@ -162,24 +174,29 @@ func startHall(t *testing.T, rulesFor func(*hall) alerts.Config) *hall {
 		h.nodes[n.name] = n
 	}
 	h.nats = testenv.StartNATSServer(t)
-	h.snmp = testenv.StartSNMPD(t)
-	h.mbus = testenv.StartModbusServer(t)
-	h.am = testenv.StartAlertmanager(t, "route:\n  receiver: devnull\n  group_wait: 0s\n  group_interval: 1s\nreceivers:\n  - name: devnull\n")
+	snmpAddr, modbusAddr, priv := "127.0.0.1:1", "127.0.0.1:2", filepath.Join(t.TempDir(), "pdu-priv")
+	if !o.noMeters {
+		h.snmp = testenv.StartSNMPD(t)
+		h.mbus = testenv.StartModbusServer(t)
+		snmpAddr, modbusAddr = h.snmp.Addr, h.mbus.Addr
+		if err := os.WriteFile(priv, []byte(h.snmp.V3.PrivPass+"\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		t.Setenv("MW_SCN_COMMUNITY", h.snmp.Community)
+		t.Setenv("MW_SCN_AUTH", h.snmp.V3.AuthPass)
+	}
+	if o.rules != nil {
+		h.am = testenv.StartAlertmanager(t, "route:\n  receiver: devnull\n  group_wait: 0s\n  group_interval: 1s\nreceivers:\n  - name: devnull\n")
+	}
 	h.bmc = bmctest.New(t)
 	h.bmc.SetPowerW(redfishW)
 	h.sysfs = unpackTree(t, filepath.Join("testdata", "sysfs-node.txtar"))
 
-	priv := filepath.Join(t.TempDir(), "pdu-priv")
-	if err := os.WriteFile(priv, []byte(h.snmp.V3.PrivPass+"\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	t.Setenv("MW_SCN_COMMUNITY", h.snmp.Community)
-	t.Setenv("MW_SCN_AUTH", h.snmp.V3.AuthPass)
 	raw, err := os.ReadFile(filepath.Join("testdata", "hall.yaml"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	doc := strings.NewReplacer("@SNMP@", h.snmp.Addr, "@MODBUS@", h.mbus.Addr, "@PRIV@", priv).Replace(string(raw))
+	doc := strings.NewReplacer("@SNMP@", snmpAddr, "@MODBUS@", modbusAddr, "@PRIV@", priv).Replace(string(raw))
 	if h.topo, err = topology.Parse([]byte(doc), "testdata/hall.yaml"); err != nil {
 		t.Fatal(err)
 	}
@@ -208,12 +225,18 @@ func startHall(t *testing.T, rulesFor func(*hall) alerts.Config) *hall {
 	}
 	h.rollups = newRecorder(t, connect(t, h.nats.URL, "facilitytest rollups"))
 	h.meterRx = newMeterLog(t, connect(t, h.nats.URL, "facilitytest meters"))
+	h.nodeRx = newNodeLog(t, connect(t, h.nats.URL, "facilitytest nodes"))
 
 	// The engine first: it reads its input from the streams from its
 	// start on.
-	h.rules = rulesFor(h)
-	h.startEngine(h.rules)
-	h.startMeters()
+	h.cfg = h.engineConfig()
+	if o.rules != nil {
+		h.cfg.Rules = o.rules(h)
+	}
+	h.startEngine(h.cfg)
+	if !o.noMeters {
+		h.startMeters()
+	}
 	for _, n := range h.topo.Nodes() {
 		if h.nodes[n.Name].real() {
 			h.startCollector(t, n.Name)
@@ -243,11 +266,14 @@ func (h *hall) engineConfig() alerts.Config {
 	cfg.HTTPAddr = ""
 	cfg.Replica = "facilitytest"
 	cfg.LagAlertAfter = 0
-	cfg.Notifiers.Alertmanager.URLs = []string{h.am.URL}
 	cfg.Notifiers.Alertmanager.URLsEnv = ""
-	cfg.Notifiers.Alertmanager.ResendInterval = 2 * time.Second
+	if h.am != nil {
+		cfg.Notifiers.Alertmanager.URLs = []string{h.am.URL}
+		cfg.Notifiers.Alertmanager.ResendInterval = 2 * time.Second
+	} else {
+		cfg.Notifiers.LogOnly = true
+	}
 	cfg.Notifiers.Log.Enabled = false
-	cfg.Rules = nil
 	setAggregatorModel(&cfg)
 	return cfg
 }
@@ -778,4 +804,42 @@ func (l *meterLog) firstStale(meter string, since time.Time) (int64, string) {
 		}
 	}
 	return best, why
+}
+
+// nodeLog keeps the newest NodeReport of each node seen on
+// megawatch.v1.power.> (what the collectors and the publisher served).
+type nodeLog struct {
+	mu   sync.Mutex
+	last map[string]*telemetry.NodeReport
+}
+
+func newNodeLog(t testing.TB, nc *nats.Conn) *nodeLog {
+	l := &nodeLog{last: map[string]*telemetry.NodeReport{}}
+	sub, err := nc.Subscribe(telemetry.PowerPrefix+".>", func(m *nats.Msg) {
+		var r telemetry.NodeReport
+		if proto.Unmarshal(m.Data, &r) != nil {
+			return
+		}
+		l.mu.Lock()
+		defer l.mu.Unlock()
+		if o := l.last[r.Node]; o == nil || o.WindowEndUnixNs < r.WindowEndUnixNs {
+			l.last[r.Node] = &r
+		}
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := sub.SetPendingLimits(-1, -1); err != nil {
+		t.Fatal(err)
+	}
+	if err := nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	return l
+}
+
+func (l *nodeLog) get(node string) *telemetry.NodeReport {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.last[node]
 }

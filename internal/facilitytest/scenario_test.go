@@ -127,7 +127,7 @@ func (h *hall) waitFigures(t *testing.T, since time.Time, what string, s state) 
 	t.Helper()
 	want := h.expect(s)
 	keys := h.keys()
-	minCov := h.rules.ResolveMinCoverage
+	minCov := h.cfg.ResolveMinCoverage
 	checked := map[int64]bool{}
 	var last error
 	deadline := time.Now().Add(waitFor)
@@ -156,6 +156,62 @@ func (h *hall) waitFigures(t *testing.T, since time.Time, what string, s state) 
 	return 0
 }
 
+// waitCollectors waits until every real collector's newest report carries
+// its node-power source and exactly the node and GPU power served.
+func (h *hall) waitCollectors(t *testing.T) {
+	t.Helper()
+	src := map[string]telemetry.NodePowerSource{
+		kindRedfish: telemetry.NodePowerSource_NODE_POWER_REDFISH,
+		kindHwmon:   telemetry.NodePowerSource_NODE_POWER_HWMON,
+		kindModel:   telemetry.NodePowerSource_NODE_POWER_MODEL,
+	}
+	deadline := time.Now().Add(waitFor)
+	for _, n := range h.nodes {
+		if !n.real() {
+			continue
+		}
+		for {
+			r := h.nodeRx.get(n.name)
+			var problem string
+			switch {
+			case r == nil:
+				problem = "no report"
+			case r.NodePowerSource != src[n.kind] || r.NodePowerMw == nil || int64(r.GetNodePowerMw()) != n.nodeW*1000:
+				problem = fmt.Sprintf("node power %v mW from %v, want %d mW from %v", r.NodePowerMw, r.NodePowerSource, n.nodeW*1000, src[n.kind])
+			case len(r.Gpus) != n.gpus:
+				problem = fmt.Sprintf("%d GPUs, want %d", len(r.Gpus), n.gpus)
+			default:
+				for _, g := range r.Gpus {
+					if int64(g.GetPowerMw()) != n.gpuW*1000 {
+						problem = fmt.Sprintf("GPU %d at %d mW, want %d", g.Index, g.GetPowerMw(), n.gpuW*1000)
+					}
+				}
+			}
+			if problem == "" {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("collector %s (%s): %s", n.name, n.kind, problem)
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+	}
+}
+
+// With the meters poller down (meters configured, never read), every meter
+// is stale: the rollups carry exactly the nodes' GPU and node power, count
+// every meter stale, and take the facility figure from the node sum,
+// degraded — never 0 W.
+func TestHallMetersPollerDown(t *testing.T) {
+	h := startHall(t, hallOptions{noMeters: true})
+	h.waitCollectors(t)
+	s := state{meterW: map[string]int64{}, silent: map[string]bool{}, down: map[string]bool{}}
+	for _, m := range h.topo.Meters() {
+		s.silent[m.Name] = true
+	}
+	h.waitFigures(t, time.Now(), "every meter stale", s)
+}
+
 // The scenario of issue 12, end to end through the real components:
 //
 //   - figures: every domain's rollup carries exactly the GPU power, the
@@ -175,13 +231,8 @@ func (h *hall) waitFigures(t *testing.T, since time.Time, what string, s state) 
 //     divergence rule fires at Alertmanager for the domains whose ratio
 //     passes its threshold, and resolves when the collectors are back.
 func TestHallFacilityPower(t *testing.T) {
-	var div []rules.Rule
-	h := startHall(t, func(h *hall) alerts.Config {
-		cfg := h.engineConfig()
-		div = shippedDivergenceRules(t)
-		cfg.Rules = div
-		return cfg
-	})
+	div := shippedDivergenceRules(t)
+	h := startHall(t, hallOptions{rules: func(*hall) []rules.Rule { return div }})
 	lowest := clearOf(div[0])
 	for _, r := range div {
 		lowest = min(lowest, clearOf(r), *r.Threshold)
@@ -218,6 +269,7 @@ func TestHallFacilityPower(t *testing.T) {
 	}
 
 	t.Run("figures", func(t *testing.T) {
+		h.waitCollectors(t)
 		h.waitFigures(t, time.Now(), "all meters fresh, all nodes reporting", base)
 		// The switchgear reads 2 kW more, a PDU 100 W less: the hall's and
 		// the rack's facility power follow; then back.
