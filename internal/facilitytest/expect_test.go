@@ -163,6 +163,12 @@ func check(key string, r *telemetry.Rollup, w want, minCoverage float64) error {
 	eq("power_w (GPU)", r.GetPowerW(), w.gpuW)
 	eq("power_est_w (GPU)", r.GetPowerEstW(), w.gpuEstW)
 	eq("power_max_w (GPU)", r.GetPowerMaxW(), w.gpuW) // every slot of every GPU is the same
+	if d := w.coverage() < minCoverage; r.GetDegraded() != d {
+		errs = append(errs, fmt.Sprintf("degraded (GPU telemetry) %v, want %v", r.GetDegraded(), d))
+	}
+	if r.CpuPowerW != nil {
+		errs = append(errs, fmt.Sprintf("cpu_power_w %v, want none (no node has RAPL)", r.GetCpuPowerW()))
+	}
 	eqi("nodes_reporting", int(r.GetNodesReporting()), w.reporting)
 	eqi("nodes_expected", int(r.GetNodesExpected()), w.expected)
 	eq("node_power_w", r.GetNodePowerW(), w.nodeW)

@@ -198,6 +198,28 @@ func (h *hall) waitCollectors(t *testing.T) {
 	}
 }
 
+// crossCheckSNMP reads every PDU's power object with Debian's snmpget (v2c
+// or v3 as the meter is defined): the agent serves the raw value of s.
+func (h *hall) crossCheckSNMP(t *testing.T, s state) {
+	t.Helper()
+	for _, m := range h.topo.Meters() {
+		if m.SNMP == nil {
+			continue
+		}
+		args := h.snmp.V2Args(m.SNMP.Power.OID)
+		if m.SNMP.Version == "3" {
+			args = h.snmp.V3Args(m.SNMP.Power.OID)
+		}
+		got, err := h.snmp.SNMPGet(args...)
+		if err != nil {
+			t.Fatalf("snmpget %s: %v", m.Name, err)
+		}
+		if want := fmt.Sprint(s.meterW[m.Name] / int64(m.SNMP.Power.Scale)); got != want {
+			t.Fatalf("snmpget %s %s: %q, want %q", m.Name, m.SNMP.Power.OID, got, want)
+		}
+	}
+}
+
 // With the meters poller down (meters configured, never read), every meter
 // is stale: the rollups carry exactly the nodes' GPU and node power, count
 // every meter stale, and take the facility figure from the node sum,
@@ -270,6 +292,7 @@ func TestHallFacilityPower(t *testing.T) {
 
 	t.Run("figures", func(t *testing.T) {
 		h.waitCollectors(t)
+		h.crossCheckSNMP(t, base)
 		h.waitFigures(t, time.Now(), "all meters fresh, all nodes reporting", base)
 		// The switchgear reads 2 kW more, a PDU 100 W less: the hall's and
 		// the rack's facility power follow; then back.
