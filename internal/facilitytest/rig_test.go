@@ -174,16 +174,18 @@ func startHall(t *testing.T, o hallOptions) *hall {
 		h.nodes[n.name] = n
 	}
 	h.nats = testenv.StartNATSServer(t)
-	snmpAddr, modbusAddr, priv := "127.0.0.1:1", "127.0.0.1:2", filepath.Join(t.TempDir(), "pdu-priv")
+	snmpAddr, modbusAddr := "127.0.0.1:1", "127.0.0.1:2"
+	secrets := t.TempDir()
+	community, auth, priv := filepath.Join(secrets, "community"), filepath.Join(secrets, "auth"), filepath.Join(secrets, "priv")
 	if !o.noMeters {
 		h.snmp = testenv.StartSNMPD(t)
 		h.mbus = testenv.StartModbusServer(t)
 		snmpAddr, modbusAddr = h.snmp.Addr, h.mbus.Addr
-		if err := os.WriteFile(priv, []byte(h.snmp.V3.PrivPass+"\n"), 0o600); err != nil {
-			t.Fatal(err)
+		for p, v := range map[string]string{community: h.snmp.Community, auth: h.snmp.V3.AuthPass, priv: h.snmp.V3.PrivPass} {
+			if err := os.WriteFile(p, []byte(v+"\n"), 0o600); err != nil {
+				t.Fatal(err)
+			}
 		}
-		t.Setenv("MW_SCN_COMMUNITY", h.snmp.Community)
-		t.Setenv("MW_SCN_AUTH", h.snmp.V3.AuthPass)
 	}
 	if o.rules != nil {
 		h.am = testenv.StartAlertmanager(t, "route:\n  receiver: devnull\n  group_wait: 0s\n  group_interval: 1s\nreceivers:\n  - name: devnull\n")
@@ -196,7 +198,7 @@ func startHall(t *testing.T, o hallOptions) *hall {
 	if err != nil {
 		t.Fatal(err)
 	}
-	doc := strings.NewReplacer("@SNMP@", snmpAddr, "@MODBUS@", modbusAddr, "@PRIV@", priv).Replace(string(raw))
+	doc := strings.NewReplacer("@SNMP@", snmpAddr, "@MODBUS@", modbusAddr, "@COMMUNITY@", community, "@AUTH@", auth, "@PRIV@", priv).Replace(string(raw))
 	if h.topo, err = topology.Parse([]byte(doc), "testdata/hall.yaml"); err != nil {
 		t.Fatal(err)
 	}
@@ -305,7 +307,7 @@ func (h *hall) startEngine(cfg alerts.Config) {
 func (h *hall) startMeters() {
 	t := h.t
 	cfg := meters.DefaultConfig()
-	cfg.Interval, cfg.Timeout, cfg.BackoffMax = window, 300*time.Millisecond, window
+	cfg.Interval, cfg.Timeout, cfg.BackoffMax = window, 400*time.Millisecond, window
 	cfg.Workers, cfg.Poller, cfg.MetricsAddr = 4, "facilitytest", ""
 	var logBuf syncWriter
 	p, err := meters.New(cfg, h.topo, h.js, slog.New(slog.NewTextHandler(&logBuf, nil)), prometheus.NewRegistry())

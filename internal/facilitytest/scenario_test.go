@@ -225,6 +225,7 @@ func (h *hall) crossCheckSNMP(t *testing.T, s state) {
 // every meter stale, and take the facility figure from the node sum,
 // degraded — never 0 W.
 func TestHallMetersPollerDown(t *testing.T) {
+	t.Parallel()
 	h := startHall(t, hallOptions{noMeters: true})
 	h.waitCollectors(t)
 	s := state{meterW: map[string]int64{}, silent: map[string]bool{}, down: map[string]bool{}}
@@ -253,6 +254,7 @@ func TestHallMetersPollerDown(t *testing.T) {
 //     divergence rule fires at Alertmanager for the domains whose ratio
 //     passes its threshold, and resolves when the collectors are back.
 func TestHallFacilityPower(t *testing.T) {
+	t.Parallel()
 	div := shippedDivergenceRules(t)
 	h := startHall(t, hallOptions{rules: func(*hall) []rules.Rule { return div }})
 	lowest := clearOf(div[0])
@@ -322,7 +324,7 @@ func TestHallFacilityPower(t *testing.T) {
 		}
 		// Held for stale_after windows after its last fresh reading, then
 		// the node figure.
-		lastFresh := h.meterRx.lastFresh(pdu, staleAt)
+		lastFresh := h.meterRx.lastFresh(pdu, end)
 		if lastFresh == 0 {
 			t.Fatalf("no fresh report of %s before it went silent", pdu)
 		}
