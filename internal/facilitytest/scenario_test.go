@@ -15,14 +15,18 @@ import (
 	"github.com/megawatch/megawatch/internal/topology"
 )
 
-// divergenceMetric is the rule metric of the meter/node divergence rule.
-const divergenceMetric = "unaccounted_ratio"
+// Metrics of the shipped facility rules the scenario runs: the meter/node
+// divergence rule and the stale meters rule.
+const (
+	divergenceMetric  = "unaccounted_ratio"
+	staleMetersMetric = "stale_meters"
+)
 
-// shippedDivergenceRules are configs/alerts.yaml's rules on
-// unaccounted_ratio, as shipped, except that a `for` or keep_firing_for
-// longer than 2 s is cut to 2 s so that the scenario stays short (the
-// state machine's timing is the rules package's tests' business).
-func shippedDivergenceRules(t testing.TB) []rules.Rule {
+// shippedRules are configs/alerts.yaml's rules on metric, as shipped,
+// except that a `for` or keep_firing_for longer than 2 s is cut to 2 s so
+// that the scenario stays short (the state machine's timing is the rules
+// package's tests' business).
+func shippedRules(t testing.TB, metric string) []rules.Rule {
 	t.Helper()
 	cfg, err := alerts.LoadConfig(filepath.Join("..", "..", "configs", "alerts.yaml"))
 	if err != nil {
@@ -30,11 +34,11 @@ func shippedDivergenceRules(t testing.TB) []rules.Rule {
 	}
 	var out []rules.Rule
 	for _, r := range cfg.Rules {
-		if r.Metric != divergenceMetric {
+		if r.Metric != metric {
 			continue
 		}
 		if r.Threshold == nil || r.Below() {
-			t.Fatalf("rule %s: the scenario expects a threshold above which %s fires", r.Name, divergenceMetric)
+			t.Fatalf("rule %s: the scenario expects a threshold above which %s fires", r.Name, metric)
 		}
 		if r.For > 2*time.Second {
 			t.Logf("rule %s: for %s cut to 2s for the test", r.Name, r.For)
@@ -47,7 +51,7 @@ func shippedDivergenceRules(t testing.TB) []rules.Rule {
 		out = append(out, r)
 	}
 	if len(out) == 0 {
-		t.Fatalf("configs/alerts.yaml ships no rule on metric %s (the meter/node divergence rule of issue 12)", divergenceMetric)
+		t.Fatalf("configs/alerts.yaml ships no rule on metric %s (issue 12: a rule for meter/node divergence and for stale meters)", metric)
 	}
 	return out
 }
@@ -198,6 +202,26 @@ func (h *hall) waitCollectors(t *testing.T) {
 	}
 }
 
+func fmtNs(ns int64) string { return time.Unix(0, ns).UTC().Format("15:04:05.000") }
+
+// waitStaleAlert waits until stale rule r is active at Alertmanager for
+// exactly the domains it selects whose meters_stale passes its threshold
+// in state s.
+func (h *hall) waitStaleAlert(t *testing.T, r rules.Rule, s state) {
+	t.Helper()
+	w := h.expect(s)
+	var doms []string
+	for _, d := range selected(h.topo, r) {
+		if float64(w[d.Key()].metersStale) > *r.Threshold {
+			doms = append(doms, d.Key())
+		}
+	}
+	if len(doms) == 0 {
+		t.Fatalf("rule %s (level %q, threshold %v): no domain passes it with %v silent: the scenario cannot show it", r.Name, r.Level, *r.Threshold, s.silent)
+	}
+	waitAM(t, h.am.URL, r.Name, doms, fmt.Sprintf("meters %v silent", s.silent))
+}
+
 // crossCheckSNMP reads every PDU's power object with Debian's snmpget (v2c
 // or v3 as the meter is defined): the agent serves the raw value of s.
 func (h *hall) crossCheckSNMP(t *testing.T, s state) {
@@ -255,8 +279,8 @@ func TestHallMetersPollerDown(t *testing.T) {
 //     passes its threshold, and resolves when the collectors are back.
 func TestHallFacilityPower(t *testing.T) {
 	t.Parallel()
-	div := shippedDivergenceRules(t)
-	h := startHall(t, hallOptions{rules: func(*hall) []rules.Rule { return div }})
+	div, stale := shippedRules(t, divergenceMetric), shippedRules(t, staleMetersMetric)
+	h := startHall(t, hallOptions{rules: func(*hall) []rules.Rule { return append(slices.Clone(div), stale...) }})
 	lowest := clearOf(div[0])
 	for _, r := range div {
 		lowest = min(lowest, clearOf(r), *r.Threshold)
@@ -328,6 +352,13 @@ func TestHallFacilityPower(t *testing.T) {
 		if lastFresh == 0 {
 			t.Fatalf("no fresh report of %s before it went silent", pdu)
 		}
+		// The stale meters rule fires where the silent PDU is counted.
+		for _, r := range stale {
+			h.waitStaleAlert(t, r, s)
+		}
+		t.Logf("%s: last fresh window %s, first stale report %s, rollups through %s",
+			pdu, fmtNs(lastFresh), fmtNs(staleAt), fmtNs(end))
+
 		rk02 := "dc1/h1/r01/rk02"
 		var firstNode int64
 		for _, r := range h.rollups.series(rk02, lastFresh, end) {
@@ -346,7 +377,9 @@ func TestHallFacilityPower(t *testing.T) {
 		// Fresh for window k counts for k and is held for stale_after more:
 		// the fallback is at k + stale_after + 1 (k + stale_after when the
 		// last fresh report itself arrived after its window's grace).
-		if n := (firstNode - lastFresh) / int64(window); n != staleAfter+1 && n != staleAfter {
+		n := (firstNode - lastFresh) / int64(window)
+		t.Logf("%s: from the node figure at window %s, %d windows after the last fresh reading", rk02, fmtNs(firstNode), n)
+		if n != staleAfter+1 && n != staleAfter {
 			t.Errorf("%s fell back to the node figure %d windows after its PDU's last fresh reading, want %d (stale_after %d)", rk02, n, staleAfter+1, staleAfter)
 		}
 
@@ -370,6 +403,9 @@ func TestHallFacilityPower(t *testing.T) {
 		back = time.Now()
 		h.mbus.Restart()
 		h.waitFigures(t, back, "switchgear back", base)
+		for _, r := range stale {
+			waitAM(t, h.am.URL, r.Name, nil, "every meter back")
+		}
 	})
 
 	t.Run("divergence", func(t *testing.T) {
