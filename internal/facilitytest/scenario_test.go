@@ -2,6 +2,7 @@ package facilitytest
 
 import (
 	"fmt"
+	"os"
 	"path"
 	"path/filepath"
 	"slices"
@@ -222,6 +223,30 @@ func (h *hall) waitStaleAlert(t *testing.T, r rules.Rule, s state) {
 	waitAM(t, h.am.URL, r.Name, doms, fmt.Sprintf("meters %v silent", s.silent))
 }
 
+// setNodePower makes a real collector's node-power source serve w watts
+// (the BMC's chassis power, or the power meter's power1_average in µW).
+func (h *hall) setNodePower(t *testing.T, node string, w int64) {
+	t.Helper()
+	n := h.nodes[node]
+	switch n.kind {
+	case kindRedfish:
+		h.bmc.SetPowerW(float64(w))
+	case kindHwmon:
+		p := filepath.Join(h.sysfs, "class", "hwmon", "hwmon1", "power1_average")
+		tmp := p + ".tmp"
+		if err := os.WriteFile(tmp, []byte(fmt.Sprintf("%d\n", w*1_000_000)), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Rename(tmp, p); err != nil {
+			t.Fatal(err)
+		}
+	default:
+		t.Fatalf("node %s (%s): no node-power source to set", node, n.kind)
+	}
+	n.nodeW = w
+	h.nodes[node] = n
+}
+
 // crossCheckSNMP reads every PDU's power object with Debian's snmpget (v2c
 // or v3 as the meter is defined): the agent serves the raw value of s.
 func (h *hall) crossCheckSNMP(t *testing.T, s state) {
@@ -331,6 +356,19 @@ func TestHallFacilityPower(t *testing.T) {
 		changed = time.Now()
 		h.serveAll(t, base)
 		h.waitFigures(t, changed, "the meters' values back", base)
+
+		// The BMC and the ACPI power meter read 300 W and 100 W more: the
+		// collectors' reports and the node figures follow; then back.
+		h.setNodePower(t, "n-redfish", redfishW+300)
+		h.setNodePower(t, "n-hwmon", hwmonW+100)
+		changed = time.Now()
+		h.waitCollectors(t)
+		h.waitFigures(t, changed, "the BMC's and the power meter's new values", base)
+		h.setNodePower(t, "n-redfish", redfishW)
+		h.setNodePower(t, "n-hwmon", hwmonW)
+		changed = time.Now()
+		h.waitCollectors(t)
+		h.waitFigures(t, changed, "the node power values back", base)
 	})
 
 	t.Run("meter_silent", func(t *testing.T) {
