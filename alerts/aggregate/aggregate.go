@@ -125,16 +125,19 @@ type Aggregator struct {
 	fana    *analysis // facility estimate
 	osc     []bool    // [id]: spectrum computed for this domain
 	// per domain metered scratch and continuity (dense by ID)
-	mOwnW    []float64 // sum of the domain's own fresh/held meters
-	mOwnN    []int32   // own meters
-	mOwnOK   []int32   // own meters fresh or held
-	cN       []int32   // computed children
-	cOK      []int32   // computed children metered
-	cSum     []float64 // their MeteredW
-	mSrc     []uint8   // how MeteredW was found this tick (meteredOwn, meteredChildren, meteredInput)
-	lastMW   []float64 // MeteredW of the last tick it was metered
-	lastMWin []int64
-	lastMSrc []uint8
+	mOwnW  []float64 // sum of the domain's own fresh/held meters
+	mOwnN  []int32   // own meters
+	mOwnOK []int32   // own meters fresh or held
+	cN     []int32   // computed children
+	cOK    []int32   // computed children metered
+	cSum   []float64 // their MeteredW
+	// coverable: the topology meters this domain (its own meters, or
+	// every child coverable): with every meter fresh it would be metered.
+	coverable []bool
+	mSrc      []uint8   // how MeteredW was found this tick (meteredOwn, meteredChildren, meteredInput)
+	lastMW    []float64 // MeteredW of the last tick it was metered
+	lastMWin  []int64
+	lastMSrc  []uint8
 
 	lastTick int64 // window index of the last tick, -1 none
 	run      int   // consecutive ticks since the start or the last gap
@@ -193,6 +196,15 @@ func New(cfg Config, topo *topology.Topology) (*Aggregator, error) {
 	a.mSrc, a.lastMW, a.lastMWin, a.lastMSrc = make([]uint8, D), make([]float64, D), make([]int64, D), make([]uint8, D)
 	for i := range a.lastMWin {
 		a.lastMWin[i] = -1
+	}
+	a.coverable = make([]bool, D)
+	for i := D - 1; i >= 0; i-- { // children have higher IDs than parents
+		d := a.doms[i]
+		all := len(d.Children) > 0
+		for _, c := range d.Children {
+			all = all && a.coverable[c.ID]
+		}
+		a.coverable[i] = len(d.Meters) > 0 || all
 	}
 	a.hostW, a.perGPUW = cfg.NodeModel.HostW, cfg.NodeModel.PerGPUW
 	if cfg.NodeModel == (NodeModel{}) {
