@@ -32,6 +32,9 @@ type want struct {
 	reporting, expected       int
 	meters, metersStale       int
 	metered                   *int64
+	// coverable: the topology meters the domain (its own meters, or every
+	// child coverable): with every meter fresh it would be metered.
+	coverable bool
 }
 
 func (w want) coverage() float64 {
@@ -49,10 +52,10 @@ func (w want) facility() (int64, telemetry.FacilitySource) {
 	return w.nodeEstW, telemetry.FacilitySource_FACILITY_SOURCE_NODE
 }
 
-// degraded is facility_degraded by the contract: the domain has meters
-// that do not cover it, or it has no meter figure and low coverage.
+// degraded is facility_degraded by the contract: no meter figure where the
+// topology meters the domain (stale meters), or none and low coverage.
 func (w want) degraded(minCoverage float64) bool {
-	return (w.meters > 0 && w.metered == nil) || (w.metered == nil && w.coverage() < minCoverage)
+	return w.metered == nil && (w.coverable || w.coverage() < minCoverage)
 }
 
 // unaccountedRatio is unaccounted_w / metered_w (ok false: no metered figure).
@@ -92,6 +95,7 @@ func (h *hall) expect(s state) map[string]want {
 			}
 		}
 		childrenMetered := len(d.Children) > 0
+		childrenCoverable := len(d.Children) > 0
 		var childSum int64
 		for _, c := range d.Children {
 			cw := walk(c)
@@ -105,6 +109,7 @@ func (h *hall) expect(s state) map[string]want {
 			w.expected += cw.expected
 			w.meters += cw.meters
 			w.metersStale += cw.metersStale
+			childrenCoverable = childrenCoverable && cw.coverable
 			if cw.metered == nil {
 				childrenMetered = false
 			} else {
@@ -122,6 +127,7 @@ func (h *hall) expect(s state) map[string]want {
 			}
 			own += s.meterW[m.Name]
 		}
+		w.coverable = len(d.Meters) > 0 || childrenCoverable
 		switch {
 		case ownFresh:
 			w.metered = &own
