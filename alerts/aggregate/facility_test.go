@@ -437,7 +437,7 @@ func TestUnaccountedGrowsWhenCollectorsStop(t *testing.T) {
 // the GPU analysis: same ramp, swing and oscillation; FacilityMaxW is the
 // GPU max shifted by the host power.
 func TestFacilityAnalysisFollowsGPU(t *testing.T) {
-	f := newFTest(t, pduTopo, nil)
+	f := newFTest(t, pduTopo, func(c *Config) { c.FacilityOscLevels = []string{topology.LevelSite} })
 	var d DomainState
 	for w := 1; w <= 70; w++ {
 		gpu := uint32(300 + 5*w)
@@ -737,5 +737,20 @@ func TestPartlyMeteredByDesignIsNotDegraded(t *testing.T) {
 	}
 	if d := st[r1]; d.FacilityDegraded {
 		t.Errorf("row degraded by a rack the row is not metered through")
+	}
+}
+
+// The facility spectrum is computed only at FacilityOscLevels (the levels
+// facility oscillation rules look at); ramp and swing everywhere.
+func TestFacilitySpectrumOnlyWhereAsked(t *testing.T) {
+	f := newFTest(t, pduTopo, nil)
+	var st []DomainState
+	for w := 1; w <= 70; w++ {
+		f.nodes(w, nodeOpt{gpuW: uint32(300 + 100*(w%2))}, nil)
+		st = f.tick(w)
+	}
+	d := st[f.topo.Sites()[0].ID]
+	if !d.HasOsc || d.Facility.HasOsc || !d.Facility.HasAnalysis || d.Facility.SwingW == 0 {
+		t.Errorf("GPU osc %v, facility osc %v (want none), facility analysis %v swing %v", d.HasOsc, d.Facility.HasOsc, d.Facility.HasAnalysis, d.Facility.SwingW)
 	}
 }
