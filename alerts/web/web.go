@@ -37,6 +37,24 @@ type DomainView struct {
 	OscFound bool `json:"osc_found"`
 	// LagS is how late the aggregator computed this window (it fell behind).
 	LagS float64 `json:"lag_s"`
+	// Facility power (alerts/snapshot.go fills them), W: GPUW is GPU power
+	// (silent nodes at their last known power), NodeW node power (GPUs +
+	// hosts, measured or modeled; silent nodes at their last node power),
+	// MeteredW the meters' figure (absent when fresh meters do not cover
+	// the domain), FacilityW what the breaker carries (metered, else
+	// NodeW) and FacilitySource which ("meter" or "node"); UnaccountedW is
+	// metered − node power of the reporting nodes (absent without
+	// MeteredW); MetersStale the domain's meters without a fresh reading;
+	// FacilityDegraded: the facility figure is partly estimated (meters
+	// stale, or node sum at low coverage).
+	GPUW             float64  `json:"gpu_w"`
+	NodeW            float64  `json:"node_w"`
+	MeteredW         *float64 `json:"metered_w,omitempty"`
+	FacilityW        float64  `json:"facility_w"`
+	FacilitySource   string   `json:"facility_source"`
+	UnaccountedW     *float64 `json:"unaccounted_w,omitempty"`
+	MetersStale      int      `json:"meters_stale"`
+	FacilityDegraded bool     `json:"facility_degraded"`
 }
 
 // Point is one slot of a power series: T in unix milliseconds, MW.
