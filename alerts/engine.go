@@ -184,7 +184,7 @@ func (e *Engine) initMetrics() {
 		get  func(aggregate.MeterStats) uint64
 	}{
 		{"accepted", func(s aggregate.MeterStats) uint64 { return s.Accepted }}, {"stale", func(s aggregate.MeterStats) uint64 { return s.Stale }},
-		{"decode_error", func(s aggregate.MeterStats) uint64 { return s.Decode }}, {"unknown", func(s aggregate.MeterStats) uint64 { return s.Unknown }},
+		{"decode_error", func(s aggregate.MeterStats) uint64 { return s.Decode }}, {"implausible", func(s aggregate.MeterStats) uint64 { return s.Implausible }}, {"unknown", func(s aggregate.MeterStats) uint64 { return s.Unknown }},
 		{"mismatch", func(s aggregate.MeterStats) uint64 { return s.Mismatch }}, {"late", func(s aggregate.MeterStats) uint64 { return s.Late }},
 		{"future", func(s aggregate.MeterStats) uint64 { return s.Future }}, {"shape", func(s aggregate.MeterStats) uint64 { return s.Shape }},
 	} {

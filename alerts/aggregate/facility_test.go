@@ -3,6 +3,7 @@ package aggregate
 import (
 	"errors"
 	"fmt"
+	"github.com/megawatch/megawatch/internal/plausible"
 	"math"
 	"strings"
 	"testing"
@@ -752,5 +753,23 @@ func TestFacilitySpectrumOnlyWhereAsked(t *testing.T) {
 	d := st[f.topo.Sites()[0].ID]
 	if !d.HasOsc || d.Facility.HasOsc || !d.Facility.HasAnalysis || d.Facility.SwingW == 0 {
 		t.Errorf("GPU osc %v, facility osc %v (want none), facility analysis %v swing %v", d.HasOsc, d.Facility.HasOsc, d.Facility.HasAnalysis, d.Facility.SwingW)
+	}
+}
+
+// A meter reading beyond plausible.meter_max_w is refused and counted, never
+// summed: the domain is not metered by it.
+func TestImplausibleMeterNeverSummed(t *testing.T) {
+	f := newFTest(t, meterTopo, func(c *Config) { c.Plausible = plausible.Default(); c.Plausible.MeterMaxW = 1e6 })
+	k1 := f.id("dc1", "h1", "r1", "k1")
+	f.nodes(1, nodeOpt{gpuW: 500, nodeW: 2000, src: telemetry.NodePowerSource_NODE_POWER_REDFISH}, nil)
+	f.rackMeters(1, 2100, "pdu-r1-k1-a")
+	if err := f.meter(1, "pdu-r1-k1-a", 5e6); !errors.Is(err, ErrImplausible) {
+		t.Fatalf("5 MW on a rack PDU: %v, want ErrImplausible", err)
+	}
+	if s := f.a.MeterStats(); s.Implausible != 1 || s.Accepted != 7 {
+		t.Errorf("stats %+v", s)
+	}
+	if d := f.tick(1)[k1]; d.HasMetered || d.MetersStale != 1 || d.FacilityW != 4000 {
+		t.Errorf("rack: metered %v stale %d facility %v", d.HasMetered, d.MetersStale, d.FacilityW)
 	}
 }

@@ -3,6 +3,7 @@ package aggregate
 import (
 	"errors"
 	"fmt"
+	"github.com/megawatch/megawatch/internal/plausible"
 	"math"
 	"slices"
 
@@ -38,7 +39,7 @@ const (
 // MeterStats counts meter reports by outcome. Accepted are fresh readings
 // stored, Stale stale reports (counted, never stored over a fresh one).
 type MeterStats struct {
-	Accepted, Stale, Decode, Unknown, Mismatch, Late, Future, Shape uint64
+	Accepted, Stale, Decode, Implausible, Unknown, Mismatch, Late, Future, Shape uint64
 }
 
 // ErrNotImplemented was returned by the stubs of the facility power
@@ -138,6 +139,14 @@ func (a *Aggregator) HandleMeter(subject string, data []byte) error {
 	if fresh && (r.PowerW == nil || !(r.GetPowerW() >= 0 && r.GetPowerW() < 1e12)) {
 		a.mstats.Decode++
 		return fmt.Errorf("meter %s: fresh report with power_w %v: want 0 ≤ W < 1e12", r.GetMeter(), r.PowerW)
+	}
+	bd := plausible.Default()
+	if a.scratch.bounds != nil {
+		bd = *a.scratch.bounds
+	}
+	if err := bd.CheckMeter(r); err != nil {
+		a.mstats.Implausible++
+		return fmt.Errorf("meter %s: %w: %w", r.GetMeter(), ErrImplausible, err)
 	}
 	k := end / a.windowNs
 	switch err := a.windowErr(k); err {
