@@ -37,6 +37,36 @@ type DomainView struct {
 	OscFound bool `json:"osc_found"`
 	// LagS is how late the aggregator computed this window (it fell behind).
 	LagS float64 `json:"lag_s"`
+
+	// Facility power, in W (the fields above are GPU power in MW): GPUW the
+	// GPU figure, NodeW the node sum (silent nodes at their last known
+	// power, nodes without node power modeled), MeteredW the meters' figure
+	// (nil when no fresh meter covers the domain), FacilityW what the
+	// capacity rules evaluate (MeteredW when there is one, else NodeW) and
+	// FacilitySource which ("meter" or "node"; "" from an aggregator without
+	// facility power: the page then shows GPU power as before),
+	// UnaccountedW = MeteredW − the reporting nodes' sum (nil without a
+	// meter), MetersStale the domain's meters without a fresh reading.
+	GPUW           float64  `json:"gpu_w"`
+	NodeW          float64  `json:"node_w"`
+	MeteredW       *float64 `json:"metered_w,omitempty"`
+	FacilityW      float64  `json:"facility_w"`
+	FacilitySource string   `json:"facility_source,omitempty"`
+	UnaccountedW   *float64 `json:"unaccounted_w,omitempty"`
+	MetersStale    int      `json:"meters_stale"`
+}
+
+// HasFacility reports whether the aggregator sent facility power.
+func (d DomainView) HasFacility() bool { return d.FacilitySource != "" }
+
+// PowerShownMW is the figure the page and the demo put against capacity:
+// facility power when the aggregator sends it (the capacity rules evaluate
+// it), else the GPU estimate.
+func (d DomainView) PowerShownMW() float64 {
+	if d.HasFacility() {
+		return d.FacilityW / 1e6
+	}
+	return d.PowerEstMW
 }
 
 // Point is one slot of a power series: T in unix milliseconds, MW.
