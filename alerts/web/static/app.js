@@ -166,12 +166,11 @@
     if (stale) meter.title = d.meters_stale + " meter(s) without a fresh reading";
     const un = typeof d.unaccounted_w === "number" ? d.unaccounted_w / 1e6 : undefined;
     const ratio = un !== undefined && hasMeter(d) && d.metered_w > 0 ? un / (d.metered_w / 1e6) : undefined;
-    // The unaccounted share is flagged at 10 % (and stays flagged down to
-    // 9 %): losses and non-IT load are a few %, missing collectors more.
-    const high = ratio !== undefined && hyst("un:" + d.key, ratio, [[0.10, "high"]], 0.01) === "high";
+    // No colour of its own: what is normal (losses, non-IT load) differs
+    // per domain; the divergence rules say when it is not.
     tr.append(name, el("td", "num fac-gpu", fmt(d.gpu_w / 1e6, 1)), el("td", "num fac-node", fmt(d.node_w / 1e6, 1)), meter,
-      el("td", "num fac-unacc" + (high ? " bad" : ""), un !== undefined ? fmt(un, 2) : "—"),
-      el("td", "num fac-ratio" + (high ? " bad" : ""), ratio !== undefined ? fmt(ratio * 100, 1) + "%" : "—"),
+      el("td", "num fac-unacc", un !== undefined ? fmt(un, 2) : "—"),
+      el("td", "num fac-ratio", ratio !== undefined ? fmt(ratio * 100, 1) + "%" : "—"),
       el("td", "fac-src", sourceText(d)), el("td", "num fac-mw", fmt(d.facility_w / 1e6, 1)));
     return tr;
   }
