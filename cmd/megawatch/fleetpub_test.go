@@ -1,9 +1,14 @@
 package main
 
 import (
+	"bytes"
 	"context"
+	"fmt"
 	"math"
+	"os"
+	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -272,4 +277,54 @@ func streamMsgs(t *testing.T, js jetstream.JetStream, stream string) [][]byte {
 		out = append(out, m.Data)
 	}
 	return out
+}
+
+// TestLoadgenSimConfigCollectorDown: `loadgen --sim-config` takes the
+// simulator's keys; a collector_down fault over some nodes stops exactly
+// their reports, and loadgen says how many it did not send.
+func TestLoadgenSimConfigCollectorDown(t *testing.T) {
+	srv := natstest.RunServer(t)
+	f := filepath.Join(t.TempDir(), "sim.yaml")
+	// The nodes loadgen publishes; the faults name two of them.
+	locs, err := loadgenLocations("", 40)
+	if err != nil {
+		t.Fatal(err)
+	}
+	doc := fmt.Sprintf("model: dgxb200\nfaults:\n  - {kind: collector_down, node: %q}\n  - {kind: collector_down, node: %q}\n", locs[3].Node, locs[7].Node)
+	if err := os.WriteFile(f, []byte(doc), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var out bytes.Buffer
+	if err := runLoadgen(context.Background(), []string{"--nats", srv.URL(), "--nodes", "40", "--rate", "max", "--count", "3", "--sim-config", f}, &out, &out); err != nil {
+		t.Fatalf("%v\n%s", err, out.String())
+	}
+	if !strings.Contains(out.String(), "published 114 reports of 40 nodes") || !strings.Contains(out.String(), "6 not sent (collector_down)") {
+		t.Errorf("loadgen output: %s", out.String())
+	}
+	js := natstest.JetStream(t, natstest.Connect(t, srv.URL()))
+	count := map[string]int{}
+	for _, m := range streamMsgs(t, js, telemetry.StreamPower) {
+		var r telemetry.NodeReport
+		if err := proto.Unmarshal(m, &r); err != nil {
+			t.Fatal(err)
+		}
+		count[r.Node]++
+	}
+	for i, l := range locs {
+		want := 3
+		if i == 3 || i == 7 {
+			want = 0
+		}
+		if count[l.Node] != want {
+			t.Errorf("node %s: %d reports, want %d", l.Node, count[l.Node], want)
+		}
+	}
+	// A bad key in the file is an error naming it.
+	if err := os.WriteFile(f, []byte("faults: [{kind: collector_down}]\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	err = runLoadgen(context.Background(), []string{"--nats", srv.URL(), "--rate", "max", "--count", "1", "--sim-config", f}, &out, &out)
+	if err == nil || !strings.Contains(err.Error(), "faults[0].node") {
+		t.Errorf("bad sim config: %v", err)
+	}
 }
