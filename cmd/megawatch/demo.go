@@ -296,7 +296,7 @@ func (d *demo) run(ctx context.Context) error {
 	fp.warn = func(msg string, args ...any) { d.logger.Warn(msg, args...) }
 	goRun("fleet", func(ctx context.Context) error { return fp.runRealTime(ctx, 0) })
 	if d.o.httpAddr != "" {
-		p("live page: http://%s  (site and hall MW, 10 Hz site power, alerts; works offline)", d.o.httpAddr)
+		p("live page: http://%s  (site and hall MW, facility power, 10 Hz site power, alerts; works offline)", d.o.httpAddr)
 	}
 	p("collectors: %d on the NVML code path (simulated driver), %d from the fleet model; one report per node per second", nReal, len(locs)-nReal)
 	p("node power: BMC (Redfish) on most nodes, in-band meter (hwmon) on racks rk09, none on racks rk10 (modeled by the aggregator)")
