@@ -299,7 +299,7 @@ func (d *demo) run(ctx context.Context) error {
 		p("live page: http://%s  (site and hall MW, facility power, 10 Hz site power, alerts; works offline)", d.o.httpAddr)
 	}
 	p("collectors: %d on the NVML code path (simulated driver), %d from the fleet model; one report per node per second", nReal, len(locs)-nReal)
-	p("node power: BMC (Redfish) on most nodes, in-band meter (hwmon) on racks rk09, none on racks rk10 (modeled by the aggregator)")
+	p("node power: BMC (Redfish) on most nodes, in-band meter (hwmon) on racks rk09, none on nodes n15-n16 of racks rk10 (modeled by the aggregator)")
 	p("meters:    %d simulated (switchgear per hall: 4%% UPS/transformer loss + 700 W/node of cooling and lighting; branch circuits per row: 1%% busway loss)", mp.Meters())
 	p("scenario:  %s", d.scen.describe())
 	p("")
