@@ -17,6 +17,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/megawatch/megawatch/internal/powermodel"
 	"github.com/megawatch/megawatch/internal/telemetry"
 	"github.com/megawatch/megawatch/internal/topology"
 )
@@ -44,8 +45,9 @@ type Config struct {
 	// degraded: its figures are partly estimated, and firing alerts on it
 	// do not resolve (resolve_min_coverage). 0 never degrades on coverage.
 	MinCoverage float64
-	// NodeModel estimates node power for nodes that send none (zero: the
-	// default node type).
+	// NodeModel estimates node power for nodes that send none. The zero
+	// value is the default node type's figures (powermodel.Default, DGX
+	// H100: HostW 1500, PerGPUW 387.5).
 	NodeModel NodeModel
 }
 
@@ -66,6 +68,9 @@ func (c Config) Validate() error {
 	}
 	if c.Slot > 0 && (c.AnalysisWindow < 2*time.Second || c.AnalysisWindow%c.Slot != 0) {
 		errs = append(errs, errors.New("analysis_window must be at least 2s and a multiple of slot"))
+	}
+	if !(c.NodeModel.HostW >= 0 && c.NodeModel.PerGPUW >= 0 && c.NodeModel.HostW < 1e6 && c.NodeModel.PerGPUW < 1e5) {
+		errs = append(errs, errors.New("node_model: host_w and per_gpu_w must be non-negative"))
 	}
 	return errors.Join(errs...)
 }
@@ -97,6 +102,16 @@ type Aggregator struct {
 	lastWin   []int64 // last window the node counted fresh at a tick, -1 never
 	lastPower []float64
 	lastHlth  []uint16 // healthy GPUs in that window
+	// node power (facility): per ring slot, then the last counted
+	rNodeW    []float64
+	rNodeKind []uint8   // nodeMeasured, nodeCollectorModel, nodeAggModel
+	rCPU      []float64 // -1: none sent
+	lastNodeW []float64
+	lastKind  []uint8
+	hostW     float64 // resolved NodeModel
+	perGPUW   float64
+
+	meters *meterInputs // meters in scope (nil: none)
 
 	halls *hallInputs // FromHalls only
 
@@ -107,7 +122,19 @@ type Aggregator struct {
 	acc     []DomainState
 	accSlot []float64 // [id*nSlots+s]
 	ana     *analysis
-	osc     []bool // [id]: spectrum computed for this domain
+	fana    *analysis // facility estimate
+	osc     []bool    // [id]: spectrum computed for this domain
+	// per domain metered scratch and continuity (dense by ID)
+	mOwnW    []float64 // sum of the domain's own fresh/held meters
+	mOwnN    []int32   // own meters
+	mOwnOK   []int32   // own meters fresh or held
+	cN       []int32   // computed children
+	cOK      []int32   // computed children metered
+	cSum     []float64 // their MeteredW
+	mSrc     []uint8   // how MeteredW was found this tick (meteredOwn, meteredChildren, meteredInput)
+	lastMW   []float64 // MeteredW of the last tick it was metered
+	lastMWin []int64
+	lastMSrc []uint8
 
 	lastTick int64 // window index of the last tick, -1 none
 	run      int   // consecutive ticks since the start or the last gap
@@ -160,6 +187,19 @@ func New(cfg Config, topo *topology.Topology) (*Aggregator, error) {
 	a.acc = make([]DomainState, D)
 	a.accSlot = make([]float64, D*a.nSlots)
 	a.ana = newAnalysis(D, int(cfg.AnalysisWindow/cfg.Slot), cfg.Slot, a.nSlots)
+	a.fana = newAnalysis(D, int(cfg.AnalysisWindow/cfg.Slot), cfg.Slot, a.nSlots)
+	a.mOwnW, a.mOwnN, a.mOwnOK = make([]float64, D), make([]int32, D), make([]int32, D)
+	a.cN, a.cOK, a.cSum = make([]int32, D), make([]int32, D), make([]float64, D)
+	a.mSrc, a.lastMW, a.lastMWin, a.lastMSrc = make([]uint8, D), make([]float64, D), make([]int64, D), make([]uint8, D)
+	for i := range a.lastMWin {
+		a.lastMWin[i] = -1
+	}
+	a.hostW, a.perGPUW = cfg.NodeModel.HostW, cfg.NodeModel.PerGPUW
+	if cfg.NodeModel == (NodeModel{}) {
+		nt, _ := powermodel.Lookup(powermodel.Default)
+		a.hostW, a.perGPUW = nt.HostW, nt.PerGPUW
+	}
+	a.meters = newMeterInputs(a)
 	a.osc = make([]bool, D)
 	for _, d := range a.doms {
 		a.osc[d.ID] = cfg.OscLevels == nil || slices.Contains(cfg.OscLevels, d.Level)
@@ -199,6 +239,11 @@ func New(cfg Config, topo *topology.Topology) (*Aggregator, error) {
 	}
 	a.lastPower = make([]float64, N)
 	a.lastHlth = make([]uint16, N)
+	a.rNodeW = make([]float64, N*R)
+	a.rNodeKind = make([]uint8, N*R)
+	a.rCPU = make([]float64, N*R)
+	a.lastNodeW = make([]float64, N)
+	a.lastKind = make([]uint8, N)
 	return a, nil
 }
 
@@ -309,6 +354,18 @@ func (a *Aggregator) HandleReport(subject string, data []byte) error {
 	a.rThrot[j] = uint16(min(r.throttled, 65535))
 	a.rGPUs[j] = uint16(min(r.gpus, 65535))
 	a.rHealthy[j] = uint16(min(r.healthy, 65535))
+	switch {
+	case !r.hasNodePower:
+		a.rNodeW[j], a.rNodeKind[j] = p+a.hostW+a.perGPUW*float64(r.gpus), nodeAggModel
+	case r.nodePowerSrc == telemetry.NodePowerSource_NODE_POWER_MODEL || r.nodePowerSrc == telemetry.NodePowerSource_NODE_POWER_NONE:
+		a.rNodeW[j], a.rNodeKind[j] = float64(r.nodePowerMW)/1000, nodeCollectorModel
+	default: // REDFISH, HWMON, and measured sources newer than this aggregator
+		a.rNodeW[j], a.rNodeKind[j] = float64(r.nodePowerMW)/1000, nodeMeasured
+	}
+	a.rCPU[j] = -1
+	if r.hasCPUPower {
+		a.rCPU[j] = float64(r.cpuPowerMW) / 1000
+	}
 	a.stats.Accepted++
 	return nil
 }
@@ -323,15 +380,25 @@ func clamp16(v int32) int16 {
 // admitWindow accepts window k unless it is at or before the last tick
 // (late) or beyond the history ring (future), counting what it refuses.
 func (a *Aggregator) admitWindow(k int64) error {
+	err := a.windowErr(k)
+	switch err {
+	case ErrLate:
+		a.stats.Late++
+	case ErrFuture:
+		a.stats.Future++
+	}
+	return err
+}
+
+// windowErr is admitWindow without counting.
+func (a *Aggregator) windowErr(k int64) error {
 	if a.lastTick < 0 {
 		return nil
 	}
 	if k <= a.lastTick {
-		a.stats.Late++
 		return ErrLate
 	}
 	if k >= a.lastTick+int64(a.ring) {
-		a.stats.Future++
 		return ErrFuture
 	}
 	return nil
@@ -348,21 +415,31 @@ func (a *Aggregator) Tick(windowEnd time.Time) []DomainState {
 	for _, id := range a.compute {
 		a.acc[id] = DomainState{GPUTempMaxC: noTemp, MemTempMaxC: noTemp}
 		clear(a.accSlot[id*S : id*S+S])
+		a.mOwnW[id], a.mOwnN[id], a.mOwnOK[id], a.cN[id], a.cOK[id], a.cSum[id], a.mSrc[id] = 0, 0, 0, 0, 0, 0, 0
 	}
 	if a.halls != nil {
 		a.halls.accumulate(k)
 	} else {
 		a.accumulateNodes(k)
 	}
+	if a.meters != nil {
+		a.meters.accumulate(k)
+	}
 	// Children after parents in ID order: walk backwards, adding each
 	// computed domain into its parent.
 	for i := len(a.compute) - 1; i >= 0; i-- {
 		id := a.compute[i]
+		a.settleMetered(id) // its children are done: higher IDs
 		p := a.doms[id].Parent
 		if p == nil || a.doms[id] == a.cfg.Scope {
 			continue
 		}
 		a.acc[p.ID].add(&a.acc[id])
+		a.cN[p.ID]++
+		if a.acc[id].HasMetered {
+			a.cOK[p.ID]++
+			a.cSum[p.ID] += a.acc[id].MeteredW
+		}
 		ps, cs := a.accSlot[p.ID*S:p.ID*S+S], a.accSlot[id*S:id*S+S]
 		for s := range ps {
 			ps[s] += cs[s]
@@ -397,7 +474,9 @@ func (a *Aggregator) Tick(windowEnd time.Time) []DomainState {
 			d.Coverage = float64(d.NodesReporting) / float64(d.NodesExpected)
 		}
 		d.Degraded = d.Coverage < a.cfg.MinCoverage
-		a.ana.update(id, d, gap, a.osc[id])
+		a.ana.update(id, d.PowerEstW, d.ContDeltaW, d.Slots, gap, a.osc[id], &d.Analysis)
+		a.facility(id, d, k)
+		a.fana.update(id, d.FacilityW, d.FacilityContDeltaW, d.Slots, gap, a.osc[id], &d.Facility)
 	}
 	a.lastTick = k
 	return a.acc
@@ -418,11 +497,27 @@ func (a *Aggregator) accumulateNodes(k int64) {
 			d.PowerW += p
 			d.NodesReporting++
 			// Coverage-proof change: only a node that reported the previous
-			// window too, with the same healthy GPUs, adds its change of power.
+			// window too, with the same healthy GPUs, adds its change of power
+			// (and of node power, when its node-power source kind is the same).
+			nw, kind := a.rNodeW[j], a.rNodeKind[j]
 			if a.lastWin[i] == k-1 && a.lastHlth[i] == a.rHealthy[j] {
 				d.ContDeltaW += p - a.lastPower[i]
+				if a.lastKind[i] == kind {
+					d.NodeContDeltaW += nw - a.lastNodeW[i]
+				}
 			}
 			a.lastHlth[i] = a.rHealthy[j]
+			d.NodePowerW += nw
+			if kind == nodeMeasured {
+				d.NodesPowerMeasured++
+			} else {
+				d.NodePowerModeledW += nw
+			}
+			if c := a.rCPU[j]; c >= 0 {
+				d.CPUPowerW += c
+				d.HasCPUPower = true
+			}
+			a.lastNodeW[i], a.lastKind[i] = nw, kind
 			src := a.rSlots[j*S : j*S+S]
 			for s := range ds {
 				ds[s] += float64(src[s])
@@ -445,10 +540,18 @@ func (a *Aggregator) accumulateNodes(k int64) {
 			for s := range ds {
 				ds[s] += p
 			}
+			nw := a.lastNodeW[i]
+			d.NodePowerW += nw
+			if a.lastKind[i] == nodeMeasured {
+				d.NodesPowerMeasured++
+			} else {
+				d.NodePowerModeledW += nw
+			}
 		default:
 			d.StaleNodes++
 			if a.lastWin[i] >= 0 {
 				d.MissingEstW += a.lastPower[i]
+				d.NodeMissingEstW += a.lastNodeW[i]
 			}
 		}
 	}

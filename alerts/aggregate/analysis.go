@@ -61,34 +61,34 @@ func (a *analysis) history(id int, dst []float64) []float64 {
 	return append(dst, h[:p]...)
 }
 
-// update appends the window's continuity series of d and fills its
-// analysis fields. gap resets the history (windows were skipped); osc says
+// update appends the window's continuity series (level from est, moved by
+// delta; shape of slots) and fills d. gap resets the history (windows were skipped); osc says
 // whether to compute the spectrum.
 //
 // The continuity series is level + (slot - mean of the window's slots):
-// the level starts at the estimate and then moves only by ContDeltaW, the
-// change of the nodes that reported in both windows. Nodes dropping out or
+// the level starts at the estimate and then moves only by delta (ContDeltaW
+// for GPU power), the change of the nodes that reported in both windows. Nodes dropping out or
 // coming back change PowerW and the estimate but never the series, so they
 // are no ramp, swing or oscillation; a load change on reporting nodes is.
-func (a *analysis) update(id int, d *DomainState, gap, osc bool) {
+func (a *analysis) update(id int, est, delta float64, slots []float64, gap, osc bool, d *Analysis) {
 	if gap {
 		a.filled[id], a.pos[id] = 0, 0
-		a.level[id] = d.PowerEstW
+		a.level[id] = est
 	} else {
-		a.level[id] += d.ContDeltaW
+		a.level[id] += delta
 	}
-	a.off[id] = d.PowerEstW - a.level[id]
+	a.off[id] = est - a.level[id]
 	mean := 0.0
-	for _, v := range d.Slots {
+	for _, v := range slots {
 		mean += v
 	}
-	if len(d.Slots) > 0 {
-		mean /= float64(len(d.Slots))
+	if len(slots) > 0 {
+		mean /= float64(len(slots))
 	}
 	base := a.level[id] - mean
 	h := a.hist[id*a.n : id*a.n+a.n]
 	p := int(a.pos[id])
-	for _, v := range d.Slots {
+	for _, v := range slots {
 		h[p] = base + v
 		p++
 		if p == a.n {
@@ -96,38 +96,20 @@ func (a *analysis) update(id int, d *DomainState, gap, osc bool) {
 		}
 	}
 	a.pos[id] = int32(p)
-	a.filled[id] = int32(min(a.n, int(a.filled[id])+len(d.Slots)))
-	x := a.history(id, a.buf)
+	a.filled[id] = int32(min(a.n, int(a.filled[id])+len(slots)))
 	d.HasAnalysis, d.HasOsc = false, false
-	if len(x) <= a.perSec {
+	f := int(a.filled[id])
+	if f <= a.perSec {
 		return
 	}
-	lo, hi := x[0], x[0]
-	for _, v := range x {
-		if v < lo {
-			lo = v
-		}
-		if v > hi {
-			hi = v
-		}
-	}
-	ramp := 0.0
-	back := x[:len(x)-a.perSec]
-	for i, v := range x[a.perSec:] {
-		d := v - back[i]
-		if d < 0 {
-			d = -d
-		}
-		if d > ramp {
-			ramp = d
-		}
-	}
+	lo, hi, ramp := a.rampSwing(h, p, f)
 	d.HasAnalysis = true
 	d.SwingW = hi - lo
 	d.RampWPerS = ramp * float64(time.Second) / float64(time.Duration(a.perSec)*a.slot)
-	if len(x) < a.n || !osc {
+	if f < a.n || !osc {
 		return
 	}
+	x := a.history(id, a.buf)
 	detrend(x, a.win)
 	c := a.fft.Coefficients(a.coef, x)
 	spec := a.spec[id*len(c) : id*len(c)+len(c)]
@@ -140,6 +122,55 @@ func (a *analysis) update(id int, d *DomainState, gap, osc bool) {
 	d.HasOsc, d.Spectrum, d.BinHz = true, spec, a.binHz
 	d.OscFreqHz, d.OscW, _ = d.Band(OscMinHz, OscMaxHz)
 	d.OscFound = d.OscW > 0
+}
+
+// rampSwing is the min, max and largest change over perSec samples of the
+// f samples of ring h that end before p, read in place (no copy: most
+// domains need no spectrum).
+func (a *analysis) rampSwing(h []float64, p, f int) (lo, hi, ramp float64) {
+	n := len(h)
+	i := p - f
+	if i < 0 {
+		i += n
+	}
+	j := i + a.perSec
+	if j >= n {
+		j -= n
+	}
+	lo, hi = h[i], h[i]
+	for c := f - a.perSec; c > 0; c-- {
+		v := h[i]
+		if v < lo {
+			lo = v
+		}
+		if v > hi {
+			hi = v
+		}
+		dv := h[j] - v
+		if dv < 0 {
+			dv = -dv
+		}
+		if dv > ramp {
+			ramp = dv
+		}
+		if i++; i == n {
+			i = 0
+		}
+		if j++; j == n {
+			j = 0
+		}
+	}
+	for c := a.perSec; c > 0; c-- {
+		if v := h[i]; v < lo {
+			lo = v
+		} else if v > hi {
+			hi = v
+		}
+		if i++; i == n {
+			i = 0
+		}
+	}
+	return lo, hi, ramp
 }
 
 // plotHistory is history shifted to the current estimate's level.

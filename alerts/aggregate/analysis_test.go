@@ -26,7 +26,7 @@ func runSeries(x []float64) DomainState {
 		}
 		mean /= perWin
 		d = DomainState{Slots: sl, PowerW: mean, PowerEstW: mean, ContDeltaW: mean - prevMean}
-		a.update(0, &d, w == 0, true)
+		a.update(0, d.PowerEstW, d.ContDeltaW, d.Slots, w == 0, true, &d.Analysis)
 		prevMean = mean
 	}
 	return d

@@ -21,8 +21,18 @@ func cpuTime() time.Duration {
 }
 
 func synthReport(n *topology.Node, end time.Time, seed int) []byte {
+	return synthReportNode(n, end, seed, false)
+}
+
+// synthReportNode is synthReport, with node_power_mw (Redfish) and
+// cpu_power_mw when nodePower.
+func synthReportNode(n *topology.Node, end time.Time, seed int, nodePower bool) []byte {
 	r := &telemetry.NodeReport{Site: n.Location.Site, Hall: n.Location.Hall, Row: n.Location.Row, Rack: n.Location.Rack, Node: n.Name,
 		WindowEndUnixNs: end.UnixNano(), WindowMs: 1000, SlotMs: 100, Seq: uint64(seed)}
+	if nodePower {
+		np, cpu := uint32(9_800_000+seed%1000), uint32(650_000)
+		r.NodePowerMw, r.NodePowerSource, r.CpuPowerMw = &np, telemetry.NodePowerSource_NODE_POWER_REDFISH, &cpu
+	}
 	for s := range 10 {
 		r.SlotPowerW = append(r.SlotPowerW, uint32(5000+(seed*7+s*131)%800))
 	}
@@ -69,17 +79,81 @@ func BenchmarkHandleReport(b *testing.B) {
 	b.ReportMetric(float64(cpu.Nanoseconds())/float64(b.N), "cpu_ns/report")
 }
 
+// meteredCampus is topotest.Campus with meters: two PDUs per rack, one
+// branch-circuit monitor per row, one switchgear meter per hall.
+func meteredCampus(tb testing.TB, halls, rows, racks, rackKW int) *topology.Topology {
+	tb.Helper()
+	m := func(name string) string {
+		return fmt.Sprintf(`{name: "%s", protocol: modbus, address: "%s:502", modbus: {power: {address: 0, type: u32}}}`, name, name)
+	}
+	y := fmt.Sprintf(`
+levels: [site, hall, row, rack]
+domains:
+  - name: dc1
+    capacity_kw: %d
+    children:
+      - name: h[%02d-%02d]
+        capacity_kw: %d
+        meters: [%s]
+        children:
+          - name: r[%02d-%02d]
+            capacity_kw: %d
+            meters: [%s]
+            children:
+              - name: k[%02d-%02d]
+                capacity_kw: %d
+                nodes: ["g-{hall}-{row}-{rack}-n[01-18]"]
+                meters: [%s, %s]
+`, halls*rows*racks*rackKW, 1, halls, rows*racks*rackKW, m("swgr-{hall}"), 1, rows, racks*rackKW, m("bcm-{hall}-{row}"),
+		1, racks, rackKW, m("pdu-{hall}-{row}-{rack}-a"), m("pdu-{hall}-{row}-{rack}-b"))
+	topo, err := topology.Parse([]byte(y), "bench")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return topo
+}
+
 // BenchmarkTick is one window at campus scale: every node fresh, every
-// level summed, ramp/swing/FFT on every domain with a full 60 s window.
-// 1 GW ≈ 69k nodes, 5 GW ≈ 346k nodes (18 nodes per rack).
+// level summed, ramp/swing/FFT on every domain with a full 60 s window
+// (GPU and, since facility power, the facility analysis too). 1 GW ≈ 69k
+// nodes, 5 GW ≈ 346k nodes (18 nodes per rack). The "metered" cases add
+// every node's node_power_mw and cpu_power_mw and a fresh reading of every
+// meter (2 PDUs per rack, a meter per row, a switchgear per hall); the
+// others are their same-run baseline. fft=site,hall,row computes the
+// spectra only there (the engine's shipped oscillation_levels) instead of
+// on every domain.
 func BenchmarkTick(b *testing.B) {
-	for _, c := range []struct {
+	type tc struct {
 		name               string
 		halls, rows, racks int
-	}{{"nodes=69120_1GW", 4, 20, 48}, {"nodes=345600_5GW", 10, 40, 48}} {
+		metered            bool
+		osc                []string
+	}
+	var cases []tc
+	for _, size := range []tc{{"nodes=69120_1GW", 4, 20, 48, false, nil}, {"nodes=345600_5GW", 10, 40, 48, false, nil}} {
+		for _, osc := range [][]string{nil, {"site", "hall", "row"}} {
+			for _, metered := range []bool{false, true} {
+				c := size
+				c.metered, c.osc = metered, osc
+				if metered {
+					c.name += "_metered"
+				}
+				if osc != nil {
+					c.name += "_fft=site,hall,row"
+				}
+				cases = append(cases, c)
+			}
+		}
+	}
+	for _, c := range cases {
 		b.Run(c.name, func(b *testing.B) {
 			topo := bigTopo(b, c.halls, c.rows, c.racks)
-			a, err := New(testConfig(), topo)
+			if c.metered {
+				topo = meteredCampus(b, c.halls, c.rows, c.racks, 200)
+			}
+			cfg := testConfig()
+			cfg.OscLevels = c.osc
+			a, err := New(cfg, topo)
 			if err != nil {
 				b.Fatal(err)
 			}
@@ -90,7 +164,7 @@ func BenchmarkTick(b *testing.B) {
 				for i, n := range topo.Nodes() {
 					d, ok := proto0[i%97]
 					if !ok || w == 0 {
-						d = synthReport(n, end, i)
+						d = synthReportNode(n, end, i, c.metered)
 					}
 					s, _ := telemetry.PowerSubject(n.Location)
 					if err := a.HandleReport(s, d); err != nil {
@@ -100,11 +174,18 @@ func BenchmarkTick(b *testing.B) {
 			}
 			for i := range a.ana.filled {
 				a.ana.filled[i] = int32(a.ana.n)
+				a.fana.filled[i] = int32(a.fana.n)
 			}
 			k := testEpoch.Add(time.Second).UnixNano() / a.windowNs
 			a.lastTick = k - 1
 			a.run = a.cfg.StaleAfter + 2 // past the analysis warm-up
 			R := int64(a.ring)
+			for _, m := range topo.Meters() { // through the real path once
+				r := meterRep(b, topo, m.Name, time.Unix(0, k*a.windowNs), 40_000, 1000)
+				if err := a.HandleMeter(r.subject, r.data); err != nil {
+					b.Fatal(err)
+				}
+			}
 			var cpu time.Duration
 			b.ReportAllocs()
 			for b.Loop() {
@@ -112,9 +193,18 @@ func BenchmarkTick(b *testing.B) {
 				for i := range topo.NumNodes() {
 					a.rWin[i*a.ring+int(k%R)] = k
 				}
+				if m := a.meters; m != nil {
+					for i := range m.meters {
+						j := i*a.ring + int(k%R)
+						m.win[j], m.fresh[j], m.w[j], m.hold[j] = k, true, 40_000, int64(a.cfg.StaleAfter)
+					}
+				}
 				st := a.Tick(time.Unix(0, k*a.windowNs))
-				if !st[0].HasOsc || st[0].NodesReporting != topo.NumNodes() {
+				if !st[0].HasOsc || st[0].NodesReporting != topo.NumNodes() || !st[0].Facility.HasOsc {
 					b.Fatalf("site: osc %v reporting %d", st[0].HasOsc, st[0].NodesReporting)
+				}
+				if c.metered && (!st[0].HasMetered || st[0].MetersStale != 0 || st[0].NodesPowerMeasured != topo.NumNodes()) {
+					b.Fatalf("site: metered %v stale %d measured %d", st[0].HasMetered, st[0].MetersStale, st[0].NodesPowerMeasured)
 				}
 				k++
 				cpu += cpuTime() - c0
@@ -122,6 +212,7 @@ func BenchmarkTick(b *testing.B) {
 			b.ReportMetric(float64(cpu.Microseconds())/1000/float64(b.N), "cpu_ms/tick")
 			b.ReportMetric(float64(topo.NumNodes()), "nodes")
 			b.ReportMetric(float64(len(topo.Domains())), "domains")
+			b.ReportMetric(float64(len(topo.Meters())), "meters")
 			b.ReportMetric(float64(b.Elapsed().Milliseconds())/float64(b.N), "ms/tick")
 		})
 	}

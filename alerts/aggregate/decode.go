@@ -29,6 +29,9 @@ type report struct {
 	bd           plausible.Bounds // *bounds or the defaults, for this decode
 	nodePowerMW  uint64
 	hasNodePower bool
+	nodePowerSrc telemetry.NodePowerSource
+	cpuPowerMW   uint64
+	hasCPUPower  bool
 }
 
 // ErrImplausible is wrapped by decodeReport's error for a report with a
@@ -123,6 +126,9 @@ func (r *report) plausible() error {
 	if nb := bd.NodeBoundW(r.gpusBoundW); r.hasNodePower && float64(r.nodePowerMW)/1000 > nb {
 		return fmt.Errorf("%w: node_power_mw %d exceeds the node bound %v W", ErrImplausible, r.nodePowerMW, nb)
 	}
+	if nb := bd.NodeBoundW(r.gpusBoundW); r.hasCPUPower && float64(r.cpuPowerMW)/1000 > nb {
+		return fmt.Errorf("%w: cpu_power_mw %d exceeds the node bound %v W", ErrImplausible, r.cpuPowerMW, nb)
+	}
 	return nil
 }
 
@@ -198,6 +204,17 @@ func decodeFields(b []byte, r *report) error {
 			}
 			b = b[n:]
 			r.nodePowerMW, r.hasNodePower = uint64(uint32(v)), true
+		case (num == 17 || num == 18) && typ == protowire.VarintType: // node_power_source, cpu_power_mw
+			v, n := protowire.ConsumeVarint(b)
+			if n < 0 {
+				return fmt.Errorf("field %d: %w", num, protowire.ParseError(n))
+			}
+			b = b[n:]
+			if num == 17 {
+				r.nodePowerSrc = telemetry.NodePowerSource(int32(v))
+			} else {
+				r.cpuPowerMW, r.hasCPUPower = uint64(uint32(v)), true
+			}
 		case num == 10 && typ == protowire.BytesType:
 			v, n := protowire.ConsumeBytes(b)
 			if n < 0 {

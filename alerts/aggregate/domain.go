@@ -114,6 +114,15 @@ func (d *DomainState) add(c *DomainState) {
 	d.ThrottledGPUs += c.ThrottledGPUs
 	d.GPUs += c.GPUs
 	d.GPUsHealthy += c.GPUsHealthy
+	d.NodePowerW += c.NodePowerW
+	d.NodeMissingEstW += c.NodeMissingEstW
+	d.NodePowerModeledW += c.NodePowerModeledW
+	d.NodesPowerMeasured += c.NodesPowerMeasured
+	d.NodeContDeltaW += c.NodeContDeltaW
+	d.CPUPowerW += c.CPUPowerW
+	d.HasCPUPower = d.HasCPUPower || c.HasCPUPower
+	d.Meters += c.Meters
+	d.MetersStale += c.MetersStale
 }
 
 // Band returns the dominant oscillation between lo and hi Hz: frequency
@@ -205,5 +214,28 @@ func (d *DomainState) Fill(dom *topology.Domain, window, slot time.Duration, seq
 	}
 	if d.HasMemTemp() {
 		r.MemTempMaxC = &d.MemTempMaxC
+	}
+	r.NodePowerW, r.NodePowerEstW, r.NodePowerModeledW = d.NodePowerW, d.NodePowerEstW, d.NodePowerModeledW
+	r.NodesPowerMeasured = uint32(d.NodesPowerMeasured)
+	r.Meters, r.MetersStale = uint32(d.Meters), uint32(d.MetersStale)
+	r.FacilitySource = telemetry.FacilitySource_FACILITY_SOURCE_NODE
+	if d.HasMetered {
+		r.FacilitySource = telemetry.FacilitySource_FACILITY_SOURCE_METER
+		r.MeteredW, r.UnaccountedW = &d.MeteredW, &d.UnaccountedW
+	}
+	r.FacilityPowerW, r.FacilityPowerMaxW = d.FacilityW, d.FacilityMaxW
+	if d.Facility.HasAnalysis {
+		r.FacilityRampWPerS, r.FacilitySwingW = &d.Facility.RampWPerS, &d.Facility.SwingW
+	}
+	if d.Facility.HasOsc {
+		r.FacilityOscW = &d.Facility.OscW
+		if d.Facility.OscFound {
+			r.FacilityOscFreqHz = &d.Facility.OscFreqHz
+		}
+	}
+	r.FacilityContinuityDeltaW = &d.FacilityContDeltaW
+	r.FacilityDegraded = d.FacilityDegraded
+	if d.HasCPUPower {
+		r.CpuPowerW = &d.CPUPowerW
 	}
 }

@@ -18,6 +18,11 @@ func FuzzDecodeReport(f *testing.F) {
 	lost := &telemetry.NodeReport{Node: "x", SlotPowerW: []uint32{1, 2}, Gpus: []*telemetry.Gpu{{Health: telemetry.Health_HEALTH_LOST}}}
 	b, _ := proto.Marshal(lost)
 	f.Add(b)
+	np, cpu := uint32(9_500_000), uint32(700_000)
+	withNode := &telemetry.NodeReport{Node: "x", NodePowerMw: &np, NodePowerSource: telemetry.NodePowerSource_NODE_POWER_REDFISH, CpuPowerMw: &cpu,
+		Gpus: []*telemetry.Gpu{{}}}
+	b, _ = proto.Marshal(withNode)
+	f.Add(b)
 	f.Add([]byte{})
 	f.Fuzz(func(t *testing.T, data []byte) {
 		var r report
@@ -38,6 +43,11 @@ func FuzzDecodeReport(f *testing.F) {
 			if r.slots[i] != m.GetSlotPowerW()[i] {
 				t.Fatalf("slot %d: %d vs %d", i, r.slots[i], m.GetSlotPowerW()[i])
 			}
+		}
+		if r.hasNodePower != (m.NodePowerMw != nil) || r.nodePowerMW != uint64(m.GetNodePowerMw()) ||
+			r.nodePowerSrc != m.GetNodePowerSource() ||
+			r.hasCPUPower != (m.CpuPowerMw != nil) || r.cpuPowerMW != uint64(m.GetCpuPowerMw()) {
+			t.Fatalf("node power %v %d src %v cpu %v %d vs %v", r.hasNodePower, r.nodePowerMW, r.nodePowerSrc, r.hasCPUPower, r.cpuPowerMW, &m)
 		}
 		var mw uint64
 		healthy, throttled := 0, 0

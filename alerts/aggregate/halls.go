@@ -25,6 +25,7 @@ type hallInputs struct {
 	lastWin []int64
 	last    []DomainState
 	lastSl  []float64 // [h*S+s]
+	meters  []int     // meters in each hall's subtree (topology)
 	msg     telemetry.Rollup
 }
 
@@ -49,6 +50,15 @@ func newHallInputs(a *Aggregator, halls []*topology.Domain, _ int) *hallInputs {
 	}
 	h.last = make([]DomainState, H)
 	h.lastSl = make([]float64, H*S)
+	h.meters = make([]int, H)
+	for _, mt := range a.topo.Meters() {
+		for d := mt.Domain; d != nil; d = d.Parent {
+			if i, ok := h.byKey[d.Key()]; ok && h.halls[i] == d {
+				h.meters[i]++
+				break
+			}
+		}
+	}
 	return h
 }
 
@@ -83,7 +93,8 @@ func (a *Aggregator) HandleRollup(data []byte) error {
 		a.stats.Shape++
 		return ErrShape
 	}
-	for _, v := range append([]float64{m.GetPowerW(), m.GetPowerEstW()}, m.GetSlotPowerW()...) {
+	for _, v := range append([]float64{m.GetPowerW(), m.GetPowerEstW(), m.GetNodePowerW(), m.GetNodePowerEstW(),
+		m.GetNodePowerModeledW(), m.GetMeteredW(), m.GetCpuPowerW()}, m.GetSlotPowerW()...) {
 		if !(v >= 0 && v < 1e15) {
 			a.stats.Shape++
 			return fmt.Errorf("%w: power %v out of range", ErrShape, v)
@@ -111,6 +122,33 @@ func (a *Aggregator) HandleRollup(data []byte) error {
 	if m.ContinuityDeltaW == nil || !(math.Abs(st.ContDeltaW) < 1e15) {
 		st.ContDeltaW = math.NaN() // an older hall aggregator: derived at the tick
 	}
+	// Facility figures. A rollup from an older hall aggregator
+	// (facility_source UNSPECIFIED) has none: its node power is taken to be
+	// its GPU power (power_w, power_est_w: an under-estimate, all of it
+	// "modeled"), and it is not metered.
+	if m.GetFacilitySource() == telemetry.FacilitySource_FACILITY_SOURCE_UNSPECIFIED {
+		st.NodePowerW, st.NodeMissingEstW, st.NodePowerModeledW = st.PowerW, st.MissingEstW, st.PowerW
+		st.NodeContDeltaW = st.ContDeltaW // NaN: derived at the tick, like ContDeltaW
+	} else {
+		st.NodePowerW = m.GetNodePowerW()
+		st.NodeMissingEstW = max(0, m.GetNodePowerEstW()-m.GetNodePowerW())
+		st.NodePowerModeledW = m.GetNodePowerModeledW()
+		st.NodesPowerMeasured = int(m.GetNodesPowerMeasured())
+		st.Meters, st.MetersStale = int(m.GetMeters()), int(min(m.GetMetersStale(), m.GetMeters()))
+		if m.MeteredW != nil {
+			st.MeteredW, st.HasMetered = m.GetMeteredW(), true
+		}
+		if m.CpuPowerW != nil {
+			st.CPUPowerW, st.HasCPUPower = m.GetCpuPowerW(), true
+		}
+		// The hall's node-power change: its facility continuity delta when
+		// that is from node power, else derived at the tick.
+		st.NodeContDeltaW = math.NaN()
+		if fc := m.GetFacilityContinuityDeltaW(); m.GetFacilitySource() == telemetry.FacilitySource_FACILITY_SOURCE_NODE &&
+			m.FacilityContinuityDeltaW != nil && math.Abs(fc) < 1e15 {
+			st.NodeContDeltaW = fc
+		}
+	}
 	h.st[j] = st
 	copy(h.slots[j*S:j*S+S], m.GetSlotPowerW())
 	a.stats.Accepted++
@@ -130,23 +168,33 @@ func (h *hallInputs) accumulate(k int64) {
 		switch {
 		case h.win[j] == k:
 			*acc = h.st[j]
+			same := h.lastWin[i] == k-1 && h.last[i].NodesReporting == acc.NodesReporting
 			if math.IsNaN(acc.ContDeltaW) {
 				acc.ContDeltaW = 0
-				if prev := h.last[i]; h.lastWin[i] == k-1 && prev.NodesReporting == acc.NodesReporting {
-					acc.ContDeltaW = acc.PowerW - prev.PowerW
+				if same {
+					acc.ContDeltaW = acc.PowerW - h.last[i].PowerW
+				}
+			}
+			if math.IsNaN(acc.NodeContDeltaW) {
+				acc.NodeContDeltaW = 0
+				if same {
+					acc.NodeContDeltaW = acc.NodePowerW - h.last[i].NodePowerW
 				}
 			}
 			copy(as, h.slots[j*S:j*S+S])
-			h.lastWin[i], h.last[i] = k, h.st[j]
+			h.lastWin[i], h.last[i] = k, *acc
 			copy(h.lastSl[i*S:i*S+S], as)
 		case h.lastWin[i] >= 0 && k-h.lastWin[i] <= stale:
 			*acc = h.last[i]
-			acc.ContDeltaW = 0 // held at its last figures: no change
+			acc.ContDeltaW, acc.NodeContDeltaW = 0, 0 // held at its last figures: no change
 			copy(as, h.lastSl[i*S:i*S+S])
 		default:
-			*acc = DomainState{GPUTempMaxC: noTemp, MemTempMaxC: noTemp, StaleNodes: d.NodesExpected}
+			// Missing: its meters' state is unknown, so all of them are stale.
+			*acc = DomainState{GPUTempMaxC: noTemp, MemTempMaxC: noTemp, StaleNodes: d.NodesExpected,
+				Meters: h.meters[i], MetersStale: h.meters[i]}
 			if h.lastWin[i] >= 0 {
 				acc.MissingEstW = h.last[i].PowerW + h.last[i].MissingEstW
+				acc.NodeMissingEstW = h.last[i].NodePowerW + h.last[i].NodeMissingEstW
 			}
 		}
 	}

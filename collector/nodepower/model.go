@@ -1,46 +1,29 @@
 package nodepower
 
 import (
-	"slices"
 	"strings"
+
+	"github.com/megawatch/megawatch/internal/powermodel"
 )
 
 // NodeType is the model's static host power and per-GPU overhead of one
-// kind of node. The estimate is HostW + PerGPUW × GPUs + the GPUs' power.
-type NodeType struct {
-	HostW   float64 // CPUs, memory, storage, NICs/DPUs: does not scale with the GPUs
-	PerGPUW float64 // NVSwitch share, fans, VRM and PSU losses per GPU at full load
-	GPUW    float64 // the GPU's TDP in the spec the figures come from
-	MaxW    float64 // the spec's maximum system power (HostW + GPUs × (PerGPUW + GPUW))
-	match   string  // substring of the NVML GPU name for node_type auto
-}
+// kind of node (internal/powermodel has the built-in figures and where
+// they come from).
+type NodeType = powermodel.NodeType
 
-// nodeTypes are the defaults, derived from the vendors' published maximum
-// system power (docs/collector.md "Node power" shows the arithmetic):
-// DGX H100 and DGX H200 10.2 kW max with 8 × 700 W GPUs, DGX B200 14.3 kW
-// max with 8 × 1000 W GPUs. The static host part is 1.5 kW (2 × 350 W
-// Xeon TDP, ≈ 400 W DDR5, ≈ 400 W NICs/DPUs/NVMe); the rest of the spec
-// headroom is spread per GPU.
-var nodeTypes = map[string]NodeType{
-	"dgxh100": {HostW: 1500, PerGPUW: 387.5, GPUW: 700, MaxW: 10_200, match: "H100"},
-	"dgxh200": {HostW: 1500, PerGPUW: 387.5, GPUW: 700, MaxW: 10_200, match: "H200"},
-	"dgxb200": {HostW: 1500, PerGPUW: 600, GPUW: 1000, MaxW: 14_300, match: "B200"},
-}
-
-func nodeTypeNames() string {
-	var n []string
-	for k := range nodeTypes {
-		n = append(n, k)
+// nodeTypes are the built-in node types (internal/powermodel).
+var nodeTypes = func() map[string]NodeType {
+	m := map[string]NodeType{}
+	for _, n := range powermodel.Names() {
+		m[n], _ = powermodel.Lookup(n)
 	}
-	slices.Sort(n)
-	return strings.Join(n, ", ")
-}
+	return m
+}()
+
+func nodeTypeNames() string { return strings.Join(powermodel.Names(), ", ") }
 
 // LookupNodeType returns the built-in figures of a node type.
-func LookupNodeType(name string) (NodeType, bool) {
-	t, ok := nodeTypes[name]
-	return t, ok
-}
+func LookupNodeType(name string) (NodeType, bool) { return powermodel.Lookup(name) }
 
 // Model is the estimate source. It is computed when a window is summarised
 // from the GPUs' own figures, so it needs no goroutine.
@@ -55,13 +38,7 @@ func NewModel(cfg ModelConfig) *Model { return &Model{cfg: cfg} }
 func (m *Model) params(gpuModel string) (host, perGPU float64, ok bool) {
 	t, found := nodeTypes[m.cfg.NodeType]
 	if m.cfg.NodeType == "auto" || m.cfg.NodeType == "" {
-		found = false
-		for _, k := range []string{"dgxb200", "dgxh200", "dgxh100"} {
-			if nt := nodeTypes[k]; gpuModel != "" && strings.Contains(gpuModel, nt.match) {
-				t, found = nt, true
-				break
-			}
-		}
+		t, found = powermodel.Match(gpuModel)
 	}
 	host, perGPU = t.HostW, t.PerGPUW
 	if m.cfg.HostW > 0 {
