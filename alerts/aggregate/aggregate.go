@@ -38,6 +38,13 @@ type Config struct {
 	// (an FFT of the analysis window every tick, the costliest part of a
 	// tick); nil means every level. Ramp and swing are computed everywhere.
 	OscLevels []string
+	// FacilityOscLevels are the levels whose domains also get the spectrum
+	// of the 10 Hz facility estimate (a second FFT); nil means none: only
+	// rules on facility oscillation need it (the engine sets the levels
+	// they look at). Facility ramp and swing are computed everywhere.
+	FacilityOscLevels []string
+	// FacilityOscAll gives every level the facility spectrum.
+	FacilityOscAll bool
 	// Plausible bounds every node report (internal/plausible); the zero
 	// value means the defaults.
 	Plausible plausible.Bounds
@@ -124,17 +131,21 @@ type Aggregator struct {
 	ana     *analysis
 	fana    *analysis // facility estimate
 	osc     []bool    // [id]: spectrum computed for this domain
+	fosc    []bool    // [id]: facility spectrum computed for this domain
 	// per domain metered scratch and continuity (dense by ID)
-	mOwnW    []float64 // sum of the domain's own fresh/held meters
-	mOwnN    []int32   // own meters
-	mOwnOK   []int32   // own meters fresh or held
-	cN       []int32   // computed children
-	cOK      []int32   // computed children metered
-	cSum     []float64 // their MeteredW
-	mSrc     []uint8   // how MeteredW was found this tick (meteredOwn, meteredChildren, meteredInput)
-	lastMW   []float64 // MeteredW of the last tick it was metered
-	lastMWin []int64
-	lastMSrc []uint8
+	mOwnW  []float64 // sum of the domain's own fresh/held meters
+	mOwnN  []int32   // own meters
+	mOwnOK []int32   // own meters fresh or held
+	cN     []int32   // computed children
+	cOK    []int32   // computed children metered
+	cSum   []float64 // their MeteredW
+	// coverable: the topology meters this domain (its own meters, or
+	// every child coverable): with every meter fresh it would be metered.
+	coverable []bool
+	mSrc      []uint8   // how MeteredW was found this tick (meteredOwn, meteredChildren, meteredInput)
+	lastMW    []float64 // MeteredW of the last tick it was metered
+	lastMWin  []int64
+	lastMSrc  []uint8
 
 	lastTick int64 // window index of the last tick, -1 none
 	run      int   // consecutive ticks since the start or the last gap
@@ -194,15 +205,25 @@ func New(cfg Config, topo *topology.Topology) (*Aggregator, error) {
 	for i := range a.lastMWin {
 		a.lastMWin[i] = -1
 	}
+	a.coverable = make([]bool, D)
+	for i := D - 1; i >= 0; i-- { // children have higher IDs than parents
+		d := a.doms[i]
+		all := len(d.Children) > 0
+		for _, c := range d.Children {
+			all = all && a.coverable[c.ID]
+		}
+		a.coverable[i] = len(d.Meters) > 0 || all
+	}
 	a.hostW, a.perGPUW = cfg.NodeModel.HostW, cfg.NodeModel.PerGPUW
 	if cfg.NodeModel == (NodeModel{}) {
 		nt, _ := powermodel.Lookup(powermodel.Default)
 		a.hostW, a.perGPUW = nt.HostW, nt.PerGPUW
 	}
 	a.meters = newMeterInputs(a)
-	a.osc = make([]bool, D)
+	a.osc, a.fosc = make([]bool, D), make([]bool, D)
 	for _, d := range a.doms {
 		a.osc[d.ID] = cfg.OscLevels == nil || slices.Contains(cfg.OscLevels, d.Level)
+		a.fosc[d.ID] = cfg.FacilityOscAll || slices.Contains(cfg.FacilityOscLevels, d.Level)
 	}
 	if cfg.FromHalls {
 		a.halls = newHallInputs(a, topo.DomainsAt(topology.LevelHall), hallDepth)
@@ -476,7 +497,7 @@ func (a *Aggregator) Tick(windowEnd time.Time) []DomainState {
 		d.Degraded = d.Coverage < a.cfg.MinCoverage
 		a.ana.update(id, d.PowerEstW, d.ContDeltaW, d.Slots, gap, a.osc[id], &d.Analysis)
 		a.facility(id, d, k)
-		a.fana.update(id, d.FacilityW, d.FacilityContDeltaW, d.Slots, gap, a.osc[id], &d.Facility)
+		a.fana.update(id, d.FacilityW, d.FacilityContDeltaW, d.Slots, gap, a.fosc[id], &d.Facility)
 	}
 	a.lastTick = k
 	return a.acc

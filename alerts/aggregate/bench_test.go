@@ -115,7 +115,9 @@ domains:
 
 // BenchmarkTick is one window at campus scale: every node fresh, every
 // level summed, ramp/swing/FFT on every domain with a full 60 s window
-// (GPU and, since facility power, the facility analysis too). 1 GW ≈ 69k
+// (GPU, and the facility ramp and swing; the facility spectrum only in the
+// _facility-fft cases, as when facility oscillation rules look at every
+// level). 1 GW ≈ 69k
 // nodes, 5 GW ≈ 346k nodes (18 nodes per rack). The "metered" cases add
 // every node's node_power_mw and cpu_power_mw and a fresh reading of every
 // meter (2 PDUs per rack, a meter per row, a switchgear per hall); the
@@ -128,9 +130,10 @@ func BenchmarkTick(b *testing.B) {
 		halls, rows, racks int
 		metered            bool
 		osc                []string
+		facOsc             bool
 	}
 	var cases []tc
-	for _, size := range []tc{{"nodes=69120_1GW", 4, 20, 48, false, nil}, {"nodes=345600_5GW", 10, 40, 48, false, nil}} {
+	for _, size := range []tc{{"nodes=69120_1GW", 4, 20, 48, false, nil, false}, {"nodes=345600_5GW", 10, 40, 48, false, nil, false}} {
 		for _, osc := range [][]string{nil, {"site", "hall", "row"}} {
 			for _, metered := range []bool{false, true} {
 				c := size
@@ -142,6 +145,11 @@ func BenchmarkTick(b *testing.B) {
 					c.name += "_fft=site,hall,row"
 				}
 				cases = append(cases, c)
+				if metered {
+					c.facOsc = true
+					c.name += "_facility-fft"
+					cases = append(cases, c)
+				}
 			}
 		}
 	}
@@ -153,6 +161,9 @@ func BenchmarkTick(b *testing.B) {
 			}
 			cfg := testConfig()
 			cfg.OscLevels = c.osc
+			if c.facOsc {
+				cfg.FacilityOscLevels, cfg.FacilityOscAll = c.osc, c.osc == nil
+			}
 			a, err := New(cfg, topo)
 			if err != nil {
 				b.Fatal(err)
@@ -200,7 +211,7 @@ func BenchmarkTick(b *testing.B) {
 					}
 				}
 				st := a.Tick(time.Unix(0, k*a.windowNs))
-				if !st[0].HasOsc || st[0].NodesReporting != topo.NumNodes() || !st[0].Facility.HasOsc {
+				if !st[0].HasOsc || st[0].NodesReporting != topo.NumNodes() || st[0].Facility.HasOsc != c.facOsc {
 					b.Fatalf("site: osc %v reporting %d", st[0].HasOsc, st[0].NodesReporting)
 				}
 				if c.metered && (!st[0].HasMetered || st[0].MetersStale != 0 || st[0].NodesPowerMeasured != topo.NumNodes()) {

@@ -70,7 +70,8 @@ type DomainState struct {
 	FacilityMaxW      float64
 	UnaccountedW      float64
 	FacilityHeadroomW float64
-	// FacilityDegraded: the domain has meters that do not cover it this
+	// FacilityDegraded: the topology meters the domain (its own meters, or
+	// every child metered) but stale meters leave it unmetered this
 	// window, or FacilityW is from node power with coverage below
 	// MinCoverage. Firing facility alerts then do not resolve.
 	FacilityDegraded   bool

@@ -437,7 +437,7 @@ func TestUnaccountedGrowsWhenCollectorsStop(t *testing.T) {
 // the GPU analysis: same ramp, swing and oscillation; FacilityMaxW is the
 // GPU max shifted by the host power.
 func TestFacilityAnalysisFollowsGPU(t *testing.T) {
-	f := newFTest(t, pduTopo, nil)
+	f := newFTest(t, pduTopo, func(c *Config) { c.FacilityOscLevels = []string{topology.LevelSite} })
 	var d DomainState
 	for w := 1; w <= 70; w++ {
 		gpu := uint32(300 + 5*w)
@@ -683,4 +683,74 @@ func FuzzHandleMeter(f *testing.F) {
 			}
 		}
 	})
+}
+
+// A row whose racks are partly metered by design (k1 has PDUs, k2 none,
+// no row meter) has the node figure as its facility power and is not
+// degraded for it; a rack whose own PDUs go stale is.
+const partTopo = `
+levels: [site, hall, row, rack]
+domains:
+  - name: dc1
+    capacity_kw: 1000
+    children:
+      - name: h1
+        capacity_kw: 400
+        children:
+          - name: r1
+            capacity_kw: 200
+            children:
+              - name: k1
+                capacity_kw: 50
+                nodes: ["n-{row}-{rack}-[1-2]"]
+                meters:
+                  - {name: "pdu-{row}-{rack}-a", protocol: modbus, address: "pdu-{row}-{rack}-a:502", modbus: {power: {address: 0, type: u32}}}
+              - name: k2
+                capacity_kw: 50
+                nodes: ["n-{row}-{rack}-[1-2]"]
+`
+
+func TestPartlyMeteredByDesignIsNotDegraded(t *testing.T) {
+	f := newFTest(t, partTopo, nil)
+	k1, k2, r1 := f.id("dc1", "h1", "r1", "k1"), f.id("dc1", "h1", "r1", "k2"), f.id("dc1", "h1", "r1")
+	var st []DomainState
+	for w := 1; w <= 3; w++ {
+		f.nodes(w, nodeOpt{gpuW: 500, nodeW: 2000, src: telemetry.NodePowerSource_NODE_POWER_REDFISH}, nil)
+		f.mustMeter(w, "pdu-r1-k1-a", 4300)
+		st = f.tick(w)
+	}
+	if d := st[k1]; !d.HasMetered || d.FacilityW != 4300 || d.FacilityDegraded {
+		t.Errorf("k1: metered %v facility %v degraded %v", d.HasMetered, d.FacilityW, d.FacilityDegraded)
+	}
+	for _, id := range []int{k2, r1} {
+		if d := st[id]; d.HasMetered || d.FacilityDegraded {
+			t.Errorf("%s: metered %v degraded %v, want the node figure, not degraded", f.a.doms[id].Key(), d.HasMetered, d.FacilityDegraded)
+		}
+	}
+	eq(t, "row facility = node sum", st[r1].FacilityW, 8000)
+	for w := 4; w <= 8; w++ { // k1's PDU goes silent: after the hold, k1 is degraded
+		f.nodes(w, nodeOpt{gpuW: 500, nodeW: 2000, src: telemetry.NodePowerSource_NODE_POWER_REDFISH}, nil)
+		st = f.tick(w)
+	}
+	if d := st[k1]; d.HasMetered || !d.FacilityDegraded || d.FacilityW != 4000 {
+		t.Errorf("k1 stale: metered %v degraded %v facility %v", d.HasMetered, d.FacilityDegraded, d.FacilityW)
+	}
+	if d := st[r1]; d.FacilityDegraded {
+		t.Errorf("row degraded by a rack the row is not metered through")
+	}
+}
+
+// The facility spectrum is computed only at FacilityOscLevels (the levels
+// facility oscillation rules look at); ramp and swing everywhere.
+func TestFacilitySpectrumOnlyWhereAsked(t *testing.T) {
+	f := newFTest(t, pduTopo, nil)
+	var st []DomainState
+	for w := 1; w <= 70; w++ {
+		f.nodes(w, nodeOpt{gpuW: uint32(300 + 100*(w%2))}, nil)
+		st = f.tick(w)
+	}
+	d := st[f.topo.Sites()[0].ID]
+	if !d.HasOsc || d.Facility.HasOsc || !d.Facility.HasAnalysis || d.Facility.SwingW == 0 {
+		t.Errorf("GPU osc %v, facility osc %v (want none), facility analysis %v swing %v", d.HasOsc, d.Facility.HasOsc, d.Facility.HasAnalysis, d.Facility.SwingW)
+	}
 }

@@ -232,7 +232,11 @@ func (a *Aggregator) facility(id int, d *DomainState, k int64) {
 		d.FacilityMaxW = d.FacilityW
 	}
 	d.FacilityHeadroomW = d.CapacityW - d.FacilityW
-	d.FacilityDegraded = (d.Meters > 0 && !d.HasMetered) || (!d.HasMetered && d.Coverage < a.cfg.MinCoverage)
+	// Degraded when meters should cover the domain and do not (stale), or
+	// the node figure stands in with too few nodes reporting. A domain that
+	// is only partly metered by design (some racks without PDUs) is not
+	// degraded for that: its facility figure is the node sum.
+	d.FacilityDegraded = !d.HasMetered && (a.coverable[id] || d.Coverage < a.cfg.MinCoverage)
 }
 
 // MeterStats returns the meter report counters.

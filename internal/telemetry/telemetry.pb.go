@@ -730,8 +730,9 @@ type Rollup struct {
 	// (like continuity_delta_w): the metered change when meters covered both
 	// windows, else the node-power change of nodes that reported in both.
 	FacilityContinuityDeltaW *float64 `protobuf:"fixed64,55,opt,name=facility_continuity_delta_w,json=facilityContinuityDeltaW,proto3,oneof" json:"facility_continuity_delta_w,omitempty"`
-	// The facility figure is degraded: the domain has meters but they do not
-	// cover it this window (stale), or it comes from node power with coverage
+	// The facility figure is degraded: the topology meters the domain (its
+	// own meters, or every child metered) but stale meters leave it
+	// unmetered this window, or it comes from node power with coverage
 	// below resolve_min_coverage. Firing facility alerts do not resolve.
 	FacilityDegraded bool     `protobuf:"varint,56,opt,name=facility_degraded,json=facilityDegraded,proto3" json:"facility_degraded,omitempty"`
 	CpuPowerW        *float64 `protobuf:"fixed64,57,opt,name=cpu_power_w,json=cpuPowerW,proto3,oneof" json:"cpu_power_w,omitempty"` // sum of cpu_power_mw of the nodes that sent it
