@@ -2,11 +2,13 @@ package alerts
 
 import (
 	"context"
+	"fmt"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/megawatch/megawatch/alerts/rules"
+	"github.com/megawatch/megawatch/alerts/web"
 	"github.com/megawatch/megawatch/internal/natsx/natstest"
 	"github.com/megawatch/megawatch/internal/telemetry"
 	"github.com/megawatch/megawatch/internal/topology"
@@ -23,8 +25,13 @@ func cpuTime() time.Duration {
 
 // feedWindow hands every node's report for the window ending at end to the
 // aggregator (outside the timed tick).
-func feedWindow(b *testing.B, e *Engine, topo *topology.Topology, end time.Time, subj []string) {
+// With nodePower every report carries node power (as from a BMC).
+func feedWindow(b *testing.B, e *Engine, topo *topology.Topology, end time.Time, subj []string, nodePower bool) {
 	r := &telemetry.NodeReport{WindowEndUnixNs: end.UnixNano(), WindowMs: 1000, SlotMs: 100, SlotPowerW: make([]uint32, 10)}
+	if nodePower {
+		np := uint32(9_800_000)
+		r.NodePowerMw, r.NodePowerSource = &np, telemetry.NodePowerSource_NODE_POWER_REDFISH
+	}
 	for g := range 8 {
 		p, tc := uint32(650000+g), int32(60+g)
 		r.Gpus = append(r.Gpus, &telemetry.Gpu{Index: uint32(g), PowerMw: &p, TempC: &tc, MemTempC: &tc})
@@ -51,9 +58,16 @@ func BenchmarkEngineTick(b *testing.B) {
 		name               string
 		halls, rows, racks int
 	}{{"nodes=69120_1GW", 4, 20, 48}, {"nodes=345600_5GW", 10, 40, 48}} {
-		for _, fft := range []string{"default", "all"} { // all: the baseline, an FFT on every domain
+		// all: the baseline, an FFT on every domain; default+meters: the
+		// shipped levels with node power and a fresh reading of every meter
+		// (its baseline is default).
+		for _, fft := range []string{"default", "all", "default+meters"} {
 			b.Run(c.name+"/fft="+fft, func(b *testing.B) {
+				metered := fft == "default+meters"
 				topo := topotest.Campus(b, c.halls, c.rows, c.racks, 250)
+				if metered {
+					topo = meteredCampus(b, c.halls, c.rows, c.racks, 250)
+				}
 				srv := natstest.RunServer(b)
 				nc := natstest.Connect(b, srv.URL())
 				cfg := DefaultConfig()
@@ -72,7 +86,13 @@ func BenchmarkEngineTick(b *testing.B) {
 					subj[i], _ = telemetry.PowerSubject(n.Location)
 				}
 				t0 := time.Unix(1800000000, 0)
-				feedWindow(b, e, topo, t0, subj)
+				feed := func(end time.Time) {
+					feedWindow(b, e, topo, end, subj, metered)
+					if metered {
+						feedMeters(b, e, topo, end)
+					}
+				}
+				feed(t0)
 				ctx := context.Background()
 				// 60 windows of history after the analysis warm-up (nodes
 				// held, then estimated) so that every domain runs its FFT in
@@ -87,7 +107,7 @@ func BenchmarkEngineTick(b *testing.B) {
 				for b.Loop() {
 					b.StopTimer()
 					end := t0.Add(time.Duration(w) * time.Second)
-					feedWindow(b, e, topo, end, subj)
+					feed(end)
 					b.StartTimer()
 					c0 := cpuTime()
 					e.Tick(ctx, end)
@@ -103,6 +123,9 @@ func BenchmarkEngineTick(b *testing.B) {
 					len(e.agg.History(topo.Sites()[0].ID, nil)) != int(cfg.AnalysisWindow/cfg.Slot) {
 					b.Fatalf("site %+v", s.Sites)
 				}
+				if metered && (e.agg.MeterStats().Accepted == 0 || s0(e).MeteredW == nil) {
+					b.Fatalf("metered case without meters: %+v", e.agg.MeterStats())
+				}
 				b.ReportMetric(float64(e.eval.Instances()), "rule_instances")
 				b.ReportMetric(float64(len(e.agg.Out())), "domains")
 				b.ReportMetric(float64(b.Elapsed().Microseconds())/1000/float64(b.N), "ms/tick")
@@ -110,3 +133,57 @@ func BenchmarkEngineTick(b *testing.B) {
 		}
 	}
 }
+
+// meteredCampus is topotest.Campus with meters: two PDUs per rack, a
+// branch-circuit meter per row, a switchgear meter per hall.
+func meteredCampus(tb testing.TB, halls, rows, racks, rackKW int) *topology.Topology {
+	tb.Helper()
+	m := func(name string) string {
+		return fmt.Sprintf(`{name: "%s", protocol: modbus, address: "%s:502", modbus: {power: {address: 0, type: u32}}}`, name, name)
+	}
+	y := fmt.Sprintf(`
+levels: [site, hall, row, rack]
+domains:
+  - name: dc1
+    capacity_kw: %d
+    children:
+      - name: h[%02d-%02d]
+        capacity_kw: %d
+        meters: [%s]
+        children:
+          - name: r[%02d-%02d]
+            capacity_kw: %d
+            meters: [%s]
+            children:
+              - name: k[%02d-%02d]
+                capacity_kw: %d
+                nodes: ["g-{hall}-{row}-{rack}-n[01-18]"]
+                meters: [%s, %s]
+`, halls*rows*racks*rackKW, 1, halls, rows*racks*rackKW, m("swgr-{hall}"), 1, rows, racks*rackKW, m("bcm-{hall}-{row}"),
+		1, racks, rackKW, m("pdu-{hall}-{row}-{rack}-a"), m("pdu-{hall}-{row}-{rack}-b"))
+	topo, err := topology.Parse([]byte(y), "bench")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return topo
+}
+
+// feedMeters hands a fresh reading of every meter to the aggregator.
+func feedMeters(b *testing.B, e *Engine, topo *topology.Topology, end time.Time) {
+	var buf []byte
+	for i, m := range topo.Meters() {
+		p := 90_000 + float64(i%100)
+		r := &telemetry.MeterReport{Meter: m.Name, Level: m.Domain.Level, Path: m.Domain.Path, WindowEndUnixNs: end.UnixNano(), WindowMs: 1000, PowerW: &p}
+		subj, err := telemetry.MeterSubject(m.Domain.Path, m.Name)
+		if err != nil {
+			b.Fatal(err)
+		}
+		buf, _ = proto.MarshalOptions{}.MarshalAppend(buf[:0], r)
+		if err := e.agg.HandleMeter(subj, buf); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// s0 is the first site of the live snapshot.
+func s0(e *Engine) web.DomainView { return e.Snapshot().Sites[0] }

@@ -53,6 +53,10 @@ type Config struct {
 	// LagAlertAfter fires the megawatch_aggregator_lag alert when the
 	// aggregator is this far behind its input; 0 disables it.
 	LagAlertAfter time.Duration `yaml:"lag_alert_after"`
+	// NodeModel estimates the node power of nodes whose collector sends
+	// none: {node_type: dgxh100|dgxh200|dgxb200} or {host_w, per_gpu_w};
+	// empty is the default node type (dgxh100).
+	NodeModel NodeModelConfig `yaml:"node_model"`
 	// InputBatch is how many messages the input pulls from the stream at
 	// once (the memory bound of what waits in the process).
 	InputBatch int `yaml:"input_batch"`
@@ -206,6 +210,7 @@ func (c Config) Validate() error {
 	if c.LagAlertAfter < 0 {
 		bad("lag_alert_after", "must not be negative, got %s", c.LagAlertAfter)
 	}
+	errs = append(errs, c.NodeModel.validate("node_model")...)
 	if c.InputBatch < 1 || c.InputBatch > 1<<20 {
 		bad("input_batch", "must be 1..1048576, got %d", c.InputBatch)
 	}
@@ -239,6 +244,10 @@ func (c Config) Validate() error {
 		switch rules.Unit(r.Metric) {
 		case "ratio":
 			lo, hi = 0, 1
+			if r.Metric == rules.MetricUnaccountedRatio {
+				// node sum above the meter: a negative ratio
+				lo = -1
+			}
 		case "count":
 			lo, hi = 0, math.Inf(1)
 		default:
@@ -257,6 +266,24 @@ func (c Config) Validate() error {
 // it is empty.
 func (c Config) LoadTopology() (*topology.Topology, error) {
 	return configs.LoadTopology(c.Topology)
+}
+
+// facilityOscLevels are the levels that get the spectrum of the 10 Hz
+// facility estimate: those that oscillation rules with power: facility
+// look at; all when such a rule selects domains by key only.
+func (c Config) facilityOscLevels() (levels []string, all bool) {
+	for _, r := range c.Rules {
+		if r.Metric != rules.MetricOscillationMW || r.Figure() != rules.PowerFacility {
+			continue
+		}
+		if r.Level == "" {
+			return nil, true
+		}
+		if !slices.Contains(levels, r.Level) {
+			levels = append(levels, r.Level)
+		}
+	}
+	return levels, false
 }
 
 // oscLevels are the levels that get the oscillation spectrum: the

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/megawatch/megawatch/alerts/aggregate"
 	"github.com/megawatch/megawatch/alerts/rules"
 	"github.com/megawatch/megawatch/configs"
 	"github.com/megawatch/megawatch/internal/topology"
@@ -186,5 +187,55 @@ func TestOscillationLevels(t *testing.T) {
 	c.OscillationLevels = []string{"ro w"}
 	if err := c.Validate(); err == nil || !strings.Contains(err.Error(), "oscillation_levels[0]") {
 		t.Fatalf("bad level accepted: %v", err)
+	}
+}
+
+func TestNodeModelConfig(t *testing.T) {
+	dir := t.TempDir()
+	f := func(name, body, wantErr string, want aggregate.NodeModel) {
+		t.Helper()
+		p := filepath.Join(dir, name+".yaml")
+		if err := os.WriteFile(p, []byte(body), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		cfg, err := LoadConfig(p)
+		if wantErr != "" {
+			if err == nil || !strings.Contains(err.Error(), wantErr) || !strings.Contains(err.Error(), p) {
+				t.Errorf("%s: error %v, want one naming %s and %q", name, err, p, wantErr)
+			}
+			return
+		}
+		if err != nil {
+			t.Errorf("%s: %v", name, err)
+			return
+		}
+		if got := cfg.NodeModel.model(); got != want {
+			t.Errorf("%s: node model %+v, want %+v", name, got, want)
+		}
+	}
+	b200, _, _ := lookupNodeType("dgxb200")
+	f("type", "node_model: {node_type: dgxb200}\n", "", aggregate.NodeModel{HostW: b200, PerGPUW: 600})
+	f("figures", "node_model: {host_w: 2000, per_gpu_w: 150}\n", "", aggregate.NodeModel{HostW: 2000, PerGPUW: 150})
+	f("empty", "node_model: {}\n", "", aggregate.NodeModel{})
+	f("unknown_type", "node_model: {node_type: dgxa100}\n", `node_model.node_type: unknown node type "dgxa100" (one of dgxb200, dgxh100, dgxh200)`, aggregate.NodeModel{})
+	f("both", "node_model: {node_type: dgxh100, host_w: 1}\n", "node_model.node_type: set node_type or host_w and per_gpu_w, not both", aggregate.NodeModel{})
+	f("half", "node_model: {host_w: 1000}\n", "node_model.host_w: set both host_w and per_gpu_w", aggregate.NodeModel{})
+	f("negative", "node_model: {host_w: -1, per_gpu_w: 100}\n", "node_model.host_w: want 0..100000 W per node, got -1", aggregate.NodeModel{})
+	f("bad_key", "node_model:\n  node_typ: dgxh100\n", "node_model.node_typ", aggregate.NodeModel{})
+}
+
+// Only facility oscillation rules give their levels the facility spectrum.
+func TestFacilityOscLevels(t *testing.T) {
+	cfg := DefaultConfig()
+	if l, all := cfg.facilityOscLevels(); l != nil || all {
+		t.Fatalf("shipped rules (GPU oscillation): %v %v, want none", l, all)
+	}
+	cfg.Rules = append(cfg.Rules, rules.Rule{Name: "fo", Level: "hall", Metric: rules.MetricOscillationMW, Power: rules.PowerFacility, Band: []float64{0.2, 3}, Threshold: f(1), Severity: "warning"})
+	if l, all := cfg.facilityOscLevels(); !slices.Equal(l, []string{"hall"}) || all {
+		t.Fatalf("hall facility oscillation rule: %v %v", l, all)
+	}
+	cfg.Rules = append(cfg.Rules, rules.Rule{Name: "fo2", Domains: []string{"dc1/h1"}, Metric: rules.MetricOscillationMW, Power: rules.PowerFacility, Band: []float64{0.2, 3}, Threshold: f(1), Severity: "warning"})
+	if _, all := cfg.facilityOscLevels(); !all {
+		t.Fatal("a facility oscillation rule by domain key needs every level")
 	}
 }

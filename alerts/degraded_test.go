@@ -77,7 +77,7 @@ func TestScenarioReportLossWhileFiringDoesNotResolve(t *testing.T) {
 	job := sim.Job{Name: "big", Nodes: "hall=h1", Start: 5 * time.Second, Stop: 70 * time.Second, Ramp: 5 * time.Second,
 		Period: 2 * time.Second, Duty: 1, ComputeFrac: 0.98, CommFrac: 0.98}
 	w := newWorld(t, []sim.Job{job}, []rules.Rule{{
-		Name: "hall_power_critical", Level: "hall", Domains: []string{"dc1/h1"}, Metric: rules.MetricPowerMW, OfCapacity: f(0.95), ClearOfCapacity: f(0.92),
+		Name: "hall_power_critical", Level: "hall", Domains: []string{"dc1/h1"}, Metric: rules.MetricPowerMW, Power: rules.PowerGPU, OfCapacity: f(0.95), ClearOfCapacity: f(0.92),
 		For: 3 * time.Second, Severity: "critical",
 		Annotations: map[string]string{"summary": "hall {{ .Domain }} draws {{ mw .Value }} ({{ pct .Coverage }} of nodes report)"},
 	}})

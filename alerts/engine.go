@@ -58,14 +58,22 @@ type Engine struct {
 	ready atomic.Bool
 	m     metrics
 
-	paging  []string       // names of the notifiers that reach a person (notifiers.go)
-	live    *obs.Heartbeat // beats every tick of Run's loop (/healthz)
-	in      *input
-	clock   *clock
-	replica string
-	started time.Time
-	lagNs   atomic.Int64 // how late the last (or the awaited) tick is
-	watch   watchState   // heartbeat and lag alert (Run's goroutine only)
+	paging []string       // names of the notifiers that reach a person (notifiers.go)
+	live   *obs.Heartbeat // beats every tick of Run's loop (/healthz)
+	in     *input
+	min    *input // meter reports (MEGAWATCH_METER); nil without meters or when it could not start
+	// meterErr: the meter stream could not be set up (Start); windows are
+	// ticked without meters.
+	meterErr error
+	// meterHook, when set (tests), runs before each meter report is handled.
+	meterHook func()
+	// meterStuck, when set (tests), replaces meterStuckAfter's figure.
+	meterStuck time.Duration
+	clock      *clock
+	replica    string
+	started    time.Time
+	lagNs      atomic.Int64 // how late the last (or the awaited) tick is
+	watch      watchState   // heartbeat and lag alert (Run's goroutine only)
 }
 
 type metrics struct {
@@ -77,6 +85,9 @@ type metrics struct {
 	changes   *prometheus.CounterVec
 	lag       prometheus.Gauge
 	lagMax    prometheus.Gauge
+	// ticksNoMeters: windows ticked without waiting for the meter input
+	// (missing, or stuck), while the aggregator has meters.
+	ticksNoMeters prometheus.Counter
 }
 
 // New builds the engine; Run starts it. reg may be nil.
@@ -104,9 +115,11 @@ func New(cfg Config, topo *topology.Topology, nc *nats.Conn, logger *slog.Logger
 		}
 		e.scope = d
 	}
+	fosc, foscAll := cfg.facilityOscLevels()
 	agg, err := aggregate.New(aggregate.Config{Window: cfg.Window, Slot: cfg.Slot, StaleAfter: cfg.StaleAfter, Grace: cfg.Grace,
 		AnalysisWindow: cfg.AnalysisWindow, Scope: e.scope, FromHalls: cfg.SiteFromHalls, OscLevels: cfg.oscLevels(),
-		MinCoverage: cfg.ResolveMinCoverage, Plausible: cfg.Plausible}, topo)
+		MinCoverage: cfg.ResolveMinCoverage, Plausible: cfg.Plausible, NodeModel: cfg.NodeModel.model(),
+		FacilityOscLevels: fosc, FacilityOscAll: foscAll}, topo)
 	if err != nil {
 		return nil, fmt.Errorf("aggregator: %w", err)
 	}
@@ -151,11 +164,33 @@ func (e *Engine) initMetrics() {
 		lag: prometheus.NewGauge(prometheus.GaugeOpts{Name: "megawatch_alerts_lag_seconds",
 			Help: "How far the aggregator is behind: wall time minus the deadline (window end + grace) of the window it ticks or waits for. Its figures stay those of the window (event time)."}),
 		lagMax: prometheus.NewGauge(prometheus.GaugeOpts{Name: "megawatch_alerts_lag_max_seconds", Help: "Largest megawatch_alerts_lag_seconds since the start."}),
+		ticksNoMeters: prometheus.NewCounter(prometheus.CounterOpts{Name: "megawatch_alerts_ticks_without_meters_total",
+			Help: "Windows ticked without the meter input (MEGAWATCH_METER missing, or its input making no progress) while the aggregator has meters: their meters count as stale."}),
 	}
 	if e.reg == nil {
 		return
 	}
-	e.reg.MustRegister(e.m.ticks, e.m.tickSecs, e.m.rollups, e.m.pubErrors, e.m.firing, e.m.changes, e.m.lag, e.m.lagMax)
+	e.reg.MustRegister(e.m.ticks, e.m.tickSecs, e.m.rollups, e.m.pubErrors, e.m.firing, e.m.changes, e.m.lag, e.m.lagMax, e.m.ticksNoMeters)
+	e.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "megawatch_alerts_meter_input_backlog",
+		Help: "Meter reports stored in MEGAWATCH_METER and not yet delivered to the aggregator (at its last check)."},
+		func() float64 {
+			if e.min == nil {
+				return 0
+			}
+			return float64(e.min.backlog.Load())
+		}))
+	for _, r := range []struct {
+		name string
+		get  func(aggregate.MeterStats) uint64
+	}{
+		{"accepted", func(s aggregate.MeterStats) uint64 { return s.Accepted }}, {"stale", func(s aggregate.MeterStats) uint64 { return s.Stale }},
+		{"decode_error", func(s aggregate.MeterStats) uint64 { return s.Decode }}, {"unknown", func(s aggregate.MeterStats) uint64 { return s.Unknown }},
+		{"mismatch", func(s aggregate.MeterStats) uint64 { return s.Mismatch }}, {"late", func(s aggregate.MeterStats) uint64 { return s.Late }},
+		{"future", func(s aggregate.MeterStats) uint64 { return s.Future }}, {"shape", func(s aggregate.MeterStats) uint64 { return s.Shape }},
+	} {
+		e.reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "megawatch_alerts_meter_reports_total", Help: "Meter reports received, by outcome.",
+			ConstLabels: prometheus.Labels{"result": r.name}}, func() float64 { return float64(r.get(e.agg.MeterStats())) }))
+	}
 	e.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "megawatch_alerts_input_backlog",
 		Help: "Messages stored in the stream and not yet delivered to the aggregator (at its last check)."},
 		func() float64 {
@@ -208,20 +243,36 @@ func (e *Engine) Run(ctx context.Context) error {
 	// The first window ticked is the next one whose deadline is ahead; read
 	// from its end (its reports are published after it), or from now.
 	next := time.Now().Add(-e.cfg.Grace).Truncate(e.cfg.Window).Add(e.cfg.Window)
-	e.clock = newClock(e, next)
-	in, err := e.subscribe(ctx, minTime(time.Now(), next))
+	from := minTime(time.Now(), next)
+	var gate *meterGate
+	if e.agg.HasMeters() {
+		// Meters first: the node input's first tick asks the gate.
+		e.min = e.subscribeMeters()
+		gate = newMeterGate(ctx, e.min, e.meterStuckAfter())
+	}
+	e.clock = newClock(ctx, e, next, gate)
+	if e.min != nil {
+		e.min.before = e.clock.meterBefore
+	}
+	if err := e.startMeters(ctx, from); err != nil {
+		e.logger.Error("meter input not started: windows are ticked without meters (their meters count as stale)", "err", err)
+		e.min, e.clock.meters.in = nil, nil
+	}
+	in, err := e.subscribe(ctx, from)
 	if err != nil {
+		e.stopMeters()
 		dcancel()
 		wait()
 		return err
 	}
 	e.ready.Store(true)
 	e.logger.Info("alerts running", "scope", e.cfg.Scope, "site_from_halls", e.cfg.SiteFromHalls, "domains", len(e.agg.Out()),
-		"rule_instances", e.eval.Instances(), "stream", in.stream, "subject", in.filter, "replica", e.replica)
+		"rule_instances", e.eval.Instances(), "stream", in.stream, "subject", in.filter, "meters", e.min != nil, "replica", e.replica)
 	for {
 		if !e.clock.step(ctx, in) {
 			e.ready.Store(false)
 			in.stop()
+			e.stopMeters()
 			dcancel() // dispatcher and store make one last bounded attempt
 			wait()
 			return nil
@@ -297,6 +348,19 @@ func (e *Engine) Start(ctx context.Context) error {
 	n := e.eval.Restore(recs)
 	e.mu.Unlock()
 	e.logger.Info("alert state restored", "bucket", e.cfg.KVBucket, "records", len(recs), "matched", n)
+	if e.agg.HasMeters() {
+		// Like the power stream: created if missing, so the meter input
+		// can start before `megawatch meters` ever ran. A failure (a
+		// request the account may not make times out) is no reason not to
+		// alert: windows then go without meters (stale). Last, on its own
+		// deadline, so that it cannot take the others' time.
+		mctx, mcancel := context.WithTimeout(ctx, 10*time.Second)
+		defer mcancel()
+		if _, err := natsx.EnsureStream(mctx, e.js, e.cfg.Streams.MeterStream()); err != nil {
+			e.meterErr = err
+			e.logger.Error("meter stream not set up: windows are ticked without meters (their meters count as stale)", "stream", telemetry.StreamMeter, "err", err)
+		}
+	}
 	return nil
 }
 
@@ -427,24 +491,49 @@ func (e *Engine) publish(st []aggregate.DomainState, end time.Time) {
 // source adapts the tick's domain states to the rule evaluator (MW units).
 type source []aggregate.DomainState
 
-func (s source) Value(id int, metric string, band []float64) (float64, float64, bool) {
+func (s source) Value(id int, metric, power string, band []float64) (float64, float64, bool) {
 	d := &s[id]
+	fac := power == rules.PowerFacility
+	an := &d.Analysis
+	if fac {
+		an = &d.Facility
+	}
 	switch metric {
-	// Power figures are the estimate (silent nodes at their last known
-	// power), which missing data cannot lower; headroom follows it.
+	// Power figures are estimates that missing data cannot lower: GPU power
+	// with silent nodes at their last known power; facility power metered,
+	// or else the node sum with silent nodes at their last node power.
+	// Headroom follows them.
 	case rules.MetricPowerMW:
+		if fac {
+			return d.FacilityW / 1e6, 0, true
+		}
 		return d.PowerEstW / 1e6, 0, true
 	case rules.MetricPowerMaxMW:
+		if fac {
+			return d.FacilityMaxW / 1e6, 0, true
+		}
 		return d.PowerMaxEstW / 1e6, 0, true
 	case rules.MetricHeadroomMW:
+		if fac {
+			return d.FacilityHeadroomW / 1e6, 0, true
+		}
 		return d.HeadroomW / 1e6, 0, true
 	case rules.MetricRampMWPerS:
-		return d.RampWPerS / 1e6, 0, d.HasAnalysis
+		return an.RampWPerS / 1e6, 0, an.HasAnalysis
 	case rules.MetricSwingMW:
-		return d.SwingW / 1e6, 0, d.HasAnalysis
+		return an.SwingW / 1e6, 0, an.HasAnalysis
 	case rules.MetricOscillationMW:
-		f, pp, ok := d.Band(band[0], band[1])
+		f, pp, ok := an.Band(band[0], band[1])
 		return pp / 1e6, f, ok
+	case rules.MetricUnaccountedMW:
+		// No meter, no value: never 0 W, never a resolve.
+		return d.UnaccountedW / 1e6, 0, d.HasMetered
+	case rules.MetricUnaccountedRatio:
+		return d.UnaccountedW / d.MeteredW, 0, d.HasMetered && d.MeteredW > 0
+	case rules.MetricStaleMeters:
+		return float64(d.MetersStale), 0, true
+	case rules.MetricNodePowerMW:
+		return d.NodePowerEstW / 1e6, 0, true
 	case rules.MetricCoverage:
 		return d.Coverage, 0, true
 	case rules.MetricGPUTempMaxC:
@@ -464,4 +553,38 @@ func (s source) Value(id int, metric string, band []float64) (float64, float64, 
 	return 0, 0, false
 }
 
-func (s source) Quality(id int) (float64, bool) { return s[id].Coverage, s[id].Degraded }
+// Quality: GPU figures are degraded with the domain's coverage; facility
+// figures when the domain's meters do not cover it or, without meters,
+// when the node sum is at low coverage (aggregate's FacilityDegraded).
+func (s source) Quality(id int, power string) rules.Quality {
+	d := &s[id]
+	q := rules.Quality{Coverage: d.Coverage, Degraded: d.Degraded, Figure: "GPU"}
+	lowCov := fmt.Sprintf("only %.1f%% of nodes report; the figure is partly estimated (silent nodes at their last known power)", 100*d.Coverage)
+	if power != rules.PowerFacility {
+		if q.Degraded {
+			q.Why = lowCov
+		}
+		return q
+	}
+	q.Degraded = d.FacilityDegraded
+	switch {
+	case d.HasMetered:
+		q.Figure = "facility (metered)"
+	case d.Meters > 0:
+		q.Figure = "facility (node sum, meters stale)"
+	default:
+		q.Figure = "facility (node sum)"
+	}
+	if !q.Degraded {
+		return q
+	}
+	if d.Meters > 0 && !d.HasMetered {
+		q.Why = fmt.Sprintf("%d of %d meters stale: the facility figure is the node sum, not the meter", d.MetersStale, d.Meters)
+		if d.Degraded {
+			q.Why += ", and " + lowCov
+		}
+		return q
+	}
+	q.Why = "the facility figure is the node sum and " + lowCov
+	return q
+}

@@ -19,7 +19,7 @@ import (
 func TestHallAndSiteAggregatorsOverNATS(t *testing.T) {
 	testenv.Short(t)
 	w := newWorld(t, []sim.Job{{Name: "sync", Period: 2 * time.Second, Duty: 0.5, ComputeFrac: 0.9, CommFrac: 0.2}},
-		[]rules.Rule{{Name: "site_power", Level: "site", Metric: rules.MetricPowerMW, OfCapacity: f(0.95), Severity: "critical"}})
+		[]rules.Rule{{Name: "site_power", Level: "site", Metric: rules.MetricPowerMW, Power: rules.PowerGPU, OfCapacity: f(0.95), Severity: "critical"}})
 	ctx := context.Background()
 	start := func(scope string, fromHalls bool, bucket string) *Engine {
 		cfg := w.cfg

@@ -30,7 +30,9 @@ type input struct {
 	js     jetstream.JetStream
 	stream string
 	filter string
-	handle func(subject string, data []byte, msgID string)
+	// filters, when set, replace filter (several subject filters).
+	filters []string
+	handle  func(subject string, data []byte, msgID string)
 	// before, when set, is called with each message's stream timestamp
 	// before it is handled (the clock ticks the windows it closes).
 	before func(tsNs int64)
@@ -59,15 +61,15 @@ func (in *input) start(ctx context.Context, from time.Time) error {
 	in.mu.Lock()
 	defer in.mu.Unlock()
 	cons, err := in.js.OrderedConsumer(ctx, in.stream, jetstream.OrderedConsumerConfig{
-		FilterSubjects: []string{in.filter}, DeliverPolicy: jetstream.DeliverByStartTimePolicy, OptStartTime: &from,
+		FilterSubjects: in.subjects(), DeliverPolicy: jetstream.DeliverByStartTimePolicy, OptStartTime: &from,
 		InactiveThreshold: time.Minute,
 	})
 	if err != nil {
-		return fmt.Errorf("consumer on %s (%s): %w", in.stream, in.filter, err)
+		return fmt.Errorf("consumer on %s (%s): %w", in.stream, strings.Join(in.subjects(), ", "), err)
 	}
 	cc, err := cons.Consume(in.onMsg, jetstream.PullMaxMessages(in.batch), jetstream.PullExpiry(5*time.Second))
 	if err != nil {
-		return fmt.Errorf("consume %s (%s): %w", in.stream, in.filter, err)
+		return fmt.Errorf("consume %s (%s): %w", in.stream, strings.Join(in.subjects(), ", "), err)
 	}
 	in.cons, in.cc = cons, cc
 	return nil
@@ -97,6 +99,13 @@ func (in *input) onMsg(m jetstream.Msg) {
 		default:
 		}
 	}
+}
+
+func (in *input) subjects() []string {
+	if len(in.filters) > 0 {
+		return in.filters
+	}
+	return []string{in.filter}
 }
 
 // stop ends the consumer.

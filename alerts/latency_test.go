@@ -30,7 +30,7 @@ func TestScenarioNotificationLatency(t *testing.T) {
 		steps = append(steps, on, on+7*time.Second)
 	}
 	forDur := 3 * time.Second
-	w := newWorld(t, jobs, []rules.Rule{{Name: "hall_load", Level: "hall", Domains: []string{"dc1/h1"}, Metric: rules.MetricPowerMW,
+	w := newWorld(t, jobs, []rules.Rule{{Name: "hall_load", Level: "hall", Domains: []string{"dc1/h1"}, Metric: rules.MetricPowerMW, Power: rules.PowerGPU,
 		OfCapacity: f(0.5), ClearOfCapacity: f(0.4), For: forDur, Severity: "warning"}})
 	hook := newReceiver(t)
 	w.cfg.Notifiers.Webhook.URL = hook.srv.URL

@@ -173,8 +173,8 @@ replica: t1
 grace: 1s
 lag_alert_after: 2s
 rules:
-  - {name: hall_on, level: hall, domains: [demo/h1], metric: power_mw, threshold: 0.5, severity: warning}
-  - {name: hall_over, level: hall, metric: power_mw, of_capacity: 2, severity: critical}
+  - {name: hall_on, level: hall, domains: [demo/h1], metric: power_mw, power: gpu, threshold: 0.5, severity: warning}
+  - {name: hall_over, level: hall, metric: power_mw, power: gpu, of_capacity: 2, severity: critical}
   - {name: hall_coverage_low, level: hall, metric: coverage, threshold: 0.9, for: 2s, severity: warning}
   - {name: site_degraded, level: site, metric: telemetry_degraded, threshold: 0.5, severity: warning}
 notifiers:

@@ -17,7 +17,7 @@ import (
 func TestAlertmanagerResendKeepsAlertActive(t *testing.T) {
 	am := testenv.StartAlertmanager(t, "route:\n  receiver: devnull\nreceivers:\n  - name: devnull\n")
 	w := newWorld(t, []sim.Job{{Name: "on", Period: 2 * time.Second, Duty: 1, ComputeFrac: 0.9, CommFrac: 0.9}},
-		[]rules.Rule{{Name: "hall_load", Level: "hall", Domains: []string{"dc1/h1"}, Metric: rules.MetricPowerMW, Threshold: f(1), Severity: "warning"}})
+		[]rules.Rule{{Name: "hall_load", Level: "hall", Domains: []string{"dc1/h1"}, Metric: rules.MetricPowerMW, Power: rules.PowerGPU, Threshold: f(1), Severity: "warning"}})
 	w.cfg.Notifiers.Alertmanager.URLs = []string{am.URL}
 	w.cfg.Notifiers.Alertmanager.ResendInterval = 3 * time.Second
 	w.startEngine()

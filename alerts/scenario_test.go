@@ -79,7 +79,7 @@ receivers:
 	job := sim.Job{Name: "big", Nodes: "hall=h1", Start: 20 * time.Second, Stop: 90 * time.Second, Ramp: 10 * time.Second,
 		Period: 2 * time.Second, Duty: 1, ComputeFrac: 0.98, CommFrac: 0.98}
 	w := newWorld(t, []sim.Job{job}, []rules.Rule{{
-		Name: "hall_power_critical", Level: "hall", Metric: rules.MetricPowerMW, OfCapacity: f(0.95), ClearOfCapacity: f(0.92),
+		Name: "hall_power_critical", Level: "hall", Metric: rules.MetricPowerMW, Power: rules.PowerGPU, OfCapacity: f(0.95), ClearOfCapacity: f(0.92),
 		For: 5 * time.Second, Severity: "critical", Labels: map[string]string{"team": "facility"},
 		Annotations: map[string]string{"summary": "hall {{ .Domain }} draws {{ mw .Value }}, above {{ mw .Threshold }} of {{ mw .CapacityMW }}"},
 	}})

@@ -60,5 +60,11 @@ func view(d *topology.Domain, s *aggregate.DomainState) web.DomainView {
 	if s.HasGPUTemp() {
 		v.GPUTempMaxC = float64(s.GPUTempMaxC)
 	}
+	v.GPUW, v.NodeW, v.FacilityW, v.MetersStale, v.FacilityDegraded = s.PowerEstW, s.NodePowerEstW, s.FacilityW, s.MetersStale, s.FacilityDegraded
+	v.FacilitySource = "node"
+	if s.HasMetered {
+		m, u := s.MeteredW, s.UnaccountedW
+		v.MeteredW, v.UnaccountedW, v.FacilitySource = &m, &u, "meter"
+	}
 	return v
 }

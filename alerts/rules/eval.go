@@ -30,13 +30,29 @@ type Domain struct {
 }
 
 // Source gives a metric's value for a domain in the current window; ok is
-// false when it is not available (no analysis yet, no temperatures).
-// freqHz is set for oscillation_mw.
+// false when it is not available (no analysis yet, no temperatures, no
+// fresh meter). power is the rule's figure (PowerGPU or PowerFacility,
+// Rule.Figure). freqHz is set for oscillation_mw.
 type Source interface {
-	Value(domainID int, metric string, band []float64) (value, freqHz float64, ok bool)
-	// Quality is the domain's coverage (0..1) and whether its telemetry is
-	// degraded in the current window.
-	Quality(domainID int) (coverage float64, degraded bool)
+	Value(domainID int, metric, power string, band []float64) (value, freqHz float64, ok bool)
+	// Quality is the state of the domain's figure power in the current
+	// window.
+	Quality(domainID int, power string) Quality
+}
+
+// Quality is what a Source says of a domain's figure in one window.
+type Quality struct {
+	// Coverage is the domain's node coverage (0..1).
+	Coverage float64
+	// Degraded: the figure is partly estimated (GPU: coverage below
+	// resolve_min_coverage; facility: meters stale, or node sum at low
+	// coverage). Firing alerts on it do not resolve.
+	Degraded bool
+	// Figure names the figure in this window: "GPU", "facility (metered)",
+	// "facility (node sum)", "facility (node sum, meters stale)".
+	Figure string
+	// Why says, when Degraded, why (for the annotation of a held alert).
+	Why string
 }
 
 // Record is the persisted state of one (rule, domain): the KV value.
@@ -54,6 +70,9 @@ type Record struct {
 	Threshold   float64   `json:"threshold"`
 	Coverage    float64   `json:"coverage"`
 	Degraded    bool      `json:"degraded,omitempty"`
+	// Figure and Why are the Quality of the last evaluated window.
+	Figure string `json:"figure,omitempty"`
+	Why    string `json:"why,omitempty"`
 	// HeldDegraded: the value is on the clear side but the alert stays
 	// firing because the domain's telemetry is degraded.
 	HeldDegraded bool `json:"held_degraded,omitempty"`
@@ -78,7 +97,8 @@ type instance struct {
 type compiled struct {
 	Rule
 	below bool
-	hold  bool // stays firing while degraded
+	power string // Rule.Figure
+	hold  bool   // stays firing while degraded
 	tmpl  map[string]*template.Template
 	inst  []instance
 }
@@ -96,7 +116,7 @@ type Evaluator struct {
 func NewEvaluator(rs []Rule, domains []Domain, retention time.Duration) (*Evaluator, error) {
 	e := &Evaluator{byFP: map[string]*instance{}, retention: retention}
 	for _, r := range rs {
-		c := &compiled{Rule: r, below: r.Below(), hold: HoldsWhileDegraded(r.Metric), tmpl: map[string]*template.Template{}}
+		c := &compiled{Rule: r, below: r.Below(), power: r.Figure(), hold: HoldsWhileDegraded(r.Metric), tmpl: map[string]*template.Template{}}
 		for k, v := range r.Annotations {
 			t, err := parseTemplate(k, v)
 			if err != nil {
@@ -177,11 +197,9 @@ func (e *Evaluator) Eval(at time.Time, src Source) []notify.Alert {
 	for _, c := range e.rules {
 		for i := range c.inst {
 			in := &c.inst[i]
-			v, f, ok := src.Value(in.dom.ID, c.Metric, c.Band)
-			cov, deg := src.Quality(in.dom.ID)
-			if in.rec.Coverage != cov || in.rec.Degraded != deg {
-				in.rec.Coverage, in.rec.Degraded = cov, deg
-			}
+			v, f, ok := src.Value(in.dom.ID, c.Metric, c.power, c.Band)
+			q := src.Quality(in.dom.ID, c.power)
+			in.rec.Coverage, in.rec.Degraded, in.rec.Figure, in.rec.Why = q.Coverage, q.Degraded, q.Figure, q.Why
 			if a, changed := e.step(c, in, at, v, f, ok); changed {
 				out = append(out, a)
 			}
@@ -272,7 +290,10 @@ func (e *Evaluator) alert(c *compiled, in *instance, at time.Time) notify.Alert 
 	}
 	td := TemplateData{Rule: c.Name, Severity: c.Severity, Level: a.Level, Domain: a.Domain, Metric: c.Metric, Unit: a.Unit,
 		Path: a.Path, Value: r.Value, Threshold: in.thr, Clear: in.clr, CapacityMW: in.dom.CapacityW / 1e6, FreqHz: r.FreqHz, Labels: a.Labels,
-		Coverage: r.Coverage, Degraded: r.Degraded}
+		Coverage: r.Coverage, Degraded: r.Degraded, Power: c.power, Figure: r.Figure}
+	if td.Figure == "" {
+		td.Figure = figureName(c.power)
+	}
 	a.Annotations = make(map[string]string, len(c.tmpl)+4)
 	for k, t := range c.tmpl {
 		var b strings.Builder
@@ -287,14 +308,26 @@ func (e *Evaluator) alert(c *compiled, in *instance, at time.Time) notify.Alert 
 		a.Annotations["freq_hz"] = fmt.Sprintf("%.3f", r.FreqHz)
 	}
 	a.Annotations["coverage"] = fmt.Sprintf("%.1f%%", 100*r.Coverage)
+	a.Annotations["power"] = td.Figure
+	why := r.Why
+	if why == "" {
+		why = fmt.Sprintf("only %.1f%% of nodes report; the figure is partly estimated (silent nodes at their last known power)", 100*r.Coverage)
+	}
 	switch {
 	case r.HeldDegraded && a.State == notify.StateFiring:
-		a.Annotations["telemetry"] = fmt.Sprintf("degraded: only %.1f%% of nodes report; the figure is partly estimated (silent nodes at their last known power). "+
-			"It is on the clear side, but the alert stays firing until coverage is back", 100*r.Coverage)
+		a.Annotations["telemetry"] = "degraded: " + why + ". It is on the clear side, but the alert stays firing until the figure is measured again"
 	case r.Degraded:
-		a.Annotations["telemetry"] = fmt.Sprintf("degraded: only %.1f%% of nodes report; the figure is partly estimated (silent nodes at their last known power)", 100*r.Coverage)
+		a.Annotations["telemetry"] = "degraded: " + why
 	}
 	return a
+}
+
+// figureName is the figure's name before any window was evaluated.
+func figureName(power string) string {
+	if power == PowerFacility {
+		return "facility"
+	}
+	return "GPU"
 }
 
 // Dirty returns (and clears) the records that changed since the last call:

@@ -8,23 +8,25 @@ import (
 
 type fixed map[int]float64
 
-func (f fixed) Value(id int, _ string, _ []float64) (float64, float64, bool) {
+func (f fixed) Value(id int, _, _ string, _ []float64) (float64, float64, bool) {
 	v, ok := f[id]
 	return v, 0.5, ok
 }
 
-func (f fixed) Quality(int) (float64, bool) { return 1, false }
+func (f fixed) Quality(int, string) Quality { return Quality{Coverage: 1} }
 
 // degradedSrc is one domain's value with its coverage; degraded below 0.9.
 type degradedSrc struct{ v, cov float64 }
 
-func (d degradedSrc) Value(_ int, m string, _ []float64) (float64, float64, bool) {
+func (d degradedSrc) Value(_ int, m, _ string, _ []float64) (float64, float64, bool) {
 	if m == MetricCoverage {
 		return d.cov, 0, true
 	}
 	return d.v, 0, true
 }
-func (d degradedSrc) Quality(int) (float64, bool) { return d.cov, d.cov < 0.9 }
+func (d degradedSrc) Quality(int, string) Quality {
+	return Quality{Coverage: d.cov, Degraded: d.cov < 0.9}
+}
 
 func fp(v float64) *float64 { return &v }
 

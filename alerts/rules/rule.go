@@ -33,7 +33,57 @@ const (
 	// MetricDegraded is 1 while the domain's telemetry is degraded
 	// (coverage below resolve_min_coverage), else 0.
 	MetricDegraded = "telemetry_degraded"
+
+	// Facility power (docs/alerts.md "Facility power").
+	//
+	// MetricUnaccountedMW is metered power minus the node power of the
+	// reporting nodes: non-IT load on the feed, losses, and nodes whose
+	// collectors are missing. No value without a fresh (or held) meter.
+	MetricUnaccountedMW = "unaccounted_mw"
+	// MetricUnaccountedRatio is unaccounted_mw / metered power; no value
+	// without a fresh (or held) meter.
+	MetricUnaccountedRatio = "unaccounted_ratio"
+	// MetricStaleMeters counts the domain's meters (its subtree's) without
+	// a fresh or held reading this window.
+	MetricStaleMeters = "stale_meters"
+	// MetricNodePowerMW is the node power estimate (measured or modeled
+	// node power of the reporting nodes + the last known node power of the
+	// silent ones), MW.
+	MetricNodePowerMW = "node_power_mw"
 )
+
+// Power figures a power rule can evaluate (`power:`).
+const (
+	// PowerGPU is the sum of GPU power: the 10 Hz measurement.
+	PowerGPU = "gpu"
+	// PowerFacility is what the breaker carries: metered where fresh
+	// meters cover the domain, else the node sum; at 10 Hz the GPU slot
+	// series shifted to it.
+	PowerFacility = "facility"
+)
+
+// powerDefault is the default `power:` of the metrics that take one:
+// capacity figures are about the breaker (facility), ramp, swing and
+// oscillation about the 10 Hz measurement (GPU).
+var powerDefault = map[string]string{
+	MetricPowerMW:       PowerFacility,
+	MetricPowerMaxMW:    PowerFacility,
+	MetricHeadroomMW:    PowerFacility,
+	MetricRampMWPerS:    PowerGPU,
+	MetricSwingMW:       PowerGPU,
+	MetricOscillationMW: PowerGPU,
+}
+
+// figureOf is the figure whose quality (coverage, degraded) a metric
+// without `power:` follows.
+var figureOf = map[string]string{
+	MetricUnaccountedMW:    PowerFacility,
+	MetricUnaccountedRatio: PowerFacility,
+	MetricStaleMeters:      PowerFacility,
+}
+
+// TakesPower reports whether metric takes the `power:` key.
+func TakesPower(metric string) bool { _, ok := powerDefault[metric]; return ok }
 
 // metricInfo is the unit, default comparison and whether of_capacity applies.
 type metricInfo struct {
@@ -55,15 +105,23 @@ var metrics = map[string]metricInfo{
 	MetricThrottledGPUs: {"count", false, false},
 	MetricStaleNodes:    {"count", false, false},
 	MetricDegraded:      {"bool", false, false},
+
+	MetricUnaccountedMW:    {"MW", false, true},
+	MetricUnaccountedRatio: {"ratio", false, false},
+	MetricStaleMeters:      {"count", false, false},
+	MetricNodePowerMW:      {"MW", false, true},
 }
 
 // HoldsWhileDegraded reports whether a firing alert on metric stays firing
 // while its domain's telemetry is degraded: every metric whose figure
-// missing nodes could make look better. Coverage, stale nodes and the
-// degraded state itself describe the telemetry and resolve on their own.
+// missing nodes (or meters) could make look better. Coverage, stale nodes,
+// stale meters and the degraded state itself describe the telemetry and
+// resolve on their own. Which degraded state holds a rule depends on its
+// figure (Rule.Figure): facility rules hold while the facility figure is
+// degraded, GPU rules while the GPU figure is.
 func HoldsWhileDegraded(metric string) bool {
 	switch metric {
-	case MetricCoverage, MetricStaleNodes, MetricDegraded:
+	case MetricCoverage, MetricStaleNodes, MetricDegraded, MetricStaleMeters:
 		return false
 	}
 	return true
@@ -91,6 +149,12 @@ type Rule struct {
 	// domain keys such as "dc1/h1" or "dc1/*/r0?".
 	Domains []string `yaml:"domains,omitempty"`
 	Metric  string   `yaml:"metric"`
+	// Power chooses the figure of a power metric (power_mw, power_max_mw,
+	// headroom_mw, ramp_mw_per_s, swing_mw, oscillation_mw): "facility"
+	// (what the breaker carries; default for power_mw, power_max_mw and
+	// headroom_mw) or "gpu" (the GPU sum; default for ramp, swing and
+	// oscillation).
+	Power string `yaml:"power,omitempty"`
 	// Band is [low, high] Hz for oscillation_mw.
 	Band []float64 `yaml:"band,omitempty"`
 	// Op is "above" or "below"; the default is below for headroom_mw and
@@ -153,6 +217,22 @@ func (r *Rule) Below() bool {
 	return metrics[r.Metric].below
 }
 
+// Figure is the power figure the rule evaluates and whose quality holds
+// it: its `power:`, else the metric's default; "gpu" for the metrics
+// about nodes and GPUs, "facility" for the meter metrics.
+func (r *Rule) Figure() string {
+	if r.Power != "" && TakesPower(r.Metric) {
+		return r.Power
+	}
+	if p, ok := powerDefault[r.Metric]; ok {
+		return p
+	}
+	if p, ok := figureOf[r.Metric]; ok {
+		return p
+	}
+	return PowerGPU
+}
+
 // Validate returns every problem of every rule at once, each as
 // "rules[i] (name): key: problem". levels, when non-nil, are the topology's
 // levels that `level` must name.
@@ -192,6 +272,13 @@ func Validate(rs []Rule, levels []string) error {
 			}
 		} else if len(r.Band) > 0 {
 			bad("band", "only for %s", MetricOscillationMW)
+		}
+		switch {
+		case r.Power == "":
+		case ok && !TakesPower(r.Metric):
+			bad("power", "only for %s", strings.Join(powerMetrics(), ", "))
+		case r.Power != PowerGPU && r.Power != PowerFacility:
+			bad("power", "want %s or %s, got %q", PowerGPU, PowerFacility, r.Power)
 		}
 		if r.Op != "" && r.Op != "above" && r.Op != "below" {
 			bad("op", "want above or below, got %q", r.Op)
@@ -244,6 +331,15 @@ func Validate(rs []Rule, levels []string) error {
 	return errors.Join(errs...)
 }
 
+func powerMetrics() []string {
+	out := make([]string, 0, len(powerDefault))
+	for m := range powerDefault {
+		out = append(out, m)
+	}
+	slices.Sort(out)
+	return out
+}
+
 func ptrOr(a, b *float64) *float64 {
 	if a != nil {
 		return a
@@ -271,10 +367,14 @@ type TemplateData struct {
 	CapacityMW                                  float64
 	FreqHz                                      float64 // oscillation_mw: frequency of the dominant oscillation
 	// Coverage of the domain (0..1) in the evaluated window; Degraded when
-	// its telemetry is degraded (figures partly estimated).
+	// the rule's figure is degraded (partly estimated, or its meters stale).
 	Coverage float64
 	Degraded bool
-	Labels   map[string]string
+	// Power is the rule's figure ("gpu" or "facility"); Figure says what it
+	// was in the evaluated window: "GPU", "facility (metered)", "facility
+	// (node sum)" or "facility (node sum, meters stale)".
+	Power, Figure string
+	Labels        map[string]string
 }
 
 var funcs = template.FuncMap{

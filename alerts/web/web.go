@@ -37,26 +37,29 @@ type DomainView struct {
 	OscFound bool `json:"osc_found"`
 	// LagS is how late the aggregator computed this window (it fell behind).
 	LagS float64 `json:"lag_s"`
-
-	// Facility power, in W (the fields above are GPU power in MW): GPUW the
-	// GPU figure, NodeW the node sum (silent nodes at their last known
-	// power, nodes without node power modeled), MeteredW the meters' figure
-	// (nil when no fresh meter covers the domain), FacilityW what the
-	// capacity rules evaluate (MeteredW when there is one, else NodeW) and
-	// FacilitySource which ("meter" or "node"; "" from an aggregator without
-	// facility power: the page then shows GPU power as before),
-	// UnaccountedW = MeteredW − the reporting nodes' sum (nil without a
-	// meter), MetersStale the domain's meters without a fresh reading.
-	GPUW           float64  `json:"gpu_w"`
-	NodeW          float64  `json:"node_w"`
-	MeteredW       *float64 `json:"metered_w,omitempty"`
-	FacilityW      float64  `json:"facility_w"`
-	FacilitySource string   `json:"facility_source,omitempty"`
-	UnaccountedW   *float64 `json:"unaccounted_w,omitempty"`
-	MetersStale    int      `json:"meters_stale"`
+	// Facility power (alerts/snapshot.go fills them), W: GPUW is GPU power
+	// (silent nodes at their last known power), NodeW node power (GPUs +
+	// hosts, measured or modeled; silent nodes at their last node power),
+	// MeteredW the meters' figure (absent when fresh meters do not cover
+	// the domain), FacilityW what the breaker carries (metered, else
+	// NodeW) and FacilitySource which ("meter" or "node"); UnaccountedW is
+	// metered − node power of the reporting nodes (absent without
+	// MeteredW); MetersStale the domain's meters without a fresh reading;
+	// FacilityDegraded: the facility figure is partly estimated (meters
+	// stale, or node sum at low coverage).
+	GPUW             float64  `json:"gpu_w"`
+	NodeW            float64  `json:"node_w"`
+	MeteredW         *float64 `json:"metered_w,omitempty"`
+	FacilityW        float64  `json:"facility_w"`
+	FacilitySource   string   `json:"facility_source"`
+	UnaccountedW     *float64 `json:"unaccounted_w,omitempty"`
+	MetersStale      int      `json:"meters_stale"`
+	FacilityDegraded bool     `json:"facility_degraded"`
 }
 
-// HasFacility reports whether the aggregator sent facility power.
+// HasFacility reports whether the aggregator sent facility power (an
+// older one sends no facility_source: the page and the demo then show GPU
+// power as before).
 func (d DomainView) HasFacility() bool { return d.FacilitySource != "" }
 
 // PowerShownMW is the figure the page and the demo put against capacity:

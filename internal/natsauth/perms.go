@@ -116,9 +116,10 @@ func jsOrderedConsumer(stream string) []string {
 	}
 }
 
-// AlertsPermissions: read node reports (MEGAWATCH_POWER) and hall rollups
-// (MEGAWATCH_ROLLUP, for a site aggregator) from their streams with
-// ordered consumers, set up those streams, publish rollups and alert
+// AlertsPermissions: read node reports (MEGAWATCH_POWER), hall rollups
+// (MEGAWATCH_ROLLUP, for a site aggregator) and meter reports
+// (MEGAWATCH_METER) from their streams with ordered consumers, set up
+// those streams, publish rollups and alert
 // events, and keep alert state in the KV bucket (create it, get, put,
 // delete, list keys). No core-NATS subscription to any megawatch subject.
 func AlertsPermissions(o PolicyOptions) Permissions {
@@ -127,6 +128,10 @@ func AlertsPermissions(o PolicyOptions) Permissions {
 	pub = append(pub, jsStreamAdmin(telemetry.StreamRollup)...)
 	pub = append(pub, jsOrderedConsumer(telemetry.StreamPower)...)
 	pub = append(pub, jsOrderedConsumer(telemetry.StreamRollup)...)
+	// Meter reports (MEGAWATCH_METER): set up like the power stream, read
+	// with a second ordered consumer.
+	pub = append(pub, jsStreamAdmin(telemetry.StreamMeter)...)
+	pub = append(pub, jsOrderedConsumer(telemetry.StreamMeter)...)
 	pub = append(pub, jsStreamAdmin(kv)...)
 	pub = append(pub,
 		"$JS.API.INFO", // nats.go reads the account's JetStream info before creating a bucket
