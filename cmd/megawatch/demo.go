@@ -51,8 +51,8 @@ type demoOptions struct {
 func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	var o demoOptions
 	fs := newFlagSet("demo", stderr)
-	fs.StringVar(&o.topology, "topology", "", "topology file (default: the embedded 50 MW demo campus, configs/demo-topology.yaml)")
-	fs.Float64Var(&o.scale, "scale", 1, "grow or shrink the demo campus: rows per hall and capacities ×scale (1 = 6,400 nodes, 50 MW)")
+	fs.StringVar(&o.topology, "topology", "", "topology file (default: the embedded demo campus of 6,400 nodes and 100 MW, configs/demo-topology.yaml)")
+	fs.Float64Var(&o.scale, "scale", 1, "grow or shrink the demo campus: rows per hall and capacities ×scale (1 = 6,400 nodes, 100 MW of capacity)")
 	fs.BoolVar(&o.quick, "quick", false, "compress the scenario to about one minute (tests use it)")
 	fs.BoolVar(&o.forever, "forever", false, "keep running after the scenario, until interrupted")
 	fs.StringVar(&o.httpAddr, "http-addr", "127.0.0.1:8080", "live page, /metrics, /healthz and /readyz")
@@ -218,6 +218,8 @@ func (d *demo) run(ctx context.Context) error {
 	// production); the compressed scenario looks back over less.
 	acfg.AnalysisWindow = d.scen.at(60)
 	acfg.Rules = d.scen.rules(acfg.Rules)
+	// The nodes without node power are modeled as what they are.
+	acfg.NodeModel = alerts.NodeModelConfig{NodeType: d.o.model}
 	acfg.Notifiers.Alertmanager.URLs = nil
 	acfg.Notifiers.Alertmanager.URLsEnv = ""
 	acfg.Notifiers.PagerDuty.RoutingKeyEnv = ""

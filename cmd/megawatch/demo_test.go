@@ -132,8 +132,8 @@ func TestDemoEndToEnd(t *testing.T) {
 	if m == nil {
 		t.Fatalf("no page for hall h1 above 95%% in the output")
 	}
-	if v, _ := strconv.ParseFloat(m[1], 64); v < 0.95*5 {
-		t.Errorf("page says %s MW, want above 95%% of the 5 MW hall", m[1])
+	if v, _ := strconv.ParseFloat(m[1], 64); v < 0.95*10 {
+		t.Errorf("page says %s MW, want above 95%% of the 10 MW hall", m[1])
 	}
 	if n := strings.Count(out, "FIRING   hall_power_critical demo/h1"); n != 1 {
 		t.Errorf("hall_power_critical paged %d times, want once", n)
