@@ -205,6 +205,13 @@ func TestLivePageDegraded(t *testing.T) {
 	if got := p.Text("#site-headroom"); !strings.HasSuffix(got, "?") {
 		t.Errorf("#site-headroom = %q, want it marked as uncertain", got)
 	}
+	if got := p.Texts(`tr.fac-row[data-key="dc1"] td.fac-src`); len(got) != 1 || got[0] != "node sum (est.)" {
+		t.Errorf("facility source of the degraded site: %q", got)
+	}
+	// A metered hall's figure is measured whatever its coverage: no marker.
+	if p.Count(`tr.hall-row[data-key="dc1/h1"] .deg-tag`) != 0 {
+		t.Error("metered hall h1 marked degraded")
+	}
 	if errs := p.JSErrors(); len(errs) > 0 {
 		t.Errorf("page script errors: %q", errs)
 	}
@@ -236,4 +243,37 @@ func TestLivePageGPUOnly(t *testing.T) {
 	if errs := p.JSErrors(); len(errs) > 0 {
 		t.Errorf("page script errors: %q", errs)
 	}
+}
+
+// Coverage low but the meter fresh: the figure against capacity is the
+// meter's, measured, so the headline carries no "partly estimated" marker
+// (the coverage KPI still shows the silent nodes).
+func TestLivePageMeteredNotDegraded(t *testing.T) {
+	testenv.Short(t)
+	srv := httptest.NewServer(web.Handler(meteredLowCoverage{newFakeSource()}, nil, 200*time.Millisecond))
+	t.Cleanup(srv.Close)
+	p := browsertest.Open(t, srv.URL+"/")
+	p.WaitText("#site-mw", func(s string) bool { return s != "—" }, 20*time.Second)
+	p.WaitCount("tr.fac-row", 3, 10*time.Second)
+	if p.Count("#site-degraded.hidden") != 1 {
+		t.Errorf("degraded marker on a metered figure: %q", p.Text("#site-degraded"))
+	}
+	if got := p.Text("#site-mw"); got != "51.3" {
+		t.Errorf("#site-mw = %q, want the metered 51.3", got)
+	}
+	if errs := p.JSErrors(); len(errs) > 0 {
+		t.Errorf("page script errors: %q", errs)
+	}
+}
+
+// meteredLowCoverage: the site metered (its halls' meters fresh) while
+// coverage is below resolve_min_coverage.
+type meteredLowCoverage struct{ f *fakeSource }
+
+func (m meteredLowCoverage) Snapshot() web.Snapshot {
+	s := m.f.Snapshot()
+	site := &s.Sites[0]
+	site.Degraded, site.FacilityDegraded = true, false
+	site.MeteredW, site.FacilityW, site.FacilitySource = ptr(51.3e6), 51.3e6, "meter"
+	return s
 }

@@ -49,6 +49,7 @@ func (f *fakeSource) Snapshot() web.Snapshot {
 		h1.GPUW, h1.NodeW, h1.MeteredW, h1.FacilityW, h1.FacilitySource, h1.UnaccountedW = 23.9e6, 28.6e6, ptr(30.1e6), 30.1e6, "meter", ptr(1.5e6)
 		h2.GPUW, h2.NodeW, h2.FacilityW, h2.FacilitySource, h2.MetersStale = 17.3e6, 21.2e6, 21.2e6, "node", 1
 		site.GPUW, site.NodeW, site.FacilityW, site.FacilitySource = 41.7e6, 49.8e6, 49.8e6, "node"
+		site.FacilityDegraded = f.degraded // its figure is the node sum: degraded with its coverage
 	}
 	return web.Snapshot{
 		At: now, WindowMs: 1000,

@@ -72,6 +72,16 @@ func (d DomainView) PowerShownMW() float64 {
 	return d.PowerEstMW
 }
 
+// ShownDegraded reports whether PowerShownMW is partly estimated: the
+// facility figure's own flag (a fresh meter is measured whatever the
+// nodes' coverage), else the GPU figure's.
+func (d DomainView) ShownDegraded() bool {
+	if d.HasFacility() {
+		return d.FacilityDegraded
+	}
+	return d.Degraded
+}
+
 // Point is one slot of a power series: T in unix milliseconds, MW.
 type Point struct {
 	T  int64   `json:"t"`

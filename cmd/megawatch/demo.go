@@ -440,12 +440,12 @@ func printSnapshot(w io.Writer, s webSnapshot, elapsed time.Duration, phase stri
 		mw := st.PowerShownMW()
 		fmt.Fprintf(&b, "%6s  %-22s site %-6s %6.1f / %5.1f MW %s %3.0f%%  %s  ramp %5.1f MW/s%s  coverage %5.1f%%%s\n",
 			fmtElapsed(elapsed), phase, st.Key, mw, st.CapacityMW, bar(mw/st.CapacityMW, 20), 100*mw/st.CapacityMW,
-			figures(st), st.RampMWPerS, osc, 100*st.Coverage, mark(st.Degraded))
+			figures(st), st.RampMWPerS, osc, 100*st.Coverage, mark(st.ShownDegraded()))
 	}
 	for _, h := range s.Halls {
 		mw := h.PowerShownMW()
 		fmt.Fprintf(&b, "%6s  %-22s hall %-6s %6.1f / %5.1f MW %s %3.0f%%  %s  headroom %5.1f MW  coverage %5.1f%%%s\n",
-			"", "", h.Path[len(h.Path)-1], mw, h.CapacityMW, bar(mw/h.CapacityMW, 20), 100*mw/h.CapacityMW, figures(h), h.CapacityMW-mw, 100*h.Coverage, mark(h.Degraded))
+			"", "", h.Path[len(h.Path)-1], mw, h.CapacityMW, bar(mw/h.CapacityMW, 20), 100*mw/h.CapacityMW, figures(h), h.CapacityMW-mw, 100*h.Coverage, mark(h.ShownDegraded()))
 	}
 	_, _ = io.WriteString(w, b.String())
 }
@@ -475,6 +475,9 @@ func figures(d webDomain) string {
 		src = "meter"
 	case strings.Contains(src, "node"):
 		src = "node sum"
+	}
+	if d.FacilityDegraded {
+		src += ", partly estimated"
 	}
 	return fmt.Sprintf("GPU %5.1f · node %5.1f · metered %s · unacc. %s MW (%s)", d.GPUW/1e6, d.NodeW/1e6, metered, unacc, src)
 }

@@ -70,6 +70,10 @@
   // (what the capacity rules evaluate), else the GPU estimate.
   const shownMW = (d) => hasFacility(d) ? d.facility_w / 1e6 : d.power_est_mw;
   const headroomMW = (d) => hasFacility(d) ? d.capacity_mw - d.facility_w / 1e6 : d.headroom_mw;
+  // shownDegraded: the figure against capacity is partly estimated (the
+  // facility figure's own flag: a fresh meter is measured whatever the
+  // node coverage).
+  const shownDegraded = (d) => hasFacility(d) ? !!d.facility_degraded : !!d.degraded;
   function sourceText(d) {
     const s = String(d.facility_source || "").toLowerCase();
     if (s.includes("meter")) return "meter";
@@ -85,7 +89,7 @@
       c.power_mw += s.power_mw; c.power_est_mw += s.power_est_mw; c.capacity_mw += s.capacity_mw;
       c.headroom_mw += headroomMW(s); c.nodes_reporting += s.nodes_reporting; c.nodes_expected += s.nodes_expected;
       c.ramp_mw_per_s += s.ramp_mw_per_s; c.swing_mw += s.swing_mw;
-      c.degraded = c.degraded || !!s.degraded; c.lag_s = Math.max(c.lag_s, s.lag_s || 0);
+      c.degraded = c.degraded || shownDegraded(s); c.lag_s = Math.max(c.lag_s, s.lag_s || 0);
       if (s.osc_found && s.osc_mw > c.osc_mw) { c.osc_mw = s.osc_mw; c.osc_freq_hz = s.osc_freq_hz; c.osc_found = true; }
       c.shown_mw += shownMW(s); c.gpu_mw += hasFacility(s) ? s.gpu_w / 1e6 : s.power_est_mw;
       c.facility = c.facility && hasFacility(s); c.metered = c.metered && hasMeter(s);
@@ -134,7 +138,7 @@
     tr.dataset.testid = cls;
     const name = el("td", "name", d.path && d.path.length ? d.path[d.path.length - 1] : d.key);
     name.title = d.key;
-    const deg = holdOn(d.key, d.degraded);
+    const deg = holdOn(d.key, shownDegraded(d));
     if (deg) { name.append(el("span", "deg-tag", "degraded")); name.title = d.key + ": telemetry degraded, figures partly estimated"; }
     const barTd = el("td"), mw = shownMW(d), headroom = headroomMW(d);
     barTd.append(bar(mw, d.capacity_mw, d.key), el("div", "cap-text", fmt(mw, 1) + " / " + fmt(d.capacity_mw, 1) + " MW" + (deg ? " (est.)" : "")));
@@ -171,7 +175,7 @@
     tr.append(name, el("td", "num fac-gpu", fmt(d.gpu_w / 1e6, 1)), el("td", "num fac-node", fmt(d.node_w / 1e6, 1)), meter,
       el("td", "num fac-unacc", un !== undefined ? fmt(un, 2) : "—"),
       el("td", "num fac-ratio", ratio !== undefined ? fmt(ratio * 100, 1) + "%" : "—"),
-      el("td", "fac-src", sourceText(d)), el("td", "num fac-mw", fmt(d.facility_w / 1e6, 1)));
+      el("td", "fac-src", sourceText(d) + (d.facility_degraded ? " (est.)" : "")), el("td", "num fac-mw", fmt(d.facility_w / 1e6, 1)));
     return tr;
   }
 
