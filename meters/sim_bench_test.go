@@ -13,7 +13,7 @@ import (
 )
 
 // BenchmarkSimWindow: one window of the simulated meters of the demo
-// campus (6,400 nodes, 402 generated meters), with its same-run baseline,
+// campus (6,400 nodes, its 42 row and hall meters), with its same-run baseline,
 // the simulated collectors' own reports of the same nodes (Fleet.Report).
 //
 //	go test ./meters -run '^$' -bench SimWindow -benchtime 20x -count 3

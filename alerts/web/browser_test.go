@@ -5,6 +5,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -30,8 +31,11 @@ func TestLivePageInChromium(t *testing.T) {
 		v, err := strconv.ParseFloat(strings.ReplaceAll(s, ",", ""), 64)
 		return err == nil && v > 0
 	}, 20*time.Second)
-	if mw != "41.7" {
-		t.Errorf("#site-mw = %q, want the estimate 41.7", mw)
+	if mw != "49.8" {
+		t.Errorf("#site-mw = %q, want the facility figure 49.8", mw)
+	}
+	if got := p.Text("#site-basis"); got != "node sum · GPU 41.7 MW" {
+		t.Errorf("#site-basis = %q, want where the figure comes from and the GPU figure", got)
 	}
 	if p.Count("#site-degraded.hidden") != 1 {
 		t.Errorf("degraded marker shown for a healthy site: %q", p.Text("#site-degraded"))
@@ -39,8 +43,30 @@ func TestLivePageInChromium(t *testing.T) {
 	if got := p.Text("#site-capacity"); got != "55.0" {
 		t.Errorf("#site-capacity = %q", got)
 	}
-	if got := p.Text("#site-headroom"); got != "13.8" {
-		t.Errorf("#site-headroom = %q", got)
+	if got := p.Text("#site-headroom"); got != "5.2" {
+		t.Errorf("#site-headroom = %q, want capacity − facility 5.2", got)
+	}
+	// The facility table: GPU, node and metered power side by side per
+	// domain, unaccounted power and where the figure comes from.
+	facCols := func(key string) []string {
+		return p.Texts(`tr.fac-row[data-key="` + key + `"] td`)
+	}
+	p.WaitCount("tr.fac-row", 3, 10*time.Second)
+	if got, want := facCols("dc1/h1"), []string{"h1", "23.9", "28.6", "30.1", "1.50", "5.0%", "meter", "30.1"}; !slices.Equal(got, want) {
+		t.Errorf("facility row of dc1/h1: %q, want %q", got, want)
+	}
+	if got, want := facCols("dc1/h2"), []string{"h2", "17.3", "21.2", "stale", "—", "—", "node sum", "21.2"}; !slices.Equal(got, want) {
+		t.Errorf("facility row of dc1/h2 (its meter stale): %q, want %q", got, want)
+	}
+	if got, want := facCols("dc1"), []string{"dc1", "41.7", "49.8", "—", "—", "—", "node sum", "49.8"}; !slices.Equal(got, want) {
+		t.Errorf("facility row of dc1: %q, want %q", got, want)
+	}
+	if got := p.Texts("table.facility th"); len(got) != 8 || got[1] != "GPU MW" || got[2] != "Node MW" || got[3] != "Metered MW" || got[4] != "Unaccounted MW" || got[6] != "Source" {
+		t.Errorf("facility columns %q", got)
+	}
+	// The capacity bars show the facility figure.
+	if got := p.Text(`tr.hall-row[data-key="dc1/h1"] .cap-text`); got != "30.1 / 31.5 MW" {
+		t.Errorf("hall h1 against capacity: %q, want the metered 30.1 / 31.5 MW", got)
 	}
 	if got := p.Text("#osc-freq"); got != "0.50" {
 		t.Errorf("#osc-freq = %q", got)
@@ -86,6 +112,21 @@ func TestLivePageInChromium(t *testing.T) {
 	})()`)
 	if err != nil || !fits {
 		t.Errorf("alerts table columns do not fit their panel at 1400 px (err %v)", err)
+	}
+	// At 1400 px every table's cells stay inside their panels.
+	fits, err = browsertest.Eval[bool](p, `(() => {
+		document.body.style.width = "1400px";
+		const ok = [...document.querySelectorAll("table")].every((tb) => {
+			const panel = tb.closest(".panel");
+			const r = panel.getBoundingClientRect();
+			return [...tb.querySelectorAll("th, td")].every((e) => e.getBoundingClientRect().right <= r.right + 0.5) &&
+				panel.scrollWidth <= panel.clientWidth;
+		});
+		document.body.style.width = "";
+		return ok;
+	})()`)
+	if err != nil || !fits {
+		t.Errorf("a table does not fit its panel at 1400 px (err %v)", err)
 	}
 
 	shot := p.Screenshot(filepath.Join(t.TempDir(), "live-page.png"))
@@ -134,8 +175,8 @@ func TestLivePageHallScoped(t *testing.T) {
 	srv := httptest.NewServer(web.Handler(hallSource{newFakeSource()}, nil, 200*time.Millisecond))
 	t.Cleanup(srv.Close)
 	p := browsertest.Open(t, srv.URL+"/")
-	if got := p.WaitText("#site-mw", func(s string) bool { return s != "—" }, 20*time.Second); got != "41.2" {
-		t.Errorf("#site-mw = %q, want the halls' estimates' sum 41.2", got)
+	if got := p.WaitText("#site-mw", func(s string) bool { return s != "—" }, 20*time.Second); got != "51.3" {
+		t.Errorf("#site-mw = %q, want the halls' facility figures' sum 51.3", got)
 	}
 	if got := p.Count(".hall-row"); got != 2 {
 		t.Errorf("%d hall rows, want 2", got)
@@ -158,13 +199,81 @@ func TestLivePageDegraded(t *testing.T) {
 	if !strings.Contains(got, "partly estimated") || !strings.Contains(got, "98.6% of nodes report") {
 		t.Errorf("#site-degraded = %q", got)
 	}
-	if got := p.Text("#site-mw"); got != "41.7" {
-		t.Errorf("#site-mw = %q, want the estimate 41.7", got)
+	if got := p.Text("#site-mw"); got != "49.8" {
+		t.Errorf("#site-mw = %q, want the facility figure 49.8", got)
 	}
 	if got := p.Text("#site-headroom"); !strings.HasSuffix(got, "?") {
 		t.Errorf("#site-headroom = %q, want it marked as uncertain", got)
 	}
+	if got := p.Texts(`tr.fac-row[data-key="dc1"] td.fac-src`); len(got) != 1 || got[0] != "node sum (est.)" {
+		t.Errorf("facility source of the degraded site: %q", got)
+	}
+	// A metered hall's figure is measured whatever its coverage: no marker.
+	if p.Count(`tr.hall-row[data-key="dc1/h1"] .deg-tag`) != 0 {
+		t.Error("metered hall h1 marked degraded")
+	}
 	if errs := p.JSErrors(); len(errs) > 0 {
 		t.Errorf("page script errors: %q", errs)
 	}
+}
+
+// An aggregator without facility power (older, or before its first
+// facility window): the page shows GPU power against capacity as before and
+// says so, with no made-up node or metered figures.
+func TestLivePageGPUOnly(t *testing.T) {
+	testenv.Short(t)
+	src := newFakeSource()
+	src.gpuOnly = true
+	srv := httptest.NewServer(web.Handler(src, nil, 200*time.Millisecond))
+	t.Cleanup(srv.Close)
+	p := browsertest.Open(t, srv.URL+"/")
+	if got := p.WaitText("#site-mw", func(s string) bool { return s != "—" }, 20*time.Second); got != "41.7" {
+		t.Errorf("#site-mw = %q, want the GPU estimate 41.7", got)
+	}
+	if got := p.Text("#site-basis"); got != "GPU power" {
+		t.Errorf("#site-basis = %q", got)
+	}
+	if got := p.Text("#site-headroom"); got != "13.8" {
+		t.Errorf("#site-headroom = %q, want the aggregator's 13.8", got)
+	}
+	p.WaitCount("tr.fac-row", 3, 10*time.Second)
+	if got, want := p.Texts(`tr.fac-row[data-key="dc1/h1"] td`), []string{"h1", "23.9", "—", "—", "—", "—", "GPU only", "23.9"}; !slices.Equal(got, want) {
+		t.Errorf("facility row of dc1/h1 without facility power: %q", got)
+	}
+	if errs := p.JSErrors(); len(errs) > 0 {
+		t.Errorf("page script errors: %q", errs)
+	}
+}
+
+// Coverage low but the meter fresh: the figure against capacity is the
+// meter's, measured, so the headline carries no "partly estimated" marker
+// (the coverage KPI still shows the silent nodes).
+func TestLivePageMeteredNotDegraded(t *testing.T) {
+	testenv.Short(t)
+	srv := httptest.NewServer(web.Handler(meteredLowCoverage{newFakeSource()}, nil, 200*time.Millisecond))
+	t.Cleanup(srv.Close)
+	p := browsertest.Open(t, srv.URL+"/")
+	p.WaitText("#site-mw", func(s string) bool { return s != "—" }, 20*time.Second)
+	p.WaitCount("tr.fac-row", 3, 10*time.Second)
+	if p.Count("#site-degraded.hidden") != 1 {
+		t.Errorf("degraded marker on a metered figure: %q", p.Text("#site-degraded"))
+	}
+	if got := p.Text("#site-mw"); got != "51.3" {
+		t.Errorf("#site-mw = %q, want the metered 51.3", got)
+	}
+	if errs := p.JSErrors(); len(errs) > 0 {
+		t.Errorf("page script errors: %q", errs)
+	}
+}
+
+// meteredLowCoverage: the site metered (its halls' meters fresh) while
+// coverage is below resolve_min_coverage.
+type meteredLowCoverage struct{ f *fakeSource }
+
+func (m meteredLowCoverage) Snapshot() web.Snapshot {
+	s := m.f.Snapshot()
+	site := &s.Sites[0]
+	site.Degraded, site.FacilityDegraded = true, false
+	site.MeteredW, site.FacilityW, site.FacilitySource = ptr(51.3e6), 51.3e6, "meter"
+	return s
 }

@@ -153,8 +153,14 @@ func finiteDomains(ds []DomainView) []DomainView {
 	for i := range out {
 		d := &out[i]
 		for _, f := range []*float64{&d.PowerMW, &d.PowerEstMW, &d.PowerMaxMW, &d.CapacityMW, &d.HeadroomMW,
-			&d.Coverage, &d.RampMWPerS, &d.SwingMW, &d.OscFreqHz, &d.OscMW, &d.GPUTempMaxC} {
+			&d.Coverage, &d.RampMWPerS, &d.SwingMW, &d.OscFreqHz, &d.OscMW, &d.GPUTempMaxC, &d.GPUW, &d.NodeW, &d.FacilityW} {
 			*f = fin(*f)
+		}
+		// No figure (nil) rather than a made-up 0 W.
+		for _, f := range []**float64{&d.MeteredW, &d.UnaccountedW} {
+			if *f != nil && !finite(**f) {
+				*f = nil
+			}
 		}
 	}
 	return out

@@ -57,6 +57,31 @@ type DomainView struct {
 	FacilityDegraded bool     `json:"facility_degraded"`
 }
 
+// HasFacility reports whether the aggregator sent facility power (an
+// older one sends no facility_source: the page and the demo then show GPU
+// power as before).
+func (d DomainView) HasFacility() bool { return d.FacilitySource != "" }
+
+// PowerShownMW is the figure the page and the demo put against capacity:
+// facility power when the aggregator sends it (the capacity rules evaluate
+// it), else the GPU estimate.
+func (d DomainView) PowerShownMW() float64 {
+	if d.HasFacility() {
+		return d.FacilityW / 1e6
+	}
+	return d.PowerEstMW
+}
+
+// ShownDegraded reports whether PowerShownMW is partly estimated: the
+// facility figure's own flag (a fresh meter is measured whatever the
+// nodes' coverage), else the GPU figure's.
+func (d DomainView) ShownDegraded() bool {
+	if d.HasFacility() {
+		return d.FacilityDegraded
+	}
+	return d.Degraded
+}
+
 // Point is one slot of a power series: T in unix milliseconds, MW.
 type Point struct {
 	T  int64   `json:"t"`

@@ -21,6 +21,7 @@ import (
 	"github.com/megawatch/megawatch/internal/natsx"
 	"github.com/megawatch/megawatch/internal/telemetry"
 	"github.com/megawatch/megawatch/internal/topology"
+	"github.com/megawatch/megawatch/meters"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -50,8 +51,8 @@ type demoOptions struct {
 func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	var o demoOptions
 	fs := newFlagSet("demo", stderr)
-	fs.StringVar(&o.topology, "topology", "", "topology file (default: the embedded 50 MW demo campus, configs/demo-topology.yaml)")
-	fs.Float64Var(&o.scale, "scale", 1, "grow or shrink the demo campus: rows per hall and capacities ×scale (1 = 6,400 nodes, 50 MW)")
+	fs.StringVar(&o.topology, "topology", "", "topology file (default: the embedded demo campus of 6,400 nodes and 100 MW, configs/demo-topology.yaml)")
+	fs.Float64Var(&o.scale, "scale", 1, "grow or shrink the demo campus: rows per hall and capacities ×scale (1 = 6,400 nodes, 100 MW of capacity)")
 	fs.BoolVar(&o.quick, "quick", false, "compress the scenario to about one minute (tests use it)")
 	fs.BoolVar(&o.forever, "forever", false, "keep running after the scenario, until interrupted")
 	fs.StringVar(&o.httpAddr, "http-addr", "127.0.0.1:8080", "live page, /metrics, /healthz and /readyz")
@@ -148,7 +149,7 @@ func demoTopology(path string, scale float64) (*topology.Topology, error) {
 		row := &hall.Children[0]
 		rows := max(1, int(math.Round(20*scale)))
 		row.Name = fmt.Sprintf("r[01-%02d]", rows)
-		hall.CapacityKW = row.CapacityKW * float64(rows) * 25000 / (1300 * 20)
+		hall.CapacityKW = hall.CapacityKW * float64(rows) / 20
 		site.CapacityKW = 2 * hall.CapacityKW
 	}
 	return f.Build("configs/demo-topology.yaml")
@@ -217,6 +218,8 @@ func (d *demo) run(ctx context.Context) error {
 	// production); the compressed scenario looks back over less.
 	acfg.AnalysisWindow = d.scen.at(60)
 	acfg.Rules = d.scen.rules(acfg.Rules)
+	// The nodes without node power are modeled as what they are.
+	acfg.NodeModel = alerts.NodeModelConfig{NodeType: d.o.model}
 	acfg.Notifiers.Alertmanager.URLs = nil
 	acfg.Notifiers.Alertmanager.URLsEnv = ""
 	acfg.Notifiers.PagerDuty.RoutingKeyEnv = ""
@@ -243,6 +246,21 @@ func (d *demo) run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	// 6. The facility meters of the topology, simulated over the same
+	// nodes (as `megawatch meters --sim`): they read what the nodes draw,
+	// collectors up or down, with the feeds' losses and non-IT load.
+	mcfg := meters.DefaultConfig()
+	mcfg.NATS = ncfg
+	mcfg.EnsureStream = false // created above
+	mcfg.Interval = time.Second
+	mcfg.Poller = "demo"
+	mcfg.MetricsAddr = ""
+	mcfg.Version = Version()
+	mcfg.Sim = scfg
+	mp, err := meters.NewSim(mcfg, topo, js, d.logger.With("component", "meters"), reg)
+	if err != nil {
+		return fmt.Errorf("meters: %w", err)
+	}
 
 	errc := make(chan error, 8)
 	goRun := func(name string, f func(context.Context) error) {
@@ -261,6 +279,7 @@ func (d *demo) run(ctx context.Context) error {
 	}
 	goRun("ingest", ing.Run)
 	goRun("alerts", eng.Run)
+	goRun("meters", mp.Run)
 	for i := range nReal {
 		dev, err := sim.New(scfg, locs[i], time.Now)
 		if err != nil {
@@ -279,13 +298,15 @@ func (d *demo) run(ctx context.Context) error {
 	fp.warn = func(msg string, args ...any) { d.logger.Warn(msg, args...) }
 	goRun("fleet", func(ctx context.Context) error { return fp.runRealTime(ctx, 0) })
 	if d.o.httpAddr != "" {
-		p("live page: http://%s  (site and hall MW, 10 Hz site power, alerts; works offline)", d.o.httpAddr)
+		p("live page: http://%s  (site and hall MW, facility power, 10 Hz site power, alerts; works offline)", d.o.httpAddr)
 	}
 	p("collectors: %d on the NVML code path (simulated driver), %d from the fleet model; one report per node per second", nReal, len(locs)-nReal)
+	p("node power: BMC (Redfish) on most nodes, in-band meter (hwmon) on racks rk09, none on nodes n15-n16 of racks rk10 (modeled by the aggregator)")
+	p("meters:    %d simulated (switchgear per hall: 4%% UPS/transformer loss + 700 W/node of cooling and lighting; branch circuits per row: 1%% busway loss)", mp.Meters())
 	p("scenario:  %s", d.scen.describe())
 	p("")
 
-	// 6. Watch: print the site and its halls once a second. The scenario
+	// 7. Watch: print the site and its halls once a second. The scenario
 	// ends when the aggregator has evaluated its last window (event time):
 	// on a busy machine the aggregator may lag, and the page and its
 	// resolve still play out, later. Past a generous wall-clock limit the
@@ -401,8 +422,10 @@ func (d *demo) summary(pages *pagePrinter) {
 
 func printSnapshot(w io.Writer, s webSnapshot, elapsed time.Duration, phase string) {
 	var b strings.Builder
-	// Power is the estimate (silent nodes at their last known power), as
-	// the rules see it; a degraded domain says so.
+	// Power against capacity is what the capacity rules evaluate: the
+	// facility figure (metered, else the node sum) when the aggregator has
+	// one, else the GPU estimate (silent nodes at their last known power);
+	// a degraded domain says so. Then the three figures side by side.
 	mark := func(d bool) string {
 		if d {
 			return "  DEGRADED (partly estimated)"
@@ -414,15 +437,49 @@ func printSnapshot(w io.Writer, s webSnapshot, elapsed time.Duration, phase stri
 		if st.OscFound {
 			osc = fmt.Sprintf("  osc %4.2f Hz %5.1f MW", st.OscFreqHz, st.OscMW)
 		}
-		fmt.Fprintf(&b, "%6s  %-22s site %-6s %6.1f / %5.1f MW %s %3.0f%%  ramp %5.1f MW/s%s  coverage %5.1f%%%s\n",
-			fmtElapsed(elapsed), phase, st.Key, st.PowerEstMW, st.CapacityMW, bar(st.PowerEstMW/st.CapacityMW, 20), 100*st.PowerEstMW/st.CapacityMW,
-			st.RampMWPerS, osc, 100*st.Coverage, mark(st.Degraded))
+		mw := st.PowerShownMW()
+		fmt.Fprintf(&b, "%6s  %-22s site %-6s %6.1f / %5.1f MW %s %3.0f%%  %s  ramp %5.1f MW/s%s  coverage %5.1f%%%s\n",
+			fmtElapsed(elapsed), phase, st.Key, mw, st.CapacityMW, bar(mw/st.CapacityMW, 20), 100*mw/st.CapacityMW,
+			figures(st), st.RampMWPerS, osc, 100*st.Coverage, mark(st.ShownDegraded()))
 	}
 	for _, h := range s.Halls {
-		fmt.Fprintf(&b, "%6s  %-22s hall %-6s %6.1f / %5.1f MW %s %3.0f%%  headroom %5.1f MW  coverage %5.1f%%%s\n",
-			"", "", h.Path[len(h.Path)-1], h.PowerEstMW, h.CapacityMW, bar(h.PowerEstMW/h.CapacityMW, 20), 100*h.PowerEstMW/h.CapacityMW, h.HeadroomMW, 100*h.Coverage, mark(h.Degraded))
+		mw := h.PowerShownMW()
+		fmt.Fprintf(&b, "%6s  %-22s hall %-6s %6.1f / %5.1f MW %s %3.0f%%  %s  headroom %5.1f MW  coverage %5.1f%%%s\n",
+			"", "", h.Path[len(h.Path)-1], mw, h.CapacityMW, bar(mw/h.CapacityMW, 20), 100*mw/h.CapacityMW, figures(h), h.CapacityMW-mw, 100*h.Coverage, mark(h.ShownDegraded()))
 	}
 	_, _ = io.WriteString(w, b.String())
+}
+
+// figures is a domain's three figures side by side, and the unaccounted
+// power (metered − reporting nodes) with the source of the facility figure:
+// "GPU  24.8 · node  44.6 · metered  48.6 · unacc.   4.0 MW (meter)".
+// Metered is "—" without a meter, "stale" when its meters have no fresh
+// reading; an aggregator without facility power shows GPU power only.
+func figures(d webDomain) string {
+	if !d.HasFacility() {
+		return fmt.Sprintf("GPU %5.1f · node     — · metered     — · unacc.     — MW (GPU only)", d.PowerEstMW)
+	}
+	metered, unacc := "    —", "    —"
+	if d.MetersStale > 0 {
+		metered = "stale"
+	}
+	if d.MeteredW != nil {
+		metered = fmt.Sprintf("%5.1f", *d.MeteredW/1e6)
+	}
+	if d.UnaccountedW != nil {
+		unacc = fmt.Sprintf("%5.1f", *d.UnaccountedW/1e6)
+	}
+	src := strings.ToLower(d.FacilitySource)
+	switch {
+	case strings.Contains(src, "meter"):
+		src = "meter"
+	case strings.Contains(src, "node"):
+		src = "node sum"
+	}
+	if d.FacilityDegraded {
+		src += ", partly estimated"
+	}
+	return fmt.Sprintf("GPU %5.1f · node %5.1f · metered %s · unacc. %s MW (%s)", d.GPUW/1e6, d.NodeW/1e6, metered, unacc, src)
 }
 
 func fmtElapsed(d time.Duration) string {

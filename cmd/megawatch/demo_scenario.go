@@ -14,7 +14,10 @@ import (
 	"github.com/megawatch/megawatch/collector/sim"
 )
 
-type webSnapshot = web.Snapshot
+type (
+	webSnapshot = web.Snapshot
+	webDomain   = web.DomainView
+)
 
 // scenario is the demo's script, in offsets from its epoch. --quick
 // compresses every offset (not the 2 s training period) by k.
@@ -35,7 +38,24 @@ const (
 	scBurstRamp  = 5   //
 	scTrainStop  = 200 // the job ends, ramping down over scTrainRamp
 	scEnd        = 215
+	// A row's collectors stop (collector_down) while its branch-circuit
+	// meter keeps reading: the meter/node divergence alert fires, and
+	// resolves when they are back.
+	scDownStart = 35
+	scDownStop  = 80
+	scDownRow   = "hall=h2,row=r01"
+	scDownName  = "h2/r01"
 )
+
+// demoNodePower is what the demo's nodes report as node power: most a BMC
+// over Redfish, rack rk09 of every row an in-band ACPI power meter, the
+// last two nodes of rack rk10 nothing (the aggregator models them: a few
+// per row, so that its static model's error stays well inside what the
+// divergence rule tolerates).
+var demoNodePower = []sim.NodePowerMix{
+	{Nodes: "rack=rk09", Source: sim.NodePowerHwmon},
+	{Nodes: "rack=rk10,node=*-n1[56]", Source: sim.NodePowerNone},
+}
 
 func newScenario(quick bool) scenario {
 	k := 1.0
@@ -58,6 +78,9 @@ func (s scenario) sim(model string) sim.Config {
 	c := sim.DefaultConfig()
 	c.Model = model
 	c.Epoch = s.epoch
+	c.NodePower = sim.NodePowerMixed
+	c.NodePowerMix = demoNodePower
+	c.Faults = []sim.Fault{{Kind: sim.FaultCollectorDown, Node: scDownRow, GPU: -1, From: s.at(scDownStart), Until: s.at(scDownStop)}}
 	c.Jobs = []sim.Job{
 		{ // first match wins: the burst overrides training in hall h1
 			Name: "h1-burst", Nodes: "hall=h1",
@@ -107,6 +130,8 @@ func (s scenario) phase(t time.Time) string {
 		return "job stopping (ramp)"
 	case sec >= scTrainStop:
 		return "idle"
+	case sec >= scDownStart && sec < scDownStop:
+		return scDownName + " collectors down"
 	}
 	since := sec - scTrainStart
 	if r := since - float64(int(since/scCkptEvery))*scCkptEvery; r >= scCkptEvery-scCkptFor {
@@ -117,8 +142,8 @@ func (s scenario) phase(t time.Time) string {
 
 func (s scenario) describe() string {
 	f := func(sec float64) string { return fmtElapsed(s.at(sec)) }
-	return fmt.Sprintf("job starts %s and ramps up; trains with a 0.5 Hz synchronised swing; checkpoints at %s; hall h1 runs flat out %s-%s (page, then resolve); job stops %s; demo ends %s",
-		f(scTrainStart), f(scTrainStart+scCkptEvery-scCkptFor), f(scBurstStart), f(scBurstStop), f(scTrainStop), f(scEnd))
+	return fmt.Sprintf("job starts %s and ramps up; trains with a 0.5 Hz synchronised swing; row %s's collectors stop %s-%s while its meter keeps reading (divergence alert, then resolve); checkpoints at %s; hall h1 runs flat out %s-%s (page, then resolve); job stops %s; demo ends %s",
+		f(scTrainStart), scDownName, f(scDownStart), f(scDownStop), f(scTrainStart+scCkptEvery-scCkptFor), f(scBurstStart), f(scBurstStop), f(scTrainStop), f(scEnd))
 }
 
 // pagePrinter is a slog.Handler that prints the log notifier's alert

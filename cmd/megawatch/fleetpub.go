@@ -17,8 +17,11 @@ import (
 // fleetPublisher publishes the reports of many simulated nodes straight
 // from the simulator's model (no NVML layer), exactly as collectors would:
 // one protobuf NodeReport per node per window on the node's power subject,
-// with Nats-Msg-Id for dedup. `loadgen` and `demo` use it to stand in for
-// thousands of nodes on one machine.
+// with Nats-Msg-Id for dedup, and node power as the simulator's node_power
+// says (per node with mixed). A node whose collector is down for a window
+// (a collector_down fault) publishes nothing for it; the node still draws,
+// so simulated meters over it keep reading it. `loadgen` and `demo` use it
+// to stand in for thousands of nodes on one machine.
 type fleetPublisher struct {
 	fleet    *sim.Fleet
 	subjects []string
@@ -34,7 +37,10 @@ type fleetPublisher struct {
 	// behind (NATS did not take them fast enough, or the machine was too
 	// busy to build them in time): it thins windows rather than failing.
 	skipped int
-	offset  int // node to start the next window with (skipped ones first)
+	// down counts reports not published because the node's collector was
+	// down (collector_down faults): that is the scenario, not a shortfall.
+	down   int
+	offset int // node to start the next window with (skipped ones first)
 	// warn, when set, is told once per thinned or skipped window.
 	warn func(msg string, args ...any)
 	// thin: in real time, thin or skip windows when behind; otherwise
@@ -64,6 +70,12 @@ func (p *fleetPublisher) publishWindow(end time.Time) error {
 	n := len(p.subjects)
 	for k := range n {
 		i := (p.offset + k) % n
+		if p.fleet.CollectorDown(i, end) {
+			// Not simulated either: the node's next report integrates
+			// the gap, as its GPUs' energy counters kept counting.
+			p.down++
+			continue
+		}
 		p.fleet.Report(&p.rep, i, end, p.window, p.slot)
 		p.rep.BootId = p.bootID
 		if p.rep.Seq == 1 || p.rep.Seq%60 == 1 {

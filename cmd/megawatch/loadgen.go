@@ -8,6 +8,7 @@ import (
 
 	"github.com/megawatch/megawatch/collector/sim"
 	"github.com/megawatch/megawatch/configs"
+	"github.com/megawatch/megawatch/internal/config"
 	"github.com/megawatch/megawatch/internal/natsx"
 	"github.com/megawatch/megawatch/internal/telemetry"
 	"github.com/nats-io/nats.go/jetstream"
@@ -25,6 +26,7 @@ func runLoadgen(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	count := fs.Int("count", 0, "windows per node (0 = until interrupted; required with --rate max)")
 	topoPath := fs.String("topology", "", "topology file for node locations (default: embedded configs/topology.yaml); extra nodes get lg-… names")
 	model := fs.String("gpu-model", "dgxh100", "simulated node model: dgxh100 or dgxb200")
+	simFile := fs.String("sim-config", "", "simulator scenario: a YAML file with the keys of a collector config's sim: section (jobs, faults such as collector_down, node_power, node_power_mix); default: the built-in one with --gpu-model")
 	window := fs.Duration("window", time.Second, "window length")
 	inflight := fs.Int("inflight", 4096, "async publishes awaiting their ack")
 	back := fs.Duration("backfill", 0, "with --rate max: window ends start this far in the past (default count×window)")
@@ -58,6 +60,11 @@ func runLoadgen(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	}
 	scfg := sim.DefaultConfig()
 	scfg.Model = *model
+	if *simFile != "" {
+		if scfg, err = config.LoadValidated(*simFile, scfg); err != nil {
+			return err
+		}
+	}
 	fleet, err := sim.NewFleet(scfg, locs)
 	if err != nil {
 		return err
@@ -107,7 +114,11 @@ func runLoadgen(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		return err
 	}
 	el := time.Since(start)
-	fmt.Fprintf(stdout, "published %d reports of %d nodes in %s: %.0f reports/s; %d skipped (publisher behind)\n", fp.sent, len(locs), el.Round(time.Millisecond), float64(fp.sent)/el.Seconds(), fp.skipped)
+	fmt.Fprintf(stdout, "published %d reports of %d nodes in %s: %.0f reports/s; %d skipped (publisher behind)", fp.sent, len(locs), el.Round(time.Millisecond), float64(fp.sent)/el.Seconds(), fp.skipped)
+	if fp.down > 0 {
+		fmt.Fprintf(stdout, "; %d not sent (collector_down)", fp.down)
+	}
+	fmt.Fprintln(stdout)
 	return nil
 }
 

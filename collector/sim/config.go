@@ -41,9 +41,17 @@ type Config struct {
 	HostIdleW float64 `yaml:"host_idle_w"`
 	HostMaxW  float64 `yaml:"host_max_w"`
 	// NodePower is what a simulated node reports as node power: redfish (a
-	// simulated BMC reading GPUs + host, source REDFISH), model (the
-	// collector's estimate from the GPUs, source MODEL) or none (absent).
+	// simulated BMC reading GPUs + host, source REDFISH), hwmon (the same
+	// reading from the in-band ACPI power meter, source HWMON), model (the
+	// collector's estimate from the GPUs, source MODEL), none (absent), or
+	// mixed: per node from NodePowerMix.
 	NodePower string `yaml:"node_power"`
+	// NodePowerMix, with node_power: mixed, gives the source per node: the
+	// first entry whose selector matches a node wins; a node no entry
+	// matches reports redfish. Ignored with any other node_power (so that
+	// `meters --sim`, which sets node_power: redfish to read what the nodes
+	// draw, reads every node whatever the mix).
+	NodePowerMix []NodePowerMix `yaml:"node_power_mix"`
 
 	Noise     float64 `yaml:"noise"`     // fractional power noise (std dev), e.g. 0.01
 	Variation float64 `yaml:"variation"` // fractional per-GPU spread of power, inlet and R
@@ -89,9 +97,18 @@ const (
 // What simulated nodes report as node power (Config.NodePower).
 const (
 	NodePowerRedfish = "redfish"
+	NodePowerHwmon   = "hwmon"
 	NodePowerModel   = "model"
 	NodePowerNone    = "none"
+	NodePowerMixed   = "mixed" // per node, from Config.NodePowerMix
 )
+
+// NodePowerMix is the node-power source of the nodes Nodes selects (same
+// syntax as Job.Nodes): redfish, hwmon, model or none.
+type NodePowerMix struct {
+	Nodes  string `yaml:"nodes"`
+	Source string `yaml:"source"`
+}
 
 // Fields that not_supported and hang faults name.
 const (
@@ -225,9 +242,23 @@ func (c Config) Validate() error {
 		bad("host_max_w", "must be 0 (model default) or up to 50000, and at least the host idle power (%g W)", hostIdle)
 	}
 	switch c.NodePower {
-	case "", NodePowerRedfish, NodePowerModel, NodePowerNone: // "": redfish
+	case "", NodePowerRedfish, NodePowerHwmon, NodePowerModel, NodePowerNone, NodePowerMixed: // "": redfish
 	default:
-		bad("node_power", "must be redfish, model or none, got %q", c.NodePower)
+		bad("node_power", "must be redfish, hwmon, model, none or mixed, got %q", c.NodePower)
+	}
+	for i, m := range c.NodePowerMix {
+		key := fmt.Sprintf("node_power_mix[%d].", i)
+		if err := checkSelector(m.Nodes); err != nil {
+			bad(key+"nodes", "%v", err)
+		}
+		switch m.Source {
+		case NodePowerRedfish, NodePowerHwmon, NodePowerModel, NodePowerNone:
+		default:
+			bad(key+"source", "must be redfish, hwmon, model or none, got %q", m.Source)
+		}
+	}
+	if c.NodePower == NodePowerMixed && len(c.NodePowerMix) == 0 {
+		bad("node_power_mix", "required with node_power: mixed (a list of {nodes, source})")
 	}
 	if !(c.Noise >= 0 && c.Noise <= 0.5) {
 		bad("noise", "must be 0..0.5")

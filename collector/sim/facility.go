@@ -89,3 +89,25 @@ func (f *Fleet) CollectorDown(i int, windowEnd time.Time) bool {
 
 // Location is node i's location.
 func (f *Fleet) Location(i int) telemetry.Location { return f.nodes[i].n.loc }
+
+// nodePowerOf is what the node at loc reports as node power: redfish,
+// hwmon, model or none (node_power, or with mixed the first matching
+// node_power_mix entry, else redfish).
+func (c Config) nodePowerOf(loc telemetry.Location) string {
+	switch c.NodePower {
+	case "":
+		return NodePowerRedfish
+	case NodePowerMixed:
+		for _, m := range c.NodePowerMix {
+			if matchSelector(m.Nodes, loc) {
+				return m.Source
+			}
+		}
+		return NodePowerRedfish
+	}
+	return c.NodePower
+}
+
+// NodePowerSource is what node i of the fleet reports as node power:
+// redfish, hwmon, model or none (Config.NodePower and NodePowerMix).
+func (f *Fleet) NodePowerSource(i int) string { return f.nodes[i].n.nodePower }

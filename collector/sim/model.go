@@ -180,12 +180,15 @@ type node struct {
 	jobs   []job
 	faults []fault
 	gpus   [gpusPerNode]gpuParams
+	// nodePower is what this node reports as node power: redfish, hwmon,
+	// model or none (Config.NodePower, resolved through NodePowerMix).
+	nodePower string
 }
 
 func newNode(p *params, loc telemetry.Location) *node {
 	h := fnv.New64a()
 	h.Write([]byte(loc.String()))
-	n := &node{p: p, loc: loc, hash: mix(p.cfg.Seed ^ h.Sum64())}
+	n := &node{p: p, loc: loc, hash: mix(p.cfg.Seed ^ h.Sum64()), nodePower: p.cfg.nodePowerOf(loc)}
 	for _, j := range p.cfg.Jobs {
 		if !matchSelector(j.Nodes, loc) {
 			continue
@@ -510,8 +513,8 @@ func (n *node) fillNodePower(dst *telemetry.NodeReport, w *winAcc, secs float64)
 	dst.CpuPowerMw, dst.NodeEnergyMj = nil, nil
 	dst.NodePowerSource = telemetry.NodePowerSource_NODE_POWER_NONE
 	ok, mw := false, uint32(0)
-	switch n.p.cfg.NodePower {
-	case NodePowerRedfish, "":
+	switch n.nodePower {
+	case NodePowerRedfish, NodePowerHwmon:
 		if secs > 0 {
 			gpu := 0.0
 			for g := range gpusPerNode {
@@ -519,6 +522,9 @@ func (n *node) fillNodePower(dst *telemetry.NodeReport, w *winAcc, secs float64)
 			}
 			ok, mw = true, telemetry.WToMilliwatts(gpu+n.p.hostW(gpu/gpusPerNode))
 			dst.NodePowerSource = telemetry.NodePowerSource_NODE_POWER_REDFISH
+			if n.nodePower == NodePowerHwmon {
+				dst.NodePowerSource = telemetry.NodePowerSource_NODE_POWER_HWMON
+			}
 		}
 	case NodePowerModel:
 		g := nodepower.GPUs{Count: len(dst.Gpus), AllOK: len(dst.Gpus) > 0, ModelID: n.p.spec.name}
@@ -540,16 +546,18 @@ func (n *node) fillNodePower(dst *telemetry.NodeReport, w *winAcc, secs float64)
 // (BMCs report a short average, not an instant).
 const bmcAverageNs = int64(time.Second)
 
-// simBMC is the simulated node's BMC: it reads the node's whole power,
-// averaged over the last second.
+// simBMC is the simulated node's BMC (or its in-band ACPI power meter,
+// kind HWMON): it reads the node's whole power, averaged over the last
+// second.
 type simBMC struct {
 	n     *node
 	clock func() time.Time
+	kind  telemetry.NodePowerSource
 }
 
 func (b *simBMC) Name() string { return "sim" }
 func (b *simBMC) Kind() telemetry.NodePowerSource {
-	return telemetry.NodePowerSource_NODE_POWER_REDFISH
+	return b.kind
 }
 func (b *simBMC) Read(context.Context) (nodepower.Sample, error) {
 	s := b.n.p.scenarioNs(b.clock())
@@ -561,12 +569,16 @@ func (b *simBMC) Read(context.Context) (nodepower.Sample, error) {
 	return nodepower.Sample{PowerW: w / k}, nil
 }
 
-// NodePowerSource is the simulated BMC when the config's node_power is
-// redfish (false otherwise): `collector --sim` polls it before the
-// collector's own node_power sources.
+// NodePowerSource is the simulated BMC when the node's node power is
+// redfish, its ACPI power meter (kind HWMON, the same reading) when hwmon
+// (false otherwise): `collector --sim` polls it before the collector's own
+// node_power sources.
 func (d *Driver) NodePowerSource() (nodepower.Source, bool) {
-	if m := d.n.p.cfg.NodePower; m != NodePowerRedfish && m != "" {
-		return nil, false
+	switch d.n.nodePower {
+	case NodePowerRedfish:
+		return &simBMC{n: d.n, clock: d.clock, kind: telemetry.NodePowerSource_NODE_POWER_REDFISH}, true
+	case NodePowerHwmon:
+		return &simBMC{n: d.n, clock: d.clock, kind: telemetry.NodePowerSource_NODE_POWER_HWMON}, true
 	}
-	return &simBMC{n: d.n, clock: d.clock}, true
+	return nil, false
 }

@@ -61,15 +61,38 @@
     return Math.floor(m / 60) + "h " + (m % 60) + "m ago";
   }
 
+  // Facility power (W in the snapshot): a domain has it when the aggregator
+  // says where its figure comes from; an older aggregator sends GPU power
+  // only, and the page shows that as before.
+  const hasFacility = (d) => !!d.facility_source;
+  const hasMeter = (d) => typeof d.metered_w === "number";
+  // shownMW is what the page puts against capacity: the facility figure
+  // (what the capacity rules evaluate), else the GPU estimate.
+  const shownMW = (d) => hasFacility(d) ? d.facility_w / 1e6 : d.power_est_mw;
+  const headroomMW = (d) => hasFacility(d) ? d.capacity_mw - d.facility_w / 1e6 : d.headroom_mw;
+  // shownDegraded: the figure against capacity is partly estimated (the
+  // facility figure's own flag: a fresh meter is measured whatever the
+  // node coverage).
+  const shownDegraded = (d) => hasFacility(d) ? !!d.facility_degraded : !!d.degraded;
+  function sourceText(d) {
+    const s = String(d.facility_source || "").toLowerCase();
+    if (s.includes("meter")) return "meter";
+    if (s.includes("node")) return "node sum";
+    return s || "—";
+  }
+
   function campus(sites) {
     const c = { power_mw: 0, power_est_mw: 0, capacity_mw: 0, headroom_mw: 0, nodes_reporting: 0, nodes_expected: 0,
-      ramp_mw_per_s: 0, swing_mw: 0, osc_mw: 0, osc_freq_hz: 0, osc_found: false, degraded: false, lag_s: 0 };
+      ramp_mw_per_s: 0, swing_mw: 0, osc_mw: 0, osc_freq_hz: 0, osc_found: false, degraded: false, lag_s: 0,
+      shown_mw: 0, gpu_mw: 0, facility: sites.length > 0, metered: sites.length > 0 };
     for (const s of sites) {
       c.power_mw += s.power_mw; c.power_est_mw += s.power_est_mw; c.capacity_mw += s.capacity_mw;
-      c.headroom_mw += s.headroom_mw; c.nodes_reporting += s.nodes_reporting; c.nodes_expected += s.nodes_expected;
+      c.headroom_mw += headroomMW(s); c.nodes_reporting += s.nodes_reporting; c.nodes_expected += s.nodes_expected;
       c.ramp_mw_per_s += s.ramp_mw_per_s; c.swing_mw += s.swing_mw;
-      c.degraded = c.degraded || !!s.degraded; c.lag_s = Math.max(c.lag_s, s.lag_s || 0);
+      c.degraded = c.degraded || shownDegraded(s); c.lag_s = Math.max(c.lag_s, s.lag_s || 0);
       if (s.osc_found && s.osc_mw > c.osc_mw) { c.osc_mw = s.osc_mw; c.osc_freq_hz = s.osc_freq_hz; c.osc_found = true; }
+      c.shown_mw += shownMW(s); c.gpu_mw += hasFacility(s) ? s.gpu_w / 1e6 : s.power_est_mw;
+      c.facility = c.facility && hasFacility(s); c.metered = c.metered && hasMeter(s);
     }
     c.coverage = c.nodes_expected > 0 ? c.nodes_reporting / c.nodes_expected : 0;
     return c;
@@ -81,9 +104,12 @@
     const c = campus(top);
     // The headline is the estimate (silent nodes at their last known power):
     // missing reports never show as "0 MW" or as headroom.
-    set("site-mw", fmt(c.power_est_mw, 1));
+    // With facility power it is the facility figure (what the breakers
+    // carry, what the capacity rules evaluate); the foot says which.
+    set("site-mw", fmt(c.shown_mw, 1));
     set("site-capacity", fmt(c.capacity_mw, 1));
-    const frac = c.capacity_mw > 0 ? c.power_est_mw / c.capacity_mw : 0;
+    set("site-basis", c.facility ? (c.metered ? "metered" : "node sum") + " · GPU " + fmt(c.gpu_mw, 1) + " MW" : "GPU power");
+    const frac = c.capacity_mw > 0 ? c.shown_mw / c.capacity_mw : 0;
     set("site-util", fmt(frac * 100, 1) + "% used");
     const b = $("site-bar");
     b.style.width = Math.min(100, frac * 100).toFixed(1) + "%";
@@ -112,16 +138,44 @@
     tr.dataset.testid = cls;
     const name = el("td", "name", d.path && d.path.length ? d.path[d.path.length - 1] : d.key);
     name.title = d.key;
-    const deg = holdOn(d.key, d.degraded);
+    const deg = holdOn(d.key, shownDegraded(d));
     if (deg) { name.append(el("span", "deg-tag", "degraded")); name.title = d.key + ": telemetry degraded, figures partly estimated"; }
-    const barTd = el("td");
-    barTd.append(bar(d.power_est_mw, d.capacity_mw, d.key), el("div", "cap-text", fmt(d.power_est_mw, 1) + " / " + fmt(d.capacity_mw, 1) + " MW" + (deg ? " (est.)" : "")));
-    const head = el("td", "num" + (d.headroom_mw < 0 ? " bad" : ""), fmt(d.headroom_mw, 1));
+    const barTd = el("td"), mw = shownMW(d), headroom = headroomMW(d);
+    barTd.append(bar(mw, d.capacity_mw, d.key), el("div", "cap-text", fmt(mw, 1) + " / " + fmt(d.capacity_mw, 1) + " MW" + (deg ? " (est.)" : "")));
+    const head = el("td", "num" + (headroom < 0 ? " bad" : ""), fmt(headroom, 1));
     const cov = el("td", "num" + (lowCoverage(d.coverage, d.key) ? " low" : ""), fmt(d.coverage * 100, 1) + "%");
     cov.title = d.nodes_reporting + " / " + d.nodes_expected + " nodes";
     const osc = el("td", "num", d.osc_found && d.osc_mw >= 0.05 ? fmt(d.osc_mw, 1) + " MW @ " + fmt(d.osc_freq_hz, 2) + " Hz" : "—");
     const temp = el("td", "num", d.gpu_temp_max_c > 0 ? fmt(d.gpu_temp_max_c, 0) + (d.throttled_gpus > 0 ? " · " + d.throttled_gpus + " thr" : "") : "—");
-    tr.append(name, barTd, el("td", "num mw", fmt(d.power_est_mw, 1)), head, cov, el("td", "num", fmt(d.ramp_mw_per_s, 2)), osc, temp);
+    tr.append(name, barTd, el("td", "num mw", fmt(mw, 1)), head, cov, el("td", "num", fmt(d.ramp_mw_per_s, 2)), osc, temp);
+    return tr;
+  }
+
+  // facilityRow: the three figures side by side, and what the meters see
+  // beyond the reporting nodes.
+  function facilityRow(d, cls) {
+    const tr = el("tr", "fac-row " + cls);
+    tr.dataset.key = d.key;
+    tr.dataset.testid = "fac-row";
+    const name = el("td", "name", d.path && d.path.length ? d.path[d.path.length - 1] : d.key);
+    name.title = d.key;
+    if (!hasFacility(d)) {
+      // An aggregator without facility power: GPU power only.
+      tr.append(name, el("td", "num fac-gpu", fmt(d.power_est_mw, 1)), el("td", "num fac-node", "—"), el("td", "num fac-meter", "—"),
+        el("td", "num fac-unacc", "—"), el("td", "num", "—"), el("td", "fac-src", "GPU only"), el("td", "num fac-mw", fmt(d.power_est_mw, 1)));
+      return tr;
+    }
+    const stale = d.meters_stale > 0;
+    const meter = el("td", "num fac-meter" + (stale ? " low" : ""), hasMeter(d) ? fmt(d.metered_w / 1e6, 1) + (stale ? " ⚠" : "") : stale ? "stale" : "—");
+    if (stale) meter.title = d.meters_stale + " meter(s) without a fresh reading";
+    const un = typeof d.unaccounted_w === "number" ? d.unaccounted_w / 1e6 : undefined;
+    const ratio = un !== undefined && hasMeter(d) && d.metered_w > 0 ? un / (d.metered_w / 1e6) : undefined;
+    // No colour of its own: what is normal (losses, non-IT load) differs
+    // per domain; the divergence rules say when it is not.
+    tr.append(name, el("td", "num fac-gpu", fmt(d.gpu_w / 1e6, 1)), el("td", "num fac-node", fmt(d.node_w / 1e6, 1)), meter,
+      el("td", "num fac-unacc", un !== undefined ? fmt(un, 2) : "—"),
+      el("td", "num fac-ratio", ratio !== undefined ? fmt(ratio * 100, 1) + "%" : "—"),
+      el("td", "fac-src", sourceText(d) + (d.facility_degraded ? " (est.)" : "")), el("td", "num fac-mw", fmt(d.facility_w / 1e6, 1)));
     return tr;
   }
 
@@ -136,6 +190,13 @@
     const siteNames = new Set((snap.sites || []).map((s) => s.path && s.path[0]));
     for (const h of halls) if (!h.path || !siteNames.has(h.path[0])) rows.push(domainRow(h, "hall-row"));
     body.replaceChildren(...rows);
+    const fac = [];
+    for (const s of snap.sites || []) {
+      fac.push(facilityRow(s, "fac-site"));
+      for (const h of halls) if (h.path && h.path[0] === s.path[0]) fac.push(facilityRow(h, "fac-hall"));
+    }
+    for (const h of halls) if (!h.path || !siteNames.has(h.path[0])) fac.push(facilityRow(h, "fac-hall"));
+    $("facility").replaceChildren(...fac);
   }
 
   const SEV_ORDER = { critical: 0, page: 0, warning: 1, info: 2 };
