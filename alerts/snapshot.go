@@ -53,7 +53,7 @@ func (e *Engine) snapshot(st []aggregate.DomainState, end time.Time) {
 
 func view(d *topology.Domain, s *aggregate.DomainState) web.DomainView {
 	v := web.DomainView{Level: d.Level, Path: d.Path, Key: d.Key(), PowerMW: s.PowerW / 1e6, PowerEstMW: s.PowerEstW / 1e6,
-		PowerMaxMW: s.PowerMaxW / 1e6, CapacityMW: s.CapacityW / 1e6, HeadroomMW: s.HeadroomW / 1e6,
+		PowerMaxMW: s.PowerMaxW / 1e6, CapacityMW: s.CapacityW / 1e6, HeadroomMW: s.FacilityHeadroomW / 1e6, // as headroom_mw rules: capacity − facility
 		NodesReporting: s.NodesReporting, NodesExpected: s.NodesExpected, Coverage: s.Coverage,
 		RampMWPerS: s.RampWPerS / 1e6, SwingMW: s.SwingW / 1e6, OscFreqHz: s.OscFreqHz, OscMW: s.OscW / 1e6,
 		ThrottledGPUs: s.ThrottledGPUs, Degraded: s.Degraded, OscFound: s.OscFound}

@@ -20,7 +20,7 @@ type DomainView struct {
 	PowerEstMW     float64  `json:"power_est_mw"`
 	PowerMaxMW     float64  `json:"power_max_mw"`
 	CapacityMW     float64  `json:"capacity_mw"`
-	HeadroomMW     float64  `json:"headroom_mw"`
+	HeadroomMW     float64  `json:"headroom_mw"` // capacity − facility power (what headroom_mw rules evaluate)
 	NodesReporting int      `json:"nodes_reporting"`
 	NodesExpected  int      `json:"nodes_expected"`
 	Coverage       float64  `json:"coverage"`
