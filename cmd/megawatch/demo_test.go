@@ -168,17 +168,24 @@ func TestDemoEndToEnd(t *testing.T) {
 		// meter keeps reading: the alert fires once, then resolves.
 		rule := shippedDivergenceRule(t)
 		fire, resolve := "FIRING   "+rule+" demo/h2/r01", "RESOLVED "+rule+" demo/h2/r01"
-		if n := strings.Count(out, fire); n != 1 {
-			t.Errorf("%s fired %d times for row h2/r01, want once", rule, n)
+		nf, nr := strings.Count(out, fire), strings.Count(out, resolve)
+		if nf < 1 || nr < 1 || strings.Index(out, resolve) < strings.Index(out, fire) {
+			t.Errorf("%s for row h2/r01: fired %d times, resolved %d times, want fired, then resolved", rule, nf, nr)
 		}
-		if n := strings.Count(out, resolve); n != 1 {
-			t.Errorf("%s resolved %d times for row h2/r01, want once", rule, n)
-		}
-		if strings.Index(out, resolve) < strings.Index(out, fire) {
-			t.Errorf("%s resolved before it fired", rule)
-		}
-		if strings.Contains(out, rule+" demo/h1") || strings.Contains(out, rule+" demo/h2/r02") {
-			t.Errorf("%s fired for a row whose collectors kept reporting", rule)
+		// On a starved machine (the in-process publisher cannot build the
+		// campus's reports within the grace: they count late, coverage
+		// drops in rows whose collectors run) the divergence alert is
+		// right to fire elsewhere too: reports really are missing. Only a
+		// demo that kept up must show exactly the scene.
+		if why := demoStarved(out, stderr.String()); why != "" {
+			t.Logf("machine too busy for the demo (%s): divergence alerts beyond row h2/r01 are expected, not checked", why)
+		} else {
+			if nf != 1 || nr != 1 {
+				t.Errorf("%s for row h2/r01 fired %d times, resolved %d times, want once each", rule, nf, nr)
+			}
+			if strings.Contains(out, rule+" demo/h1") || strings.Contains(out, rule+" demo/h2/r02") {
+				t.Errorf("%s fired for a row whose collectors kept reporting", rule)
+			}
 		}
 	} else {
 		t.Log("the shipped alerts config has no row rule on unaccounted_ratio: facility power (aggregator and rules) is not in this build, so the three figures and the divergence alert are not checked")
@@ -239,4 +246,35 @@ func tail(s string, n int) string {
 		return s
 	}
 	return s[len(s)-n:]
+}
+
+// demoStarved says why a demo run could not keep up with its campus ("" if
+// it did): the publisher skipped or thinned windows, or hall h1 (whose
+// collectors all run through the scenario) showed less than 95 % coverage.
+func demoStarved(stdout, stderr string) string {
+	if strings.Contains(stderr, "publisher behind") {
+		return "the publisher skipped reports"
+	}
+	h1 := regexp.MustCompile(`hall h1 .*coverage\s+([0-9.]+)%`)
+	for _, m := range h1.FindAllStringSubmatch(stdout, -1) {
+		if v, _ := strconv.ParseFloat(m[1], 64); v < 95 {
+			return fmt.Sprintf("hall h1 coverage %s%%", m[1])
+		}
+	}
+	return ""
+}
+
+func TestDemoStarved(t *testing.T) {
+	quiet := "                                       hall h1        2.9 /  10.0 MW [######..............]  29%  GPU   0.7 · node   2.4 · metered   2.9 · unacc.   0.5 MW (meter)  headroom   7.1 MW  coverage 100.0%\n" +
+		"                                       hall h2        2.9 /  10.0 MW [######..............]  29%  GPU   0.7 · node   2.4 · metered   2.9 · unacc.   0.5 MW (meter)  headroom   7.1 MW  coverage  75.0%\n"
+	if why := demoStarved(quiet, "level=WARN msg=\"NO PAGING NOTIFIER\""); why != "" {
+		t.Errorf("quiet run: %q", why)
+	}
+	busy := strings.Replace(quiet, "coverage 100.0%", "coverage  54.4%", 1)
+	if why := demoStarved(busy, ""); why == "" {
+		t.Error("h1 at 54.4 % coverage: not starved")
+	}
+	if why := demoStarved(quiet, `level=WARN msg="publisher behind: windows skipped" windows=1`); why == "" {
+		t.Error("skipped windows: not starved")
+	}
 }
