@@ -8,6 +8,7 @@ import (
 
 	"github.com/megawatch/megawatch/internal/telemetry"
 	"github.com/megawatch/megawatch/internal/topology"
+	"github.com/megawatch/megawatch/internal/topology/topotest"
 	"google.golang.org/protobuf/proto"
 )
 
@@ -79,40 +80,6 @@ func BenchmarkHandleReport(b *testing.B) {
 	b.ReportMetric(float64(cpu.Nanoseconds())/float64(b.N), "cpu_ns/report")
 }
 
-// meteredCampus is topotest.Campus with meters: two PDUs per rack, one
-// branch-circuit monitor per row, one switchgear meter per hall.
-func meteredCampus(tb testing.TB, halls, rows, racks, rackKW int) *topology.Topology {
-	tb.Helper()
-	m := func(name string) string {
-		return fmt.Sprintf(`{name: "%s", protocol: modbus, address: "%s:502", modbus: {power: {address: 0, type: u32}}}`, name, name)
-	}
-	y := fmt.Sprintf(`
-levels: [site, hall, row, rack]
-domains:
-  - name: dc1
-    capacity_kw: %d
-    children:
-      - name: h[%02d-%02d]
-        capacity_kw: %d
-        meters: [%s]
-        children:
-          - name: r[%02d-%02d]
-            capacity_kw: %d
-            meters: [%s]
-            children:
-              - name: k[%02d-%02d]
-                capacity_kw: %d
-                nodes: ["g-{hall}-{row}-{rack}-n[01-18]"]
-                meters: [%s, %s]
-`, halls*rows*racks*rackKW, 1, halls, rows*racks*rackKW, m("swgr-{hall}"), 1, rows, racks*rackKW, m("bcm-{hall}-{row}"),
-		1, racks, rackKW, m("pdu-{hall}-{row}-{rack}-a"), m("pdu-{hall}-{row}-{rack}-b"))
-	topo, err := topology.Parse([]byte(y), "bench")
-	if err != nil {
-		tb.Fatal(err)
-	}
-	return topo
-}
-
 // BenchmarkTick is one window at campus scale: every node fresh, every
 // level summed, ramp/swing/FFT on every domain with a full 60 s window
 // (GPU, and the facility ramp and swing; the facility spectrum only in the
@@ -157,7 +124,7 @@ func BenchmarkTick(b *testing.B) {
 		b.Run(c.name, func(b *testing.B) {
 			topo := bigTopo(b, c.halls, c.rows, c.racks)
 			if c.metered {
-				topo = meteredCampus(b, c.halls, c.rows, c.racks, 200)
+				topo = topotest.MeteredCampus(b, c.halls, c.rows, c.racks, 200)
 			}
 			cfg := testConfig()
 			cfg.OscLevels = c.osc
