@@ -328,33 +328,25 @@ func (in *Ingester) nakStopping(m jetstream.Msg) {
 }
 
 func ensureStreamRetry(ctx context.Context, js jetstream.JetStream, sc jetstream.StreamConfig, log *slog.Logger) (jetstream.Stream, error) {
-	for attempt := 0; ; attempt++ {
-		sctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		s, err := natsx.EnsureStream(sctx, js, sc)
-		cancel()
-		if err == nil {
-			return s, nil
-		}
-		if ctx.Err() != nil {
-			return nil, err
-		}
-		if attempt%10 == 0 {
-			log.Warn("waiting for jetstream", "stream", sc.Name, "err", err)
-		}
-		select {
-		case <-ctx.Done():
-			return nil, ctx.Err()
-		case <-time.After(500 * time.Millisecond):
-		}
-	}
+	return retryStream(ctx, log, "waiting for jetstream", sc.Name, func(ctx context.Context) (jetstream.Stream, error) {
+		return natsx.EnsureStream(ctx, js, sc)
+	})
 }
 
 // waitStream waits for stream name to exist (meters.ensure_stream false:
 // `megawatch meters` creates MEGAWATCH_METER).
 func waitStream(ctx context.Context, js jetstream.JetStream, name string, log *slog.Logger) (jetstream.Stream, error) {
+	return retryStream(ctx, log, "waiting for stream (meters.ensure_stream is false)", name, func(ctx context.Context) (jetstream.Stream, error) {
+		return js.Stream(ctx, name)
+	})
+}
+
+// retryStream calls get (5 s each) every 500 ms until it succeeds or ctx
+// ends, warning every tenth attempt.
+func retryStream(ctx context.Context, log *slog.Logger, msg, name string, get func(context.Context) (jetstream.Stream, error)) (jetstream.Stream, error) {
 	for attempt := 0; ; attempt++ {
 		sctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		s, err := js.Stream(sctx, name)
+		s, err := get(sctx)
 		cancel()
 		if err == nil {
 			return s, nil
@@ -363,7 +355,7 @@ func waitStream(ctx context.Context, js jetstream.JetStream, name string, log *s
 			return nil, err
 		}
 		if attempt%10 == 0 {
-			log.Warn("waiting for stream (meters.ensure_stream is false)", "stream", name, "err", err)
+			log.Warn(msg, "stream", name, "err", err)
 		}
 		select {
 		case <-ctx.Done():
