@@ -8,9 +8,7 @@ import (
 
 	"github.com/megawatch/megawatch/alerts/notify"
 	"github.com/megawatch/megawatch/alerts/rules"
-	"github.com/megawatch/megawatch/collector/sim"
 	"github.com/megawatch/megawatch/internal/telemetry"
-	"github.com/megawatch/megawatch/internal/topology"
 	"google.golang.org/protobuf/proto"
 )
 
@@ -21,20 +19,7 @@ import (
 // value then and keeps its state; with the meter back and low, both
 // resolve. The same rule on GPU power never fires.
 func TestFacilityRulesFollowTheMeter(t *testing.T) {
-	topo, err := topology.Parse([]byte(meterTopo), "meter-topology")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var locs []telemetry.Location
-	for _, n := range topo.Nodes() {
-		locs = append(locs, n.Location)
-	}
-	sc := sim.DefaultConfig()
-	sc.Seed = 1
-	fl, err := sim.NewFleet(sc, locs)
-	if err != nil {
-		t.Fatal(err)
-	}
+	topo, fl := meterTopoFleet(t)
 	cfg := DefaultConfig()
 	cfg.HTTPAddr = ""
 	cfg.Notifiers.Log.Enabled, cfg.Notifiers.NATS.Enabled = false, false

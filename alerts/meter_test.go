@@ -61,20 +61,7 @@ type meterRig struct {
 func newMeterRig(t *testing.T) *meterRig {
 	t.Helper()
 	testenv.Short(t)
-	topo, err := topology.Parse([]byte(meterTopo), "meter-topology")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var locs []telemetry.Location
-	for _, n := range topo.Nodes() {
-		locs = append(locs, n.Location)
-	}
-	sc := sim.DefaultConfig()
-	sc.Seed = 1
-	fl, err := sim.NewFleet(sc, locs)
-	if err != nil {
-		t.Fatal(err)
-	}
+	topo, fl := meterTopoFleet(t)
 	srv := natstest.RunServer(t)
 	nc := natstest.Connect(t, srv.URL())
 	js, err := jetstream.New(nc)
@@ -360,4 +347,24 @@ func (r *meterRig) consecutive(n int, within time.Duration) []*telemetry.Rollup 
 		}
 	}
 	return got
+}
+
+// meterTopoFleet parses meterTopo and simulates its nodes (seed 1).
+func meterTopoFleet(t *testing.T) (*topology.Topology, *sim.Fleet) {
+	t.Helper()
+	topo, err := topology.Parse([]byte(meterTopo), "meter-topology")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var locs []telemetry.Location
+	for _, n := range topo.Nodes() {
+		locs = append(locs, n.Location)
+	}
+	sc := sim.DefaultConfig()
+	sc.Seed = 1
+	fl, err := sim.NewFleet(sc, locs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return topo, fl
 }
