@@ -44,12 +44,7 @@ func newRecorder(t testing.TB, nc *nats.Conn) *recorder {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := sub.SetPendingLimits(-1, -1); err != nil {
-		t.Fatal(err)
-	}
-	if err := nc.Flush(); err != nil {
-		t.Fatal(err)
-	}
+	unbounded(t, nc, sub)
 	return r
 }
 
@@ -129,12 +124,7 @@ func newMeterLog(t testing.TB, nc *nats.Conn) *meterLog {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := sub.SetPendingLimits(-1, -1); err != nil {
-		t.Fatal(err)
-	}
-	if err := nc.Flush(); err != nil {
-		t.Fatal(err)
-	}
+	unbounded(t, nc, sub)
 	return l
 }
 
@@ -190,12 +180,7 @@ func newNodeLog(t testing.TB, nc *nats.Conn) *nodeLog {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := sub.SetPendingLimits(-1, -1); err != nil {
-		t.Fatal(err)
-	}
-	if err := nc.Flush(); err != nil {
-		t.Fatal(err)
-	}
+	unbounded(t, nc, sub)
 	return l
 }
 
@@ -203,4 +188,17 @@ func (l *nodeLog) get(node string) *telemetry.NodeReport {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.last[node]
+}
+
+// unbounded lifts sub's pending limits (an observer must never drop what it
+// counts back) and flushes, so that the subscription is in place on the
+// server before the caller goes on.
+func unbounded(t testing.TB, nc *nats.Conn, sub *nats.Subscription) {
+	t.Helper()
+	if err := sub.SetPendingLimits(-1, -1); err != nil {
+		t.Fatal(err)
+	}
+	if err := nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
 }
